@@ -1,0 +1,1 @@
+"""Implementations of the domain ports: persistence, crypto, rate-limit storage."""

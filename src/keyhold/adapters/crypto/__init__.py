@@ -1,0 +1,1 @@
+"""Cryptographic adapters: encryption at rest, signing keys, access tokens."""

@@ -1,0 +1,47 @@
+"""Engine construction for the two supported databases."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import event
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+from keyhold.settings import Settings
+
+
+def create_engine(settings: Settings) -> AsyncEngine:
+    url = make_url(settings.resolved_database_url)
+    if url.get_backend_name() == "sqlite":
+        return _sqlite_engine(url.database)
+    return create_async_engine(
+        url,
+        pool_size=settings.database_pool_size,
+        max_overflow=0,
+        pool_pre_ping=True,
+        pool_timeout=settings.database_connect_timeout_seconds,
+        connect_args={
+            "timeout": settings.database_connect_timeout_seconds,
+            "command_timeout": settings.database_statement_timeout_seconds,
+            "server_settings": {"application_name": "keyhold"},
+        },
+    )
+
+
+def _sqlite_engine(database: str | None) -> AsyncEngine:
+    if database and database != ":memory:":
+        Path(database).parent.mkdir(parents=True, exist_ok=True)
+    engine = create_async_engine(f"sqlite+aiosqlite:///{database or ':memory:'}")
+
+    @event.listens_for(engine.sync_engine, "connect")
+    def _pragmas(dbapi_connection: Any, _record: Any) -> None:
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA busy_timeout=10000")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.close()
+
+    return engine

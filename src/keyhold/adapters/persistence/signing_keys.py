@@ -1,0 +1,63 @@
+"""SigningKeyRepository on SQL, private keys sealed with the AEAD key ring."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+
+from sqlalchemy import or_, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from keyhold.adapters.crypto.aead import AeadKeyRing, Sealed
+from keyhold.adapters.persistence.tables import signing_keys
+from keyhold.domain.signing_keys import SigningKey
+
+
+def _associated_data(key_id: str) -> bytes:
+    return b"keyhold/signing-key/" + key_id.encode()
+
+
+class SqlSigningKeyRepository:
+    def __init__(self, connection: AsyncConnection, aead: AeadKeyRing) -> None:
+        self._connection = connection
+        self._aead = aead
+
+    async def list_verifiable(self, retired_after: datetime) -> list[SigningKey]:
+        rows = await self._connection.execute(
+            select(signing_keys)
+            .where(or_(signing_keys.c.retired_at.is_(None), signing_keys.c.retired_at > retired_after))
+            .order_by(signing_keys.c.created_at)
+        )
+        return [
+            SigningKey(
+                key_id=row.key_id,
+                algorithm=row.algorithm,
+                public_jwk=json.loads(row.public_jwk),
+                private_key_pem=self._aead.decrypt(
+                    Sealed(row.encryption_key_id, row.private_key_ciphertext),
+                    _associated_data(row.key_id),
+                ),
+                created_at=row.created_at,
+                retired_at=row.retired_at,
+            )
+            for row in rows
+        ]
+
+    async def add(self, key: SigningKey) -> None:
+        sealed = self._aead.encrypt(key.private_key_pem, _associated_data(key.key_id))
+        await self._connection.execute(
+            signing_keys.insert().values(
+                key_id=key.key_id,
+                algorithm=key.algorithm,
+                public_jwk=json.dumps(key.public_jwk, sort_keys=True),
+                private_key_ciphertext=sealed.blob,
+                encryption_key_id=sealed.key_id,
+                created_at=key.created_at,
+                retired_at=key.retired_at,
+            )
+        )
+
+    async def retire_active(self, at: datetime) -> None:
+        await self._connection.execute(
+            update(signing_keys).where(signing_keys.c.retired_at.is_(None)).values(retired_at=at)
+        )

@@ -1,0 +1,1 @@
+"""Rate-limit counter storage for the `limits` library."""

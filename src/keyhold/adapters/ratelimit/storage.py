@@ -1,0 +1,20 @@
+"""In-memory counters for one process, or Redis counters shared by every replica."""
+
+from __future__ import annotations
+
+from limits.aio.storage import MemoryStorage, RedisStorage
+from limits.aio.strategies import MovingWindowRateLimiter
+
+
+def create_rate_limiter(redis_url: str | None) -> MovingWindowRateLimiter:
+    """A moving window limiter: N per minute means N in any 60 s, exactly."""
+    if redis_url is None:
+        return MovingWindowRateLimiter(MemoryStorage())
+    return MovingWindowRateLimiter(
+        RedisStorage(
+            "async+" + redis_url,
+            key_prefix="keyhold",
+            socket_timeout=0.5,
+            socket_connect_timeout=0.5,
+        )
+    )

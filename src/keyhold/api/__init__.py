@@ -1,0 +1,1 @@
+"""The gRPC edge: servicers, the policy interceptor, proto⇄domain mapping, error mapping."""

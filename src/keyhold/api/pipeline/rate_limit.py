@@ -1,0 +1,71 @@
+"""Rate limiting with the `limits` library, keyed as each method's policy says.
+
+If the limit storage (Redis) cannot be reached, calls are let through and a warning
+is logged: losing the limiter must not take the service down.
+"""
+
+from __future__ import annotations
+
+import time
+
+import structlog
+from limits.aio.strategies import RateLimiter
+
+from keyhold.api.policy import MethodPolicy, RateLimit
+from keyhold.domain.call import CallContext
+from keyhold.domain.errors import ResourceExhausted
+from keyhold.policy.v1 import policy_pb2
+
+from .authorization import field_value
+
+log = structlog.get_logger(__name__)
+
+
+def peer_address(peer: str) -> str:
+    """`ipv4:10.0.0.1:5000` → `10.0.0.1`; `ipv6:[::1]:5000` → `::1`."""
+    kind, _, rest = peer.partition(":")
+    if kind == "ipv6" and rest.startswith("["):
+        return rest[1 : rest.find("]")]
+    if kind == "ipv4":
+        return rest.rpartition(":")[0]
+    return peer
+
+
+class RateLimitGate:
+    def __init__(self, limiter: RateLimiter, *, enabled: bool = True) -> None:
+        self._limiter = limiter
+        self._enabled = enabled
+        self.storage_failures = 0
+
+    def _identity(self, limit: RateLimit, call: CallContext, request: object) -> str:
+        if limit.key == policy_pb2.RATE_LIMIT_KEY_PEER:
+            return "peer:" + peer_address(call.peer)
+        if limit.key == policy_pb2.RATE_LIMIT_KEY_PRINCIPAL:
+            subject = call.principal.subject
+            return subject if subject else "peer:" + peer_address(call.peer)
+        if limit.key == policy_pb2.RATE_LIMIT_KEY_FIELD:
+            return f"{limit.field}:" + field_value(request, (limit.field,)).strip().lower()
+        return "global"
+
+    async def check(self, policy: MethodPolicy, call: CallContext, request: object) -> None:
+        if not self._enabled:
+            return
+        for limit in policy.rate_limits:
+            identity = self._identity(limit, call, request)
+            try:
+                allowed = await self._limiter.hit(limit.item, policy.full_method, identity)
+                if allowed:
+                    continue
+                stats = await self._limiter.get_window_stats(
+                    limit.item, policy.full_method, identity
+                )
+            except Exception as exc:
+                self.storage_failures += 1
+                log.warning("rate_limit_storage_unavailable", error=type(exc).__name__)
+                return
+            raise ResourceExhausted(
+                "RATE_LIMITED",
+                f"too many calls: the limit is {limit.text}",
+                retry_after_seconds=max(stats.reset_time - time.time(), 0.0),
+                metadata={"limit": limit.text},
+            )

@@ -1,0 +1,1 @@
+"""Use cases: one handler per operation, speaking to the world only through ports."""

@@ -1,0 +1,49 @@
+"""Managing the signing key ring: the first key, rotation, and what to publish."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from keyhold.domain.clock import Clock
+from keyhold.domain.signing_keys import SigningKey, SigningKeyGenerator
+from keyhold.domain.unit_of_work import UnitOfWorkFactory
+
+
+class SigningKeys:
+    """`publish_window`: how long a retired key keeps verifying, i.e. the longest
+    lifetime of a token it signed (plus leeway)."""
+
+    def __init__(
+        self,
+        unit_of_work: UnitOfWorkFactory,
+        generator: SigningKeyGenerator,
+        clock: Clock,
+        publish_window: timedelta,
+    ) -> None:
+        self._unit_of_work = unit_of_work
+        self._generator = generator
+        self._clock = clock
+        self._publish_window = publish_window
+
+    async def verifiable(self) -> list[SigningKey]:
+        """Every key that may still verify a live token, oldest first."""
+        async with self._unit_of_work() as uow:
+            return await uow.signing_keys.list_verifiable(self._clock.now() - self._publish_window)
+
+    async def ensure_signer(self) -> list[SigningKey]:
+        """Create the first signing key if there is no active one; return the ring."""
+        keys = await self.verifiable()
+        if any(key.is_active for key in keys):
+            return keys
+        async with self._unit_of_work() as uow:
+            await uow.signing_keys.add(self._generator.generate(self._clock.now()))
+        return await self.verifiable()
+
+    async def rotate(self) -> SigningKey:
+        """Retire the active key(s) and make a new one the signer."""
+        now = self._clock.now()
+        key = self._generator.generate(now)
+        async with self._unit_of_work() as uow:
+            await uow.signing_keys.retire_active(now)
+            await uow.signing_keys.add(key)
+        return key

@@ -1,0 +1,1 @@
+"""Entities, value objects, domain errors and ports. Imports no gRPC, protobuf or SQLAlchemy."""

@@ -1,0 +1,32 @@
+"""Facts about the current call that handlers and the audit trail need."""
+
+from __future__ import annotations
+
+from contextvars import ContextVar
+from dataclasses import dataclass
+
+from keyhold.domain.principal import ANONYMOUS, Principal
+
+
+@dataclass(frozen=True, slots=True)
+class CallContext:
+    """The caller and where the call came from. Never holds a secret."""
+
+    principal: Principal = ANONYMOUS
+    peer: str = ""
+    user_agent: str = ""
+    request_id: str = ""
+    trace_id: str = ""
+    method: str = ""
+
+
+_current_call: ContextVar[CallContext] = ContextVar("keyhold_call", default=CallContext())
+
+
+def current_call() -> CallContext:
+    """The context of the call being served (a default one outside any call)."""
+    return _current_call.get()
+
+
+def set_current_call(call: CallContext) -> None:
+    _current_call.set(call)

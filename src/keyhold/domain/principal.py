@@ -1,0 +1,40 @@
+"""Who is calling: the authenticated principal established from an access token."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+ADMIN_ROLE = "admin"
+
+
+class PrincipalType(enum.Enum):
+    USER = "user"
+    SERVICE = "service"
+    ANONYMOUS = "anonymous"
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """An authenticated caller. `subject` is a resource name: `users/{id}` or
+    `service-accounts/{id}`; empty for anonymous callers."""
+
+    type: PrincipalType
+    subject: str
+    roles: frozenset[str] = frozenset()
+    scopes: frozenset[str] = frozenset()
+    session_id: str | None = None
+    token_id: str | None = None
+    expires_at: int | None = None
+    issued_at: int | None = None
+
+    @property
+    def is_admin(self) -> bool:
+        return ADMIN_ROLE in self.roles
+
+    @property
+    def is_anonymous(self) -> bool:
+        return self.type is PrincipalType.ANONYMOUS
+
+
+ANONYMOUS = Principal(type=PrincipalType.ANONYMOUS, subject="")

@@ -1,0 +1,148 @@
+"""The composition root: builds every adapter, handler and servicer, and runs the server."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from dataclasses import dataclass
+from datetime import timedelta
+
+import structlog
+from google.protobuf.descriptor import ServiceDescriptor
+from grpc import aio
+from grpc_health.v1 import health_pb2_grpc
+
+from keyhold.adapters.crypto.access_tokens import AccessTokens
+from keyhold.adapters.crypto.aead import AeadKeyRing
+from keyhold.adapters.crypto.es256 import Es256KeyGenerator
+from keyhold.adapters.crypto.key_ring import KeyRing
+from keyhold.adapters.persistence.database import Database
+from keyhold.adapters.persistence.engine import create_engine
+from keyhold.adapters.persistence.migrate import migrate
+from keyhold.adapters.ratelimit.storage import create_rate_limiter
+from keyhold.api.health import DatabaseMonitor, HealthReporter
+from keyhold.api.interceptor import PolicyInterceptor
+from keyhold.api.pipeline.authentication import Authenticator
+from keyhold.api.pipeline.authorization import Authorizer
+from keyhold.api.pipeline.rate_limit import RateLimitGate
+from keyhold.api.policy import load_policies
+from keyhold.api.reflection import enable_reflection
+from keyhold.api.servicers.audit import AuditServicer
+from keyhold.api.servicers.identity import IdentityServicer
+from keyhold.api.servicers.provider import ProviderServicer
+from keyhold.application.identity.signing_keys import SigningKeys
+from keyhold.audit.v1 import audit_service_pb2, audit_service_pb2_grpc
+from keyhold.domain.clock import Clock, SystemClock
+from keyhold.identity.v1 import identity_service_pb2, identity_service_pb2_grpc
+from keyhold.provider.v1 import provider_service_pb2, provider_service_pb2_grpc
+from keyhold.settings import Settings
+
+log = structlog.get_logger(__name__)
+
+SERVICES: tuple[ServiceDescriptor, ...] = (
+    identity_service_pb2.DESCRIPTOR.services_by_name["IdentityService"],
+    audit_service_pb2.DESCRIPTOR.services_by_name["AuditService"],
+    provider_service_pb2.DESCRIPTOR.services_by_name["ProviderService"],
+)
+
+
+def encryption_keys(settings: Settings) -> AeadKeyRing:
+    if settings.key_encryption_keys is not None:
+        return AeadKeyRing.parse(settings.key_encryption_keys.get_secret_value())
+    return AeadKeyRing.load_or_create(settings.resolved_key_dir)
+
+
+@dataclass
+class KeyholdServer:
+    """A built server; `start()` binds and serves, `stop()` drains and closes."""
+
+    settings: Settings
+    server: aio.Server
+    database: Database
+    health: HealthReporter
+    monitor: DatabaseMonitor
+    key_ring: KeyRing
+    access_tokens: AccessTokens
+    signing_keys: SigningKeys
+    authorizer: Authorizer
+    port: int = 0
+
+    async def start(self) -> int:
+        self.key_ring.replace(await self.signing_keys.ensure_signer())
+        self.port = self.server.add_insecure_port(self.settings.listen_address)
+        if self.port == 0:
+            raise OSError(f"cannot listen on {self.settings.listen_address}")
+        await self.server.start()
+        await self.monitor.check_now()
+        self.monitor.start()
+        log.info("serving", address=self.settings.listen_address, port=self.port)
+        return self.port
+
+    async def stop(self, grace: float | None = None) -> None:
+        """Health goes NOT_SERVING, new calls are refused, in-flight calls get `grace`."""
+        await self.health.shutdown()
+        await self.monitor.stop()
+        await self.server.stop(self.settings.shutdown_grace_seconds if grace is None else grace)
+        await self.database.dispose()
+        log.info("stopped")
+
+
+async def build_server(settings: Settings, clock: Clock | None = None) -> KeyholdServer:
+    clock = clock or SystemClock()
+    policies = load_policies(SERVICES)
+    health = HealthReporter([service.full_name for service in SERVICES])
+    database = Database(create_engine(settings), encryption_keys(settings))
+    if settings.should_migrate_on_start:
+        await migrate(database.engine)
+    monitor = DatabaseMonitor(database, health, settings.health_check_interval_seconds)
+    database.on_unavailable = monitor.suspect
+    signing_keys = SigningKeys(
+        database.unit_of_work,
+        Es256KeyGenerator(),
+        clock,
+        publish_window=timedelta(
+            seconds=settings.access_token_lifetime_seconds + settings.token_leeway_seconds
+        ),
+    )
+    key_ring = KeyRing(signing_keys.verifiable)
+    access_tokens = AccessTokens(
+        key_ring,
+        issuer=settings.issuer,
+        audience=settings.audience,
+        lifetime_seconds=settings.access_token_lifetime_seconds,
+        leeway_seconds=settings.token_leeway_seconds,
+        clock=clock,
+    )
+    redis_url = settings.redis_url.get_secret_value() if settings.redis_url else None
+    authorizer = Authorizer()
+    interceptor = PolicyInterceptor(
+        policies,
+        Authenticator(access_tokens),
+        authorizer,
+        RateLimitGate(create_rate_limiter(redis_url), enabled=settings.rate_limits_enabled),
+    )
+    server = aio.server(interceptors=[interceptor])
+    identity_service_pb2_grpc.add_IdentityServiceServicer_to_server(
+        IdentityServicer(signing_keys, key_ring), server
+    )
+    audit_service_pb2_grpc.add_AuditServiceServicer_to_server(AuditServicer(), server)
+    provider_service_pb2_grpc.add_ProviderServiceServicer_to_server(ProviderServicer(), server)
+    health_pb2_grpc.add_HealthServicer_to_server(health.servicer, server)
+    enable_reflection(server, [service.full_name for service in SERVICES])
+    return KeyholdServer(
+        settings, server, database, health, monitor, key_ring, access_tokens, signing_keys,
+        authorizer,
+    )
+
+
+async def serve(settings: Settings) -> None:
+    """Run until SIGTERM or SIGINT, then shut down gracefully."""
+    app = await build_server(settings)
+    await app.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    await stop.wait()
+    log.info("shutting_down", grace_seconds=settings.shutdown_grace_seconds)
+    await app.stop()

@@ -1,0 +1,95 @@
+"""Service configuration, read from `KEYHOLD_*` environment variables and `.env`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Everything Keyhold can be configured with; validated once at start-up."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="KEYHOLD_", env_file=".env", env_file_encoding="utf-8", extra="ignore"
+    )
+
+    listen_address: str = Field(
+        "127.0.0.1:50051", description="host:port the gRPC server listens on"
+    )
+    data_dir: Path = Field(
+        Path(".keyhold"),
+        description="directory for the embedded database and generated keys; created if missing",
+    )
+    database_url: str | None = Field(
+        None,
+        description="SQLAlchemy async URL; default: SQLite file in data_dir. "
+        "PostgreSQL: postgresql+asyncpg://user:password@host:5432/db",
+    )
+    database_pool_size: int = Field(10, ge=1, le=200, description="PostgreSQL pool size")
+    database_connect_timeout_seconds: float = Field(5.0, gt=0, le=60)
+    database_statement_timeout_seconds: float = Field(10.0, gt=0, le=600)
+    migrate_on_start: bool | None = Field(
+        None, description="apply migrations when serving; default: on for SQLite, off otherwise"
+    )
+    redis_url: SecretStr | None = Field(
+        None, description="redis://host:port/db; when set, rate limits are shared across replicas"
+    )
+    rate_limits_enabled: bool = Field(True, description="enforce the rate limits in the proto")
+    key_dir: Path | None = Field(
+        None, description="directory holding key files; default: data_dir/keys"
+    )
+    key_encryption_keys: SecretStr | None = Field(
+        None,
+        description="comma-separated `id:base64(32 bytes)` AES-256 keys that encrypt private "
+        "keys and credentials at rest; the last one encrypts. Default: a key file in key_dir",
+    )
+    issuer: str = Field("keyhold", description="JWT `iss` of the tokens this service issues")
+    audience: str = Field("keyhold", description="JWT `aud` of the tokens this service issues")
+    access_token_lifetime_seconds: int = Field(900, ge=60, le=86_400)
+    token_leeway_seconds: int = Field(30, ge=0, le=300)
+    refresh_token_lifetime_seconds: int = Field(30 * 86_400, ge=3_600)
+    session_idle_timeout_seconds: int = Field(7 * 86_400, ge=300)
+    shutdown_grace_seconds: float = Field(10.0, ge=0, le=300)
+    health_check_interval_seconds: float = Field(5.0, gt=0, le=300)
+    log_format: Literal["json", "console"] = Field("console")
+    log_level: Literal["debug", "info", "warning", "error"] = Field("info")
+
+    @field_validator("listen_address")
+    @classmethod
+    def _has_port(cls, value: str) -> str:
+        host, sep, port = value.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65_535:
+            raise ValueError("must be host:port, e.g. 127.0.0.1:50051")
+        return value
+
+    @field_validator("database_url")
+    @classmethod
+    def _supported_driver(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("sqlite+aiosqlite:", "postgresql+asyncpg:")):
+            raise ValueError("must start with sqlite+aiosqlite: or postgresql+asyncpg:")
+        return value
+
+    @model_validator(mode="after")
+    def _token_lifetimes_fit(self) -> Settings:
+        if self.access_token_lifetime_seconds >= self.refresh_token_lifetime_seconds:
+            raise ValueError("access tokens must expire before refresh tokens")
+        return self
+
+    @property
+    def resolved_database_url(self) -> str:
+        return self.database_url or f"sqlite+aiosqlite:///{self.data_dir / 'keyhold.db'}"
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.resolved_database_url.startswith("sqlite")
+
+    @property
+    def resolved_key_dir(self) -> Path:
+        return self.key_dir or self.data_dir / "keys"
+
+    @property
+    def should_migrate_on_start(self) -> bool:
+        return self.is_sqlite if self.migrate_on_start is None else self.migrate_on_start
