@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -43,7 +44,8 @@ def _health(settings: Settings, args: argparse.Namespace) -> int:
     address = args.address or settings.listen_address
     try:
         with grpc.insecure_channel(address) as channel:
-            response = health_pb2_grpc.HealthStub(channel).Check(
+            stub: Any = health_pb2_grpc.HealthStub(channel)  # the typeshed stub omits Check
+            response = stub.Check(
                 health_pb2.HealthCheckRequest(service=args.service), timeout=args.timeout
             )
     except grpc.RpcError as error:

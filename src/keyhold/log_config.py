@@ -9,9 +9,7 @@ from typing import Literal
 import structlog
 
 
-def configure_logging(
-    log_format: Literal["json", "console"], level: str = "info"
-) -> None:
+def configure_logging(log_format: Literal["json", "console"], level: str = "info") -> None:
     renderer: structlog.typing.Processor = (
         structlog.processors.JSONRenderer()
         if log_format == "json"

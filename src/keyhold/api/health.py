@@ -56,7 +56,7 @@ class DatabaseMonitor:
         self._wake.set()
 
     async def check_now(self) -> bool:
-        ok = await self._database.ping(timeout=min(self._interval, 2.0))
+        ok = await self._database.ping(within_seconds=min(self._interval, 2.0))
         await self._health.set_serving(ok)
         return ok
 

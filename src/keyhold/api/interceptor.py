@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
+from typing import Any, TypeAlias
 
 import grpc
 import structlog
@@ -27,6 +27,7 @@ from keyhold.domain.errors import DomainError
 
 log = structlog.get_logger(__name__)
 
+Handler: TypeAlias = "grpc.RpcMethodHandler[Any, Any]"
 Denial = Callable[[CallContext, DomainError], Awaitable[None]]
 
 
@@ -48,15 +49,15 @@ class PolicyInterceptor(aio.ServerInterceptor):
         self._authorizer = authorizer
         self._rate_limits = rate_limits
         self._on_denied = on_denied
-        self._wrapped: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
+        self._wrapped: dict[str, tuple[Handler, Handler]] = {}
 
     async def intercept_service(
         self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Handler | None]],
         handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
+    ) -> Handler | None:
         handler = await continuation(handler_call_details)
-        method: str = handler_call_details.method  # type: ignore[attr-defined]
+        method: str = handler_call_details.method
         policy = self._policies.get(method)
         if handler is None or policy is None:
             return handler
@@ -67,7 +68,7 @@ class PolicyInterceptor(aio.ServerInterceptor):
         self._wrapped[method] = (handler, wrapped)
         return wrapped
 
-    def _wrap(self, handler: Any, policy: MethodPolicy) -> grpc.RpcMethodHandler:
+    def _wrap(self, handler: Any, policy: MethodPolicy) -> Handler:
         if handler.unary_unary is not None:
             behavior = handler.unary_unary
 
@@ -148,7 +149,9 @@ class PolicyInterceptor(aio.ServerInterceptor):
         if isinstance(exc, DomainError):
             await self._abort_with(exc, call, context)
         if isinstance(exc, NotImplementedError):
-            await self._abort_status(status_mapping.unimplemented_status(call.method), [], call, context)
+            await self._abort_status(
+                status_mapping.unimplemented_status(call.method), [], call, context
+            )
         log.exception("unhandled_error", method=call.method, request_id=call.request_id)
         await self._abort_status(status_mapping.internal_status(call.request_id), [], call, context)
 

@@ -41,22 +41,27 @@ def _add_v1_descriptor(pool: descriptor_pool.DescriptorPool) -> None:
     pool.Add(v1)
 
 
-class _ReflectionServicer(reflection.aio.ReflectionServicer):  # type: ignore[misc]
+class _ReflectionServicer(reflection.aio.ReflectionServicer):
     """Also resolves method symbols (`pkg.Service.Method`), which the upb descriptor
     pool does not find by itself, to the file of their service."""
+
+    def __init__(self, service_names: list[str], pool: descriptor_pool.DescriptorPool) -> None:
+        super().__init__(service_names, pool=pool)
+        self._symbols = pool
 
     def _file_containing_symbol(self, request: Any, fully_qualified_name: str) -> Any:
         service_name, _, method_name = fully_qualified_name.rpartition(".")
         try:
-            self._pool.FindFileContainingSymbol(fully_qualified_name)
+            self._symbols.FindFileContainingSymbol(fully_qualified_name)
         except KeyError:
             try:
-                service = self._pool.FindServiceByName(service_name)
+                service = self._symbols.FindServiceByName(service_name)
             except KeyError:
                 service = None
             if service is not None and method_name in service.methods_by_name:
                 fully_qualified_name = service_name
-        return super()._file_containing_symbol(request, fully_qualified_name)
+        base: Any = super()
+        return base._file_containing_symbol(request, fully_qualified_name)
 
 
 def enable_reflection(server: aio.Server, service_names: list[str]) -> None:

@@ -20,12 +20,13 @@ class CallContext:
     method: str = ""
 
 
-_current_call: ContextVar[CallContext] = ContextVar("keyhold_call", default=CallContext())
+_NO_CALL = CallContext()
+_current_call: ContextVar[CallContext] = ContextVar("keyhold_call")
 
 
 def current_call() -> CallContext:
     """The context of the call being served (a default one outside any call)."""
-    return _current_call.get()
+    return _current_call.get(_NO_CALL)
 
 
 def set_current_call(call: CallContext) -> None:

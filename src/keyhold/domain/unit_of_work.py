@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from types import TracebackType
-from typing import Protocol, Self
+from typing import Protocol
 
 from keyhold.domain.signing_keys import SigningKeyRepository
 
@@ -13,9 +13,10 @@ class UnitOfWork(Protocol):
     """Commits when the `async with` block ends cleanly, rolls back otherwise.
     Raises `Unavailable` when the store cannot be reached."""
 
-    signing_keys: SigningKeyRepository
+    @property
+    def signing_keys(self) -> SigningKeyRepository: ...
 
-    async def __aenter__(self) -> Self: ...
+    async def __aenter__(self) -> UnitOfWork: ...
 
     async def __aexit__(
         self,

@@ -22,7 +22,7 @@ from keyhold.domain.errors import Unauthenticated
 from keyhold.domain.principal import Principal, PrincipalType
 
 MAX_TOKEN_BYTES = 8 * 1024
-TOKEN_TYPE = "at+jwt"
+TOKEN_TYPE = "at+jwt"  # noqa: S105 - a media type, not a secret
 REQUIRED_CLAIMS = ("iss", "aud", "sub", "iat", "nbf", "exp", "jti")
 _KEY_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _SUBJECT = re.compile(r"^(users|service-accounts)/[A-Za-z0-9_-]{1,64}$")
@@ -148,19 +148,22 @@ class AccessTokens:
                 audience=self._audience,
                 issuer=self._issuer,
                 leeway=self._leeway,
-                strict_aud=True,
-                options={"require": list(REQUIRED_CLAIMS)},
+                options={"require": list(REQUIRED_CLAIMS), "strict_aud": True},
             )
         except jwt.ExpiredSignatureError as exc:
             raise _refuse("TOKEN_EXPIRED", "access token has expired") from exc
         except jwt.ImmatureSignatureError as exc:
             raise _refuse("TOKEN_NOT_YET_VALID", "access token is not valid yet") from exc
         except jwt.InvalidAudienceError as exc:
-            raise _refuse("TOKEN_AUDIENCE_MISMATCH", "access token is for another audience") from exc
+            raise _refuse(
+                "TOKEN_AUDIENCE_MISMATCH", "access token is for another audience"
+            ) from exc
         except jwt.InvalidIssuerError as exc:
             raise _refuse("TOKEN_ISSUER_MISMATCH", "access token is from another issuer") from exc
         except jwt.MissingRequiredClaimError as exc:
-            raise _refuse("TOKEN_CLAIM_MISSING", f"access token lacks the {exc.claim} claim") from exc
+            raise _refuse(
+                "TOKEN_CLAIM_MISSING", f"access token lacks the {exc.claim} claim"
+            ) from exc
         except jwt.InvalidSignatureError as exc:
             raise _refuse("TOKEN_SIGNATURE_INVALID", "access token signature is invalid") from exc
         except jwt.PyJWTError as exc:
@@ -169,7 +172,10 @@ class AccessTokens:
 
     def _principal(self, claims: dict[str, object]) -> Principal:
         subject, roles, scope, session_id = (
-            claims["sub"], claims.get("roles", []), claims.get("scope", ""), claims.get("sid")
+            claims["sub"],
+            claims.get("roles", []),
+            claims.get("scope", ""),
+            claims.get("sid"),
         )
         if not isinstance(subject, str) or not _SUBJECT.match(subject):
             raise _refuse("TOKEN_MALFORMED", "access token subject is not a known principal")

@@ -71,7 +71,9 @@ class AeadKeyRing:
     def encrypt(self, plaintext: bytes, associated_data: bytes) -> Sealed:
         nonce = os.urandom(_NONCE_BYTES)
         cipher = self._ciphers[self.primary_key_id]
-        return Sealed(self.primary_key_id, nonce + cipher.encrypt(nonce, plaintext, associated_data))
+        return Sealed(
+            self.primary_key_id, nonce + cipher.encrypt(nonce, plaintext, associated_data)
+        )
 
     def decrypt(self, sealed: Sealed, associated_data: bytes) -> bytes:
         cipher = self._ciphers.get(sealed.key_id)

@@ -82,7 +82,9 @@ class KeyRing:
     @property
     def signer(self) -> LoadedKey:
         if self._signer is None:
-            raise Unavailable("NO_SIGNING_KEY", "no signing key is available", domain="keyhold.identity")
+            raise Unavailable(
+                "NO_SIGNING_KEY", "no signing key is available", domain="keyhold.identity"
+            )
         return self._signer
 
     def get(self, key_id: str) -> LoadedKey | None:

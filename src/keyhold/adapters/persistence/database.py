@@ -4,6 +4,7 @@ translation of connection failures into `Unavailable`."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Callable
 from types import TracebackType
 
@@ -60,7 +61,8 @@ class SqlUnitOfWork:
         exc: BaseException | None,
         traceback: TracebackType | None,
     ) -> None:
-        assert self._connection is not None and self._transaction is not None
+        assert self._connection is not None
+        assert self._transaction is not None
         try:
             if exc is None:
                 await self._transaction.commit()
@@ -70,10 +72,9 @@ class SqlUnitOfWork:
             if exc is None:
                 raise self._database.translate(commit_error) from commit_error
         finally:
-            try:
+            # A broken connection may fail to close; the pool discards it either way.
+            with contextlib.suppress(Exception):
                 await self._connection.close()
-            except Exception:  # noqa: S110 - the connection is already broken; the pool discards it
-                pass
         if exc is not None and is_connection_failure(exc):
             raise self._database.translate(exc) from exc
 
@@ -98,9 +99,9 @@ class Database:
             return _unavailable()
         return exc
 
-    async def ping(self, timeout: float) -> bool:
+    async def ping(self, within_seconds: float) -> bool:
         try:
-            async with asyncio.timeout(timeout), self.engine.connect() as connection:
+            async with asyncio.timeout(within_seconds), self.engine.connect() as connection:
                 await connection.execute(text("SELECT 1"))
         except Exception:
             return False

@@ -25,7 +25,9 @@ class SqlSigningKeyRepository:
     async def list_verifiable(self, retired_after: datetime) -> list[SigningKey]:
         rows = await self._connection.execute(
             select(signing_keys)
-            .where(or_(signing_keys.c.retired_at.is_(None), signing_keys.c.retired_at > retired_after))
+            .where(
+                or_(signing_keys.c.retired_at.is_(None), signing_keys.c.retired_at > retired_after)
+            )
             .order_by(signing_keys.c.created_at)
         )
         return [

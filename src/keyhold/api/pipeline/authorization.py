@@ -48,14 +48,18 @@ class Authorizer:
         if principal.is_admin:
             return
         if policy.roles and not policy.roles & principal.roles:
-            raise _deny("ROLE_REQUIRED", f"needs one of the roles: {', '.join(sorted(policy.roles))}")
+            raise _deny(
+                "ROLE_REQUIRED", f"needs one of the roles: {', '.join(sorted(policy.roles))}"
+            )
         if not policy.scopes <= principal.scopes:
             missing = ", ".join(sorted(policy.scopes - principal.scopes))
             raise _deny("SCOPE_REQUIRED", f"needs the scopes: {missing}")
         if policy.owner_field:
             await self._check_owner(policy, principal, request)
 
-    async def _check_owner(self, policy: MethodPolicy, principal: Principal, request: object) -> None:
+    async def _check_owner(
+        self, policy: MethodPolicy, principal: Principal, request: object
+    ) -> None:
         field = ".".join(policy.owner_field)
         name = field_value(request, policy.owner_field)
         if not name:

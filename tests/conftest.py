@@ -1,0 +1,24 @@
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import grpc
+import pytest
+
+from keyhold.server import KeyholdServer
+from tests.support.databases import postgres_database
+from tests.support.servers import running_server, test_settings
+
+
+@pytest.fixture
+async def postgres_url() -> AsyncIterator[str]:
+    async with postgres_database() as url:
+        yield url
+
+
+@pytest.fixture
+async def server(tmp_path: Path) -> AsyncIterator[tuple[KeyholdServer, grpc.aio.Channel]]:
+    """A Keyhold server on the embedded SQLite database, and a channel to it."""
+    async with running_server(test_settings(tmp_path)) as started:
+        yield started

@@ -1,0 +1,263 @@
+"""The server end to end through the generated stubs: health, the policy pipeline,
+rich errors, request ids, rate limits and UNIMPLEMENTED for what is not built."""
+
+from __future__ import annotations
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from keyhold.audit.v1 import audit_service_pb2 as audit_pb
+from keyhold.audit.v1 import audit_service_pb2_grpc as audit_grpc
+from keyhold.identity.v1 import identity_service_pb2 as pb
+from keyhold.identity.v1 import identity_service_pb2_grpc as pb_grpc
+from keyhold.provider.v1 import provider_service_pb2 as provider_pb
+from keyhold.provider.v1 import provider_service_pb2_grpc as provider_grpc
+from keyhold.server import SERVICES, KeyholdServer
+from tests.support.status import rich_error
+
+Server = tuple[KeyholdServer, grpc.aio.Channel]
+
+
+def bearer(token: str) -> tuple[tuple[str, str], ...]:
+    return (("authorization", f"Bearer {token}"),)
+
+
+def user_token(app: KeyholdServer, user_id: str = "u1", roles: tuple[str, ...] = ("user",)) -> str:
+    return app.access_tokens.issue(subject=f"users/{user_id}", roles=roles, session_id="s1").token
+
+
+def service_token(app: KeyholdServer, scopes: tuple[str, ...] = ()) -> str:
+    return app.access_tokens.issue(subject="service-accounts/svc1", scopes=scopes).token
+
+
+async def test_health_serves_overall_and_each_service(server: Server) -> None:
+    _, channel = server
+    health = health_pb2_grpc.HealthStub(channel)
+    for name in ["", *(service.full_name for service in SERVICES)]:
+        response = await health.Check(health_pb2.HealthCheckRequest(service=name))
+        assert response.status == health_pb2.HealthCheckResponse.SERVING, name
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await health.Check(health_pb2.HealthCheckRequest(service="no.such.Service"))
+    assert caught.value.code() is grpc.StatusCode.NOT_FOUND
+
+
+async def test_public_method_passes_without_a_token(server: Server) -> None:
+    _, channel = server
+    response = await pb_grpc.IdentityServiceStub(channel).GetJwks(pb.GetJwksRequest())
+    assert len(response.keys) == 1
+    assert response.keys[0].algorithm == "ES256"
+    assert response.keys[0].key_type == "EC"
+
+
+async def test_missing_token_is_unauthenticated_with_reason(server: Server) -> None:
+    _, channel = server
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await pb_grpc.IdentityServiceStub(channel).WhoAmI(pb.WhoAmIRequest())
+    error = rich_error(caught.value)
+    assert error.code is grpc.StatusCode.UNAUTHENTICATED
+    assert error.reason == "CREDENTIALS_MISSING"
+    assert error.error_info is not None
+    assert error.error_info.domain == "keyhold.identity"
+
+
+@pytest.mark.parametrize(
+    ("header", "reason"),
+    [
+        ("Basic dXNlcjpwYXNz", "CREDENTIALS_MALFORMED"),
+        ("Bearer", "CREDENTIALS_MALFORMED"),
+        ("Bearer not-a-jwt", "TOKEN_MALFORMED"),
+        ("Bearer " + "a" * 9000, "TOKEN_TOO_LARGE"),
+    ],
+)
+async def test_bad_credentials_are_unauthenticated(server: Server, header: str, reason: str) -> None:
+    _, channel = server
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await pb_grpc.IdentityServiceStub(channel).WhoAmI(
+            pb.WhoAmIRequest(), metadata=(("authorization", header),)
+        )
+    error = rich_error(caught.value)
+    assert (error.code, error.reason) == (grpc.StatusCode.UNAUTHENTICATED, reason)
+
+
+async def test_valid_token_reaches_the_handler_with_its_principal(server: Server) -> None:
+    app, channel = server
+    response = await pb_grpc.IdentityServiceStub(channel).WhoAmI(
+        pb.WhoAmIRequest(), metadata=bearer(user_token(app, roles=("user", "auditor")))
+    )
+    assert response.subject == "users/u1"
+    assert response.subject_type == pb.SUBJECT_TYPE_USER
+    assert list(response.roles) == ["auditor", "user"]
+    assert response.session == "sessions/s1"
+    assert response.expire_time.seconds > 0
+
+
+async def test_token_without_the_role_is_permission_denied(server: Server) -> None:
+    app, channel = server
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await pb_grpc.IdentityServiceStub(channel).ListUsers(
+            pb.ListUsersRequest(), metadata=bearer(user_token(app))
+        )
+    error = rich_error(caught.value)
+    assert (error.code, error.reason) == (grpc.StatusCode.PERMISSION_DENIED, "ROLE_REQUIRED")
+
+
+async def test_admin_passes_role_check_to_an_unbuilt_method(server: Server) -> None:
+    app, channel = server
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await pb_grpc.IdentityServiceStub(channel).ListUsers(
+            pb.ListUsersRequest(), metadata=bearer(user_token(app, roles=("admin",)))
+        )
+    error = rich_error(caught.value)
+    assert (error.code, error.reason) == (grpc.StatusCode.UNIMPLEMENTED, "NOT_IMPLEMENTED")
+
+
+async def test_scope_is_required_and_granted(server: Server) -> None:
+    app, channel = server
+    audit = audit_grpc.AuditServiceStub(channel)
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await audit.GetAuditCheckpoint(
+            audit_pb.GetAuditCheckpointRequest(), metadata=bearer(service_token(app))
+        )
+    error = rich_error(caught.value)
+    assert (error.code, error.reason) == (grpc.StatusCode.PERMISSION_DENIED, "SCOPE_REQUIRED")
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await audit.GetAuditCheckpoint(
+            audit_pb.GetAuditCheckpointRequest(),
+            metadata=bearer(service_token(app, scopes=("audit.read",))),
+        )
+    assert caught.value.code() is grpc.StatusCode.UNIMPLEMENTED
+
+
+async def test_streaming_method_passes_the_pipeline(server: Server) -> None:
+    app, channel = server
+    audit = audit_grpc.AuditServiceStub(channel)
+    call = audit.StreamAuditEvents(audit_pb.StreamAuditEventsRequest())
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        async for _ in call:
+            pass
+    assert caught.value.code() is grpc.StatusCode.UNAUTHENTICATED
+    call = audit.StreamAuditEvents(
+        audit_pb.StreamAuditEventsRequest(),
+        metadata=bearer(service_token(app, scopes=("audit.read",))),
+    )
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        async for _ in call:
+            pass
+    assert caught.value.code() is grpc.StatusCode.UNIMPLEMENTED
+
+
+async def test_service_principal_is_refused_on_user_only_methods(server: Server) -> None:
+    app, channel = server
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await provider_grpc.ProviderServiceStub(channel).ListProviders(
+            provider_pb.ListProvidersRequest(), metadata=bearer(service_token(app))
+        )
+    error = rich_error(caught.value)
+    assert error.code is grpc.StatusCode.PERMISSION_DENIED
+    assert error.reason == "PRINCIPAL_TYPE_NOT_ALLOWED"
+
+
+async def test_owner_check_on_user_resources(server: Server) -> None:
+    app, channel = server
+    identity = pb_grpc.IdentityServiceStub(channel)
+    token = bearer(user_token(app, "u1"))
+    for own in ("users/me", "users/u1"):
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await identity.GetUser(pb.GetUserRequest(name=own), metadata=token)
+        assert caught.value.code() is grpc.StatusCode.UNIMPLEMENTED, own
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await identity.GetUser(pb.GetUserRequest(name="users/u2"), metadata=token)
+    error = rich_error(caught.value)
+    assert (error.code, error.reason) == (grpc.StatusCode.PERMISSION_DENIED, "NOT_RESOURCE_OWNER")
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await identity.GetUser(pb.GetUserRequest(name=""), metadata=token)
+    error = rich_error(caught.value)
+    assert error.code is grpc.StatusCode.INVALID_ARGUMENT
+    assert error.bad_request is not None
+    assert error.bad_request.field_violations[0].field == "name"
+
+
+async def test_owner_check_reads_nested_fields(server: Server) -> None:
+    app, channel = server
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await pb_grpc.IdentityServiceStub(channel).UpdateUser(
+            pb.UpdateUserRequest(user=pb.User(name="users/u2")),
+            metadata=bearer(user_token(app, "u1")),
+        )
+    assert rich_error(caught.value).reason == "NOT_RESOURCE_OWNER"
+
+
+async def test_resources_without_an_owner_resolver_are_refused_to_non_admins(
+    server: Server,
+) -> None:
+    app, channel = server
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await provider_grpc.ProviderServiceStub(channel).GetConnection(
+            provider_pb.GetConnectionRequest(name="connections/c1"),
+            metadata=bearer(user_token(app)),
+        )
+    assert rich_error(caught.value).reason == "NOT_RESOURCE_OWNER"
+
+
+async def test_request_id_is_echoed_or_generated(server: Server) -> None:
+    _, channel = server
+    identity = pb_grpc.IdentityServiceStub(channel)
+    call = identity.GetJwks(pb.GetJwksRequest(), metadata=(("x-request-id", "req-123"),))
+    await call
+    assert ("x-request-id", "req-123") in list(await call.initial_metadata())
+    call = identity.GetJwks(pb.GetJwksRequest(), metadata=(("x-request-id", "bad id"),))
+    await call
+    generated = dict(await call.initial_metadata())["x-request-id"]
+    assert generated != "bad id"
+    assert len(generated) == 32
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await identity.WhoAmI(pb.WhoAmIRequest(), metadata=(("x-request-id", "req-9"),))
+    assert rich_error(caught.value).trailing["x-request-id"] == "req-9"
+
+
+async def test_rate_limit_returns_resource_exhausted_with_retry_info(server: Server) -> None:
+    _, channel = server
+    identity = pb_grpc.IdentityServiceStub(channel)
+    # ResetPassword: 10/minute per peer. The first ten pass the limiter (and reach the
+    # unbuilt handler); the eleventh is throttled.
+    for _ in range(10):
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await identity.ResetPassword(pb.ResetPasswordRequest(reset_token="t"))
+        assert caught.value.code() is grpc.StatusCode.UNIMPLEMENTED
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await identity.ResetPassword(pb.ResetPasswordRequest(reset_token="t"))
+    error = rich_error(caught.value)
+    assert (error.code, error.reason) == (grpc.StatusCode.RESOURCE_EXHAUSTED, "RATE_LIMITED")
+    assert error.retry_info is not None
+    assert 0 < error.retry_info.retry_delay.seconds <= 60
+    assert 1 <= int(error.trailing["retry-after"]) <= 60
+
+
+async def test_rate_limit_by_request_field_is_per_value(server: Server) -> None:
+    app, channel = server
+    identity = pb_grpc.IdentityServiceStub(channel)
+    token = bearer(service_token(app, scopes=("identity.password_reset",)))
+    # CreatePasswordReset: 5/minute per email, trimmed and lower-cased.
+    for email in ["a@example.com", " A@Example.com ", "a@example.com", "a@example.com", "a@example.com"]:
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await identity.CreatePasswordReset(pb.CreatePasswordResetRequest(email=email), metadata=token)
+        assert caught.value.code() is grpc.StatusCode.UNIMPLEMENTED
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await identity.CreatePasswordReset(
+            pb.CreatePasswordResetRequest(email="a@example.com"), metadata=token
+        )
+    assert caught.value.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await identity.CreatePasswordReset(
+            pb.CreatePasswordResetRequest(email="b@example.com"), metadata=token
+        )
+    assert caught.value.code() is grpc.StatusCode.UNIMPLEMENTED
+
+
+async def test_public_method_ignores_an_invalid_token(server: Server) -> None:
+    _, channel = server
+    response = await pb_grpc.IdentityServiceStub(channel).GetJwks(
+        pb.GetJwksRequest(), metadata=(("authorization", "Bearer expired-or-garbage"),)
+    )
+    assert response.keys
