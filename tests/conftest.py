@@ -8,7 +8,7 @@ import pytest
 
 from keyhold.server import KeyholdServer
 from tests.support.databases import postgres_database
-from tests.support.servers import running_server, test_settings
+from tests.support.servers import running_server, settings_for
 
 
 @pytest.fixture
@@ -20,5 +20,5 @@ async def postgres_url() -> AsyncIterator[str]:
 @pytest.fixture
 async def server(tmp_path: Path) -> AsyncIterator[tuple[KeyholdServer, grpc.aio.Channel]]:
     """A Keyhold server on the embedded SQLite database, and a channel to it."""
-    async with running_server(test_settings(tmp_path)) as started:
+    async with running_server(settings_for(tmp_path)) as started:
         yield started

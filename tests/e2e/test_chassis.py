@@ -70,7 +70,9 @@ async def test_missing_token_is_unauthenticated_with_reason(server: Server) -> N
         ("Bearer " + "a" * 9000, "TOKEN_TOO_LARGE"),
     ],
 )
-async def test_bad_credentials_are_unauthenticated(server: Server, header: str, reason: str) -> None:
+async def test_bad_credentials_are_unauthenticated(
+    server: Server, header: str, reason: str
+) -> None:
     _, channel = server
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await pb_grpc.IdentityServiceStub(channel).WhoAmI(
@@ -239,9 +241,17 @@ async def test_rate_limit_by_request_field_is_per_value(server: Server) -> None:
     identity = pb_grpc.IdentityServiceStub(channel)
     token = bearer(service_token(app, scopes=("identity.password_reset",)))
     # CreatePasswordReset: 5/minute per email, trimmed and lower-cased.
-    for email in ["a@example.com", " A@Example.com ", "a@example.com", "a@example.com", "a@example.com"]:
+    for email in [
+        "a@example.com",
+        " A@Example.com ",
+        "a@example.com",
+        "a@example.com",
+        "a@example.com",
+    ]:
         with pytest.raises(grpc.aio.AioRpcError) as caught:
-            await identity.CreatePasswordReset(pb.CreatePasswordResetRequest(email=email), metadata=token)
+            await identity.CreatePasswordReset(
+                pb.CreatePasswordResetRequest(email=email), metadata=token
+            )
         assert caught.value.code() is grpc.StatusCode.UNIMPLEMENTED
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await identity.CreatePasswordReset(

@@ -13,7 +13,7 @@ from keyhold.server import KeyholdServer, build_server
 from keyhold.settings import Settings
 
 
-def test_settings(data_dir: Path, database_url: str | None = None, **overrides: Any) -> Settings:
+def settings_for(data_dir: Path, database_url: str | None = None, **overrides: Any) -> Settings:
     values: dict[str, Any] = {
         "listen_address": "127.0.0.1:0",
         "data_dir": data_dir,
@@ -27,7 +27,9 @@ def test_settings(data_dir: Path, database_url: str | None = None, **overrides: 
 
 
 @asynccontextmanager
-async def running_server(settings: Settings) -> AsyncIterator[tuple[KeyholdServer, grpc.aio.Channel]]:
+async def running_server(
+    settings: Settings,
+) -> AsyncIterator[tuple[KeyholdServer, grpc.aio.Channel]]:
     app = await build_server(settings)
     port = await app.start()
     channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")

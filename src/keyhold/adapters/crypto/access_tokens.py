@@ -108,7 +108,10 @@ class AccessTokens:
             raise _refuse("TOKEN_TOO_LARGE", "access token is larger than 8 KiB")
         digest = hashlib.sha256(token.encode()).digest()
         principal = self._cache.get(digest)
-        if principal is None or (principal.expires_at or 0) <= self._clock.timestamp():
+        if (
+            principal is None
+            or (principal.expires_at or 0) + self._leeway <= self._clock.timestamp()
+        ):
             principal = await self._verify_uncached(token)
             self._remember(digest, principal)
         if self._session_check is not None and principal.session_id is not None:
@@ -147,13 +150,15 @@ class AccessTokens:
                 algorithms=[key.algorithm],
                 audience=self._audience,
                 issuer=self._issuer,
-                leeway=self._leeway,
-                options={"require": list(REQUIRED_CLAIMS), "strict_aud": True},
+                # Time claims are checked below against the injected clock.
+                options={
+                    "require": list(REQUIRED_CLAIMS),
+                    "strict_aud": True,
+                    "verify_exp": False,
+                    "verify_nbf": False,
+                    "verify_iat": False,
+                },
             )
-        except jwt.ExpiredSignatureError as exc:
-            raise _refuse("TOKEN_EXPIRED", "access token has expired") from exc
-        except jwt.ImmatureSignatureError as exc:
-            raise _refuse("TOKEN_NOT_YET_VALID", "access token is not valid yet") from exc
         except jwt.InvalidAudienceError as exc:
             raise _refuse(
                 "TOKEN_AUDIENCE_MISMATCH", "access token is for another audience"
@@ -168,7 +173,21 @@ class AccessTokens:
             raise _refuse("TOKEN_SIGNATURE_INVALID", "access token signature is invalid") from exc
         except jwt.PyJWTError as exc:
             raise _refuse("TOKEN_MALFORMED", "access token is invalid") from exc
+        self._check_times(claims)
         return self._principal(claims)
+
+    def _check_times(self, claims: dict[str, object]) -> None:
+        expires_at, not_before, issued_at = claims["exp"], claims["nbf"], claims["iat"]
+        if not all(type(value) is int for value in (expires_at, not_before, issued_at)):
+            raise _refuse("TOKEN_MALFORMED", "exp, nbf and iat must be integers")
+        assert isinstance(expires_at, int)
+        assert isinstance(not_before, int)
+        assert isinstance(issued_at, int)
+        now = self._clock.timestamp()
+        if expires_at + self._leeway <= now:
+            raise _refuse("TOKEN_EXPIRED", "access token has expired")
+        if not_before - self._leeway > now or issued_at - self._leeway > now:
+            raise _refuse("TOKEN_NOT_YET_VALID", "access token is not valid yet")
 
     def _principal(self, claims: dict[str, object]) -> Principal:
         subject, roles, scope, session_id = (
@@ -194,6 +213,6 @@ class AccessTokens:
             scopes=frozenset(scope.split()),
             session_id=session_id if is_user and isinstance(session_id, str) else None,
             token_id=str(token_id),
-            expires_at=int(expires_at) if isinstance(expires_at, (int, float)) else None,
-            issued_at=int(issued_at) if isinstance(issued_at, (int, float)) else None,
+            expires_at=expires_at if isinstance(expires_at, int) else None,
+            issued_at=issued_at if isinstance(issued_at, int) else None,
         )

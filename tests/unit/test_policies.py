@@ -1,0 +1,106 @@
+"""Every RPC declares its policy in the proto, and a method without one stops start-up."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from google.protobuf import descriptor_pb2, descriptor_pool
+
+from keyhold.api.policy import PolicyError, load_policies
+from keyhold.policy.v1 import policy_pb2
+from keyhold.server import SERVICES, build_server
+from tests.support.servers import settings_for
+
+API_RPCS = {
+    "IdentityService": 22,
+    "AuditService": 5,
+    "ProviderService": 11,
+}
+
+
+def test_every_rpc_of_the_three_services_declares_an_auth_policy() -> None:
+    assert {s.name: len(s.methods) for s in SERVICES} == API_RPCS
+    for service in SERVICES:
+        for method in service.methods:
+            assert method.GetOptions().HasExtension(policy_pb2.auth), method.full_name
+    assert len(load_policies(SERVICES)) == sum(API_RPCS.values())
+
+
+def test_public_methods_are_rate_limited() -> None:
+    for policy in load_policies(SERVICES).values():
+        if policy.public:
+            assert policy.rate_limits, f"{policy.full_method} is public and unthrottled"
+
+
+def test_policies_match_the_api_table() -> None:
+    policies = load_policies(SERVICES)
+
+    def policy(name: str):  # type: ignore[no-untyped-def]
+        return next(p for p in policies.values() if p.full_method.endswith("/" + name))
+
+    assert policy("CreateSession").public
+    assert {r.text for r in policy("CreateSession").rate_limits} == {"30/minute", "10/minute"}
+    assert policy("ListUsers").roles == {"admin"}
+    assert policy("IntrospectToken").scopes == {"identity.introspect"}
+    assert policy("GetConnectionCredential").scopes == {"provider.credentials.read"}
+    assert policy("UpdateUser").owner_field == ("user", "name")
+    assert policy("ListSessions").owner_field == ("parent",)
+    assert policy("StreamAuditEvents").server_streaming
+    who = policy("WhoAmI")
+    assert not who.public
+    assert not who.principal_types
+    assert not who.roles
+    assert not who.scopes
+
+
+def _service(options: str | None, pool: descriptor_pool.DescriptorPool, name: str):  # type: ignore[no-untyped-def]
+    file = descriptor_pb2.FileDescriptorProto(name=f"test/{name}.proto", package=f"test.{name}")
+    file.dependency.append("keyhold/policy/v1/policy.proto")
+    file.message_type.add(name="PingRequest").field.add(
+        name="name", number=1, type=descriptor_pb2.FieldDescriptorProto.TYPE_STRING
+    )
+    file.message_type.add(name="PingResponse")
+    method = file.service.add(name="PingService").method.add(
+        name="Ping",
+        input_type=f".test.{name}.PingRequest",
+        output_type=f".test.{name}.PingResponse",
+    )
+    if options is not None:
+        method.options.Extensions[policy_pb2.auth].CopyFrom(
+            policy_pb2.AuthPolicy(owner_field=options)
+        )
+    pool.Add(descriptor_pb2.FileDescriptorProto.FromString(file.SerializeToString()))
+    return pool.FindServiceByName(f"test.{name}.PingService")
+
+
+def _pool() -> descriptor_pool.DescriptorPool:
+    pool = descriptor_pool.DescriptorPool()
+    for source in (descriptor_pb2.DESCRIPTOR, policy_pb2.DESCRIPTOR):
+        proto = descriptor_pb2.FileDescriptorProto()
+        source.CopyToProto(proto)
+        pool.Add(proto)
+    return pool
+
+
+def test_a_method_without_auth_policy_is_refused_with_a_clear_message() -> None:
+    service = _service(None, _pool(), "bare")
+    with pytest.raises(PolicyError, match=r"/test.bare.PingService/Ping declares no .*auth"):
+        load_policies([service])
+
+
+def test_an_owner_field_that_does_not_exist_is_refused() -> None:
+    service = _service("nope", _pool(), "owner")
+    with pytest.raises(PolicyError, match="request has no field 'nope'"):
+        load_policies([service])
+
+
+async def test_the_server_refuses_to_start_when_a_method_lacks_a_policy(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import keyhold.server
+
+    bare = _service(None, _pool(), "start")
+    monkeypatch.setattr(keyhold.server, "SERVICES", (*SERVICES, bare))
+    with pytest.raises(PolicyError, match="declares no"):
+        await build_server(settings_for(tmp_path))
