@@ -39,7 +39,6 @@ def generate(output: Path) -> None:
     ]
     if protoc.main(args) != 0:
         raise SystemExit("protoc failed")
-    (output / "keyhold" / "py.typed").touch()
 
 
 if __name__ == "__main__":

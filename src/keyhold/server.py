@@ -65,6 +65,7 @@ class KeyholdServer:
     access_tokens: AccessTokens
     signing_keys: SigningKeys
     authorizer: Authorizer
+    rate_limit_gate: RateLimitGate
     port: int = 0
 
     async def start(self) -> int:
@@ -115,11 +116,14 @@ async def build_server(settings: Settings, clock: Clock | None = None) -> Keyhol
     )
     redis_url = settings.redis_url.get_secret_value() if settings.redis_url else None
     authorizer = Authorizer()
+    rate_limit_gate = RateLimitGate(
+        create_rate_limiter(redis_url), enabled=settings.rate_limits_enabled
+    )
     interceptor = PolicyInterceptor(
         policies,
         Authenticator(access_tokens),
         authorizer,
-        RateLimitGate(create_rate_limiter(redis_url), enabled=settings.rate_limits_enabled),
+        rate_limit_gate,
     )
     server = aio.server(interceptors=[interceptor])
     identity_service_pb2_grpc.add_IdentityServiceServicer_to_server(
@@ -148,6 +152,7 @@ async def build_server(settings: Settings, clock: Clock | None = None) -> Keyhol
         access_tokens,
         signing_keys,
         authorizer,
+        rate_limit_gate,
     )
 
 

@@ -32,7 +32,7 @@ async def _wait_for_status(channel: grpc.aio.Channel, wanted: int, within: float
 
 
 async def test_database_down_then_back(tmp_path: Path, postgres_url: str) -> None:
-    host_port, _, database = postgres_url.rpartition("@")[2].partition("/")
+    host_port = postgres_url.rpartition("@")[2].partition("/")[0]
     host, _, port = host_port.partition(":")
     proxy = CuttableProxy(host, int(port))
     await proxy.start()

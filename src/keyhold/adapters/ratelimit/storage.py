@@ -14,7 +14,8 @@ def create_rate_limiter(redis_url: str | None) -> MovingWindowRateLimiter:
         RedisStorage(
             "async+" + redis_url,
             key_prefix="keyhold",
-            socket_timeout=0.5,
-            socket_connect_timeout=0.5,
+            wrap_exceptions=True,  # every Redis failure surfaces as limits' StorageError
+            stream_timeout=0.5,
+            connect_timeout=0.5,
         )
     )

@@ -10,6 +10,7 @@ import time
 
 import structlog
 from limits.aio.strategies import RateLimiter
+from limits.errors import StorageError
 
 from keyhold.api.policy import MethodPolicy, RateLimit
 from keyhold.domain.call import CallContext
@@ -59,7 +60,7 @@ class RateLimitGate:
                 stats = await self._limiter.get_window_stats(
                     limit.item, policy.full_method, identity
                 )
-            except Exception as exc:
+            except StorageError as exc:
                 self.storage_failures += 1
                 log.warning("rate_limit_storage_unavailable", error=type(exc).__name__)
                 return

@@ -1,0 +1,140 @@
+"""Graceful shutdown: health goes NOT_SERVING, new calls are refused, in-flight calls
+finish within the grace period; `keyhold serve` does this on SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import sys
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from keyhold.api.servicers.identity import IdentityServicer
+from keyhold.identity.v1 import identity_service_pb2 as pb
+from keyhold.identity.v1 import identity_service_pb2_grpc as pb_grpc
+from keyhold.server import build_server
+from tests.support.servers import settings_for
+
+
+async def test_in_flight_calls_finish_and_new_ones_are_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    entered = asyncio.Event()
+    original = IdentityServicer.GetJwks
+
+    async def slow_jwks(self: IdentityServicer, request: Any, context: Any) -> Any:
+        entered.set()
+        await asyncio.sleep(1.0)
+        return await original(self, request, context)
+
+    monkeypatch.setattr(IdentityServicer, "GetJwks", slow_jwks)
+    app = await build_server(settings_for(tmp_path))
+    port = await app.start()
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+        identity = pb_grpc.IdentityServiceStub(channel)
+        in_flight = asyncio.ensure_future(identity.GetJwks(pb.GetJwksRequest(), timeout=10))
+        await entered.wait()
+        stopping = asyncio.ensure_future(app.stop(grace=5))
+        await asyncio.sleep(0.2)
+        assert not app.health.serving
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await identity.GetJwks(pb.GetJwksRequest(), timeout=2)
+        assert caught.value.code() is grpc.StatusCode.UNAVAILABLE
+        assert (await in_flight).keys  # finished normally despite the shutdown
+        await stopping
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+async def _cli(*args: str, env: dict[str, str]) -> tuple[int, str]:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "keyhold.cli",
+        *args,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    out, _ = await asyncio.wait_for(process.communicate(), timeout=30)
+    assert process.returncode is not None
+    return process.returncode, out.decode()
+
+
+@pytest.mark.slow
+async def test_cli_serve_health_and_sigterm(tmp_path: Path) -> None:
+    address = f"127.0.0.1:{_free_port()}"
+    env = {
+        **os.environ,
+        "KEYHOLD_DATA_DIR": str(tmp_path / "data"),
+        "KEYHOLD_LISTEN_ADDRESS": address,
+        "KEYHOLD_LOG_FORMAT": "json",
+    }
+    code, out = await _cli("health", "--timeout", "1", env=env)
+    assert code == 1, out  # nothing is serving yet
+
+    server = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "keyhold.cli",
+        "serve",
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        for _ in range(100):
+            code, out = await _cli("health", "--timeout", "1", env=env)
+            if code == 0:
+                break
+            await asyncio.sleep(0.2)
+        assert code == 0, out
+        assert "SERVING" in out
+        code, out = await _cli(
+            "health", "--service", "keyhold.identity.v1.IdentityService", env=env
+        )
+        assert code == 0, out
+    finally:
+        server.send_signal(signal.SIGTERM)
+        _, err = await asyncio.wait_for(server.communicate(), timeout=20)
+    assert server.returncode == 0
+    assert b'"event": "shutting_down"' in err
+    assert (tmp_path / "data" / "keyhold.db").exists()
+
+
+@pytest.mark.slow
+async def test_cli_migrate(tmp_path: Path) -> None:
+    env = {**os.environ, "KEYHOLD_DATA_DIR": str(tmp_path / "data")}
+    code, out = await _cli("migrate", env=env)
+    assert code == 0, out
+    assert "database at revision 0001" in out
+
+
+async def test_health_probe_against_a_not_serving_server(tmp_path: Path) -> None:
+    app = await build_server(settings_for(tmp_path))
+    port = await app.start()
+    try:
+        await app.monitor.stop()
+        await app.health.set_serving(False)
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            response = await health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest()
+            )
+        assert response.status == health_pb2.HealthCheckResponse.NOT_SERVING
+        env = {**os.environ, "KEYHOLD_LISTEN_ADDRESS": f"127.0.0.1:{port}"}
+        code, out = await _cli("health", env=env)
+        assert code == 1
+        assert "NOT_SERVING" in out
+    finally:
+        await app.stop(grace=0)
