@@ -14,8 +14,12 @@ from grpc_health.v1 import health_pb2_grpc
 
 from keyhold.adapters.crypto.access_tokens import AccessTokens
 from keyhold.adapters.crypto.aead import AeadKeyRing
+from keyhold.adapters.crypto.checkpoints import JwsCheckpointSigner
 from keyhold.adapters.crypto.es256 import Es256KeyGenerator
 from keyhold.adapters.crypto.key_ring import KeyRing
+from keyhold.adapters.persistence.audit_feed import LocalAuditFeed, PostgresAuditListener
+from keyhold.adapters.persistence.audit_trail import SqlAuditTrail
+from keyhold.adapters.persistence.audit_writer import BatchingAuditAppender
 from keyhold.adapters.persistence.database import Database
 from keyhold.adapters.persistence.engine import create_engine
 from keyhold.adapters.persistence.migrate import migrate
@@ -30,6 +34,8 @@ from keyhold.api.reflection import enable_reflection
 from keyhold.api.servicers.audit import AuditServicer
 from keyhold.api.servicers.identity import IdentityServicer
 from keyhold.api.servicers.provider import ProviderServicer
+from keyhold.application.audit.recorder import AuditRecorder
+from keyhold.application.audit.trail import AuditTrailReader
 from keyhold.application.identity.signing_keys import SigningKeys
 from keyhold.audit.v1 import audit_service_pb2, audit_service_pb2_grpc
 from keyhold.domain.clock import Clock, SystemClock
@@ -66,6 +72,10 @@ class KeyholdServer:
     signing_keys: SigningKeys
     authorizer: Authorizer
     rate_limit_gate: RateLimitGate
+    audit_trail: SqlAuditTrail
+    audit_recorder: AuditRecorder
+    audit_reader: AuditTrailReader
+    audit_listener: PostgresAuditListener | None
     port: int = 0
 
     async def start(self) -> int:
@@ -76,6 +86,8 @@ class KeyholdServer:
         await self.server.start()
         await self.monitor.check_now()
         self.monitor.start()
+        if self.audit_listener is not None:
+            self.audit_listener.start()
         log.info("serving", address=self.settings.listen_address, port=self.port)
         return self.port
 
@@ -84,6 +96,8 @@ class KeyholdServer:
         await self.health.shutdown()
         await self.monitor.stop()
         await self.server.stop(self.settings.shutdown_grace_seconds if grace is None else grace)
+        if self.audit_listener is not None:
+            await self.audit_listener.stop()
         await self.database.dispose()
         log.info("stopped")
 
@@ -119,23 +133,40 @@ async def build_server(settings: Settings, clock: Clock | None = None) -> Keyhol
     rate_limit_gate = RateLimitGate(
         create_rate_limiter(redis_url), enabled=settings.rate_limits_enabled
     )
+    audit_trail = SqlAuditTrail(database)
+    audit_feed = LocalAuditFeed()
+    audit_recorder = AuditRecorder(BatchingAuditAppender(audit_trail, audit_feed.published), clock)
+    audit_reader = AuditTrailReader(
+        audit_trail,
+        audit_feed,
+        audit_recorder,
+        JwsCheckpointSigner(key_ring),
+        clock,
+        issuer=settings.issuer,
+    )
+    audit_listener = (
+        PostgresAuditListener(settings.resolved_database_url, audit_feed)
+        if database.is_postgres
+        else None
+    )
     interceptor = PolicyInterceptor(
         policies,
         Authenticator(access_tokens),
         authorizer,
         rate_limit_gate,
+        on_denied=audit_recorder.record_denial,
     )
     server = aio.server(interceptors=[interceptor])
     identity_service_pb2_grpc.add_IdentityServiceServicer_to_server(
         IdentityServicer(signing_keys, key_ring),  # type: ignore[abstract]
         server,
     )
-    # Methods not built yet are inherited from the generated base classes, which answer
-    # UNIMPLEMENTED; the stubs mark them abstract.
     audit_service_pb2_grpc.add_AuditServiceServicer_to_server(
-        AuditServicer(),  # type: ignore[abstract]
+        AuditServicer(audit_reader),
         server,
     )
+    # Methods not built yet are inherited from the generated base classes, which answer
+    # UNIMPLEMENTED; the stubs mark them abstract.
     provider_service_pb2_grpc.add_ProviderServiceServicer_to_server(
         ProviderServicer(),  # type: ignore[abstract]
         server,
@@ -153,6 +184,10 @@ async def build_server(settings: Settings, clock: Clock | None = None) -> Keyhol
         signing_keys,
         authorizer,
         rate_limit_gate,
+        audit_trail,
+        audit_recorder,
+        audit_reader,
+        audit_listener,
     )
 
 

@@ -10,16 +10,7 @@ from google.rpc import code_pb2, error_details_pb2, status_pb2
 
 from keyhold.domain import errors
 
-_CODES: tuple[tuple[type[errors.DomainError], grpc.StatusCode], ...] = (
-    (errors.InvalidArgument, grpc.StatusCode.INVALID_ARGUMENT),
-    (errors.Unauthenticated, grpc.StatusCode.UNAUTHENTICATED),
-    (errors.PermissionDenied, grpc.StatusCode.PERMISSION_DENIED),
-    (errors.NotFound, grpc.StatusCode.NOT_FOUND),
-    (errors.AlreadyExists, grpc.StatusCode.ALREADY_EXISTS),
-    (errors.FailedPrecondition, grpc.StatusCode.FAILED_PRECONDITION),
-    (errors.ResourceExhausted, grpc.StatusCode.RESOURCE_EXHAUSTED),
-    (errors.Unavailable, grpc.StatusCode.UNAVAILABLE),
-)
+_CODE_BY_NUMBER = {code.value[0]: code for code in grpc.StatusCode}
 DETAILS_KEY = "grpc-status-details-bin"
 
 
@@ -30,10 +21,11 @@ def _pack(message: object) -> any_pb2.Any:
 
 
 def status_code_of(error: errors.DomainError) -> grpc.StatusCode:
-    for error_type, code in _CODES:
-        if isinstance(error, error_type):
-            return code
-    return grpc.StatusCode.INTERNAL
+    return _CODE_BY_NUMBER[error.code]
+
+
+def grpc_code(number: int) -> grpc.StatusCode:
+    return _CODE_BY_NUMBER[number]
 
 
 def rich_status(

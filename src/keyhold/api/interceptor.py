@@ -20,7 +20,7 @@ from keyhold.api import errors as status_mapping
 from keyhold.api.pipeline.authentication import Authenticator
 from keyhold.api.pipeline.authorization import Authorizer
 from keyhold.api.pipeline.rate_limit import RateLimitGate
-from keyhold.api.pipeline.request_id import request_id_from
+from keyhold.api.pipeline.request_id import request_id_from, trace_id_from
 from keyhold.api.policy import MethodPolicy
 from keyhold.domain.call import CallContext, set_current_call
 from keyhold.domain.errors import DomainError
@@ -108,7 +108,7 @@ class PolicyInterceptor(aio.ServerInterceptor):
     async def _admit(
         self, policy: MethodPolicy, request: Any, context: aio.ServicerContext[Any, Any]
     ) -> CallContext:
-        authorization = request_id = user_agent = None
+        authorization = request_id = user_agent = traceparent = None
         for key, value in context.invocation_metadata() or ():
             if key == "authorization":
                 authorization = value if isinstance(value, str) else None
@@ -116,10 +116,13 @@ class PolicyInterceptor(aio.ServerInterceptor):
                 request_id = value if isinstance(value, str) else None
             elif key == "user-agent":
                 user_agent = value if isinstance(value, str) else None
+            elif key == "traceparent":
+                traceparent = value if isinstance(value, str) else None
         call = CallContext(
             peer=context.peer(),
             user_agent=(user_agent or "")[:256],
             request_id=request_id_from(request_id),
+            trace_id=trace_id_from(traceparent),
             method=policy.full_method,
         )
         set_current_call(call)
@@ -131,6 +134,7 @@ class PolicyInterceptor(aio.ServerInterceptor):
                 peer=call.peer,
                 user_agent=call.user_agent,
                 request_id=call.request_id,
+                trace_id=call.trace_id,
                 method=call.method,
             )
             set_current_call(call)
@@ -168,10 +172,7 @@ class PolicyInterceptor(aio.ServerInterceptor):
         call: CallContext,
         context: aio.ServicerContext[Any, Any],
     ) -> None:
-        code = _CODE_BY_NUMBER[status.code]
+        code = status_mapping.grpc_code(status.code)
         await context.abort(
             code, status.message, status_mapping.trailing_metadata(status, extra, call.request_id)
         )
-
-
-_CODE_BY_NUMBER = {code.value[0]: code for code in grpc.StatusCode}

@@ -8,6 +8,7 @@ turns them into status codes.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 
 @dataclass(frozen=True, slots=True)
@@ -19,7 +20,10 @@ class FieldViolation:
 
 
 class DomainError(Exception):
-    """Base of every error a handler may raise on purpose."""
+    """Base of every error a handler may raise on purpose. `code` is the canonical
+    status number (google.rpc.Code), recorded in the audit trail."""
+
+    code: ClassVar[int] = 13
 
     def __init__(
         self,
@@ -39,6 +43,8 @@ class DomainError(Exception):
 class InvalidArgument(DomainError):
     """The request is malformed; `violations` name the fields."""
 
+    code = 3
+
     def __init__(
         self,
         reason: str,
@@ -55,25 +61,37 @@ class InvalidArgument(DomainError):
 class Unauthenticated(DomainError):
     """No credentials, or credentials that do not prove who the caller is."""
 
+    code = 16
+
 
 class PermissionDenied(DomainError):
     """The caller is known but not allowed to do this."""
+
+    code = 7
 
 
 class NotFound(DomainError):
     """The resource does not exist, or is not visible to the caller."""
 
+    code = 5
+
 
 class AlreadyExists(DomainError):
     """A resource with the same identity exists."""
+
+    code = 6
 
 
 class FailedPrecondition(DomainError):
     """The resource is not in a state that allows the operation."""
 
+    code = 9
+
 
 class ResourceExhausted(DomainError):
     """Throttled or locked out; the caller may retry after `retry_after_seconds`."""
+
+    code = 8
 
     def __init__(
         self,
@@ -90,3 +108,5 @@ class ResourceExhausted(DomainError):
 
 class Unavailable(DomainError):
     """A dependency (database, upstream provider) cannot be reached right now."""
+
+    code = 14

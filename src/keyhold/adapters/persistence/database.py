@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from types import TracebackType
 
 from sqlalchemy import text
@@ -92,6 +93,22 @@ class Database:
 
     def unit_of_work(self) -> SqlUnitOfWork:
         return SqlUnitOfWork(self)
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[AsyncConnection]:
+        """A connection in a transaction of its own; connection failures → Unavailable."""
+        try:
+            async with self.engine.begin() as connection:
+                yield connection
+        except Exception as exc:
+            translated = self.translate(exc)
+            if translated is exc:
+                raise
+            raise translated from exc
+
+    @property
+    def is_postgres(self) -> bool:
+        return self.engine.dialect.name == "postgresql"
 
     def translate(self, exc: BaseException) -> BaseException:
         if is_connection_failure(exc):

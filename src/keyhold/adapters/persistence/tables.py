@@ -2,7 +2,17 @@
 
 from __future__ import annotations
 
-from sqlalchemy import Column, Index, LargeBinary, MetaData, String, Table, Text
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    Text,
+)
 
 from keyhold.adapters.persistence.types import UtcDateTime
 
@@ -27,4 +37,44 @@ signing_keys = Table(
     Column("created_at", UtcDateTime, nullable=False),
     Column("retired_at", UtcDateTime, nullable=True),
     Index("ix_signing_keys_retired_at", "retired_at"),
+)
+
+audit_events = Table(
+    "audit_events",
+    metadata,
+    Column("sequence", BigInteger, primary_key=True, autoincrement=False),
+    Column("event_id", String(32), nullable=False, unique=True),
+    Column("attempt_id", String(32), nullable=False),
+    Column("time", UtcDateTime, nullable=False),
+    Column("actor_type", String(16), nullable=False),
+    Column("actor_id", String(128), nullable=False),
+    Column("action", String(64), nullable=False),
+    Column("outcome", String(16), nullable=False),
+    Column("resource_type", String(32), nullable=False),
+    Column("resource_name", String(256), nullable=False),
+    Column("peer", String(128), nullable=False),
+    Column("user_agent", String(256), nullable=False),
+    Column("request_id", String(128), nullable=False),
+    Column("trace_id", String(64), nullable=False),
+    Column("status_code", Integer, nullable=False),
+    Column("reason", String(64), nullable=False),
+    Column("details", Text, nullable=False),
+    Column("canonical", LargeBinary, nullable=False),
+    Column("prev_hash", LargeBinary, nullable=False),
+    Column("hash", LargeBinary, nullable=False),
+    Index("ix_audit_events_actor_id_sequence", "actor_id", "sequence"),
+    Index("ix_audit_events_action_sequence", "action", "sequence"),
+    Index("ix_audit_events_resource_name_sequence", "resource_name", "sequence"),
+    Index("ix_audit_events_outcome_sequence", "outcome", "sequence"),
+    Index("ix_audit_events_attempt_id", "attempt_id"),
+    Index("ix_audit_events_time", "time"),
+)
+
+# One row: records older than `prune_before` may be deleted (retention); the
+# append-only triggers refuse every other UPDATE and DELETE on audit_events.
+audit_retention = Table(
+    "audit_retention",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("prune_before", UtcDateTime, nullable=False),
 )

@@ -1,4 +1,4 @@
-"""Request ids: taken from `x-request-id` when well-formed, otherwise generated."""
+"""Request ids (`x-request-id`, or generated) and W3C trace ids (`traceparent`)."""
 
 from __future__ import annotations
 
@@ -12,3 +12,16 @@ def request_id_from(header: str | None) -> str:
     if header is not None and _ACCEPTABLE.match(header):
         return header
     return uuid.uuid4().hex
+
+
+_TRACEPARENT = re.compile(r"^[0-9a-f]{2}-([0-9a-f]{32})-[0-9a-f]{16}-[0-9a-f]{2}$")
+
+
+def trace_id_from(traceparent: str | None) -> str:
+    """The trace id of a W3C `traceparent` header, or empty."""
+    if traceparent is None:
+        return ""
+    match = _TRACEPARENT.match(traceparent.strip())
+    if match is None or match.group(1) == "0" * 32:
+        return ""
+    return match.group(1)

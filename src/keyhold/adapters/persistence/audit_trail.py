@@ -1,0 +1,167 @@
+"""The audit table: appending to the hash chain, and reading it back."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Row, Select, delete, func, select, text, update
+
+from keyhold.adapters.persistence.database import Database
+from keyhold.adapters.persistence.tables import audit_events, audit_retention
+from keyhold.domain.audit.chain import GENESIS_HASH, seal
+from keyhold.domain.audit.events import ActorType, AuditEvent, AuditFilter, AuditRecord, Outcome
+
+# pg_advisory_xact_lock key serialising appends across every replica ("kh-audit").
+AUDIT_APPEND_LOCK = 0x6B682D6175646974
+NOTIFY_CHANNEL = "keyhold_audit"
+
+
+def _row(event: AuditEvent) -> dict[str, Any]:
+    record = event.record
+    return {
+        "sequence": event.sequence,
+        "event_id": record.event_id,
+        "attempt_id": record.attempt_id,
+        "time": record.time,
+        "actor_type": record.actor_type.value,
+        "actor_id": record.actor_id,
+        "action": record.action,
+        "outcome": record.outcome.value,
+        "resource_type": record.resource_type,
+        "resource_name": record.resource_name,
+        "peer": record.peer,
+        "user_agent": record.user_agent,
+        "request_id": record.request_id,
+        "trace_id": record.trace_id,
+        "status_code": record.status_code,
+        "reason": record.reason,
+        "details": json.dumps(dict(record.details), sort_keys=True),
+        "canonical": event.canonical,
+        "prev_hash": event.prev_hash,
+        "hash": event.hash,
+    }
+
+
+def _event(row: Row[Any]) -> AuditEvent:
+    record = AuditRecord(
+        event_id=row.event_id,
+        attempt_id=row.attempt_id,
+        time=row.time,
+        actor_type=ActorType(row.actor_type),
+        actor_id=row.actor_id,
+        action=row.action,
+        outcome=Outcome(row.outcome),
+        resource_type=row.resource_type,
+        resource_name=row.resource_name,
+        peer=row.peer,
+        user_agent=row.user_agent,
+        request_id=row.request_id,
+        trace_id=row.trace_id,
+        status_code=row.status_code,
+        reason=row.reason,
+        details=json.loads(row.details),
+    )
+    return AuditEvent(row.sequence, record, row.canonical, row.prev_hash, row.hash)
+
+
+class SqlAuditTrail:
+    """Appends are serialised by a PostgreSQL advisory lock taken in the appending
+    transaction (and by a process lock on SQLite); the sequence is the previous head's
+    plus one, read under that lock, so it has no gaps."""
+
+    def __init__(self, database: Database) -> None:
+        self._database = database
+        self._process_lock = asyncio.Lock()
+
+    async def append_batch(self, records: Sequence[AuditRecord]) -> list[AuditEvent]:
+        async with self._process_lock, self._database.transaction() as connection:
+            if self._database.is_postgres:
+                await connection.execute(
+                    text("SELECT pg_advisory_xact_lock(:key)"), {"key": AUDIT_APPEND_LOCK}
+                )
+            head = (
+                await connection.execute(
+                    select(audit_events.c.sequence, audit_events.c.hash)
+                    .order_by(audit_events.c.sequence.desc())
+                    .limit(1)
+                )
+            ).first()
+            sequence, prev_hash = (head.sequence, head.hash) if head else (0, GENESIS_HASH)
+            events = []
+            for record in records:
+                sequence += 1
+                event = seal(sequence, prev_hash, record)
+                events.append(event)
+                prev_hash = event.hash
+            await connection.execute(audit_events.insert(), [_row(e) for e in events])
+            if self._database.is_postgres:
+                await connection.execute(
+                    text("SELECT pg_notify(:channel, :sequence)"),
+                    {"channel": NOTIFY_CHANNEL, "sequence": str(sequence)},
+                )
+        return events
+
+    async def _fetch(self, query: Select[Any]) -> list[AuditEvent]:
+        async with self._database.transaction() as connection:
+            return [_event(row) for row in await connection.execute(query)]
+
+    async def head(self) -> AuditEvent | None:
+        found = await self._fetch(
+            select(audit_events).order_by(audit_events.c.sequence.desc()).limit(1)
+        )
+        return found[0] if found else None
+
+    async def get(self, sequence: int) -> AuditEvent | None:
+        found = await self._fetch(select(audit_events).where(audit_events.c.sequence == sequence))
+        return found[0] if found else None
+
+    async def newest_first(
+        self, where: AuditFilter, before_sequence: int | None, limit: int
+    ) -> list[AuditEvent]:
+        c = audit_events.c
+        query = select(audit_events).order_by(c.sequence.desc()).limit(limit)
+        if before_sequence is not None:
+            query = query.where(c.sequence < before_sequence)
+        if where.actor_id:
+            query = query.where(c.actor_id == where.actor_id)
+        if where.action:
+            query = query.where(c.action == where.action)
+        if where.resource_name:
+            query = query.where(c.resource_name == where.resource_name)
+        if where.outcome is not None:
+            query = query.where(c.outcome == where.outcome.value)
+        if where.start_time is not None:
+            query = query.where(c.time >= where.start_time)
+        if where.end_time is not None:
+            query = query.where(c.time < where.end_time)
+        return await self._fetch(query)
+
+    async def ascending(self, from_sequence: int, to_sequence: int, limit: int) -> list[AuditEvent]:
+        c = audit_events.c
+        return await self._fetch(
+            select(audit_events)
+            .where(c.sequence >= from_sequence, c.sequence <= to_sequence)
+            .order_by(c.sequence)
+            .limit(limit)
+        )
+
+    async def first_sequence(self) -> int | None:
+        async with self._database.transaction() as connection:
+            first: int | None = await connection.scalar(select(func.min(audit_events.c.sequence)))
+            return first
+
+    async def prune_before(self, cutoff: datetime) -> int:
+        async with self._database.transaction() as connection:
+            await connection.execute(
+                update(audit_retention)
+                .where(audit_retention.c.id == 1, audit_retention.c.prune_before < cutoff)
+                .values(prune_before=cutoff)
+            )
+            result = await connection.execute(
+                delete(audit_events).where(audit_events.c.time < cutoff)
+            )
+            return int(result.rowcount)

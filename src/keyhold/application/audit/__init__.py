@@ -1,0 +1,1 @@
+"""Audit use cases: recording attempt → outcome, and reading and verifying the trail."""

@@ -1,0 +1,135 @@
+"""Recording audited actions: ATTEMPTED before the work, exactly one outcome after it.
+
+    async with recorder.attempt(Action.X, resource_name="users/1") as attempt:
+        ...                              # the work; raise a DomainError to fail or deny
+        attempt.details["count"] = "3"   # non-secret facts for the outcome record
+
+Each record is appended in its own transaction, so the outcome survives a rolled-back
+business transaction. If the trail cannot be written, the action fails with
+UNAVAILABLE rather than proceeding unaudited.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+
+import structlog
+
+from keyhold.domain.audit.actions import REGISTRY, Action, action_for_rpc
+from keyhold.domain.audit.events import ActorType, AuditRecord, Outcome
+from keyhold.domain.audit.ports import AuditAppender
+from keyhold.domain.call import CallContext, current_call
+from keyhold.domain.clock import Clock
+from keyhold.domain.errors import DomainError, PermissionDenied, Unauthenticated, Unavailable
+from keyhold.domain.principal import PrincipalType
+
+log = structlog.get_logger(__name__)
+
+_ACTOR_TYPES = {
+    PrincipalType.USER: ActorType.USER,
+    PrincipalType.SERVICE: ActorType.SERVICE,
+    PrincipalType.ANONYMOUS: ActorType.ANONYMOUS,
+}
+CANCELLED, INTERNAL = 1, 13
+
+
+@dataclass
+class Attempt:
+    """An action under way; the handler may name its resource and add details."""
+
+    action: Action
+    attempt_id: str
+    resource_name: str
+    details: dict[str, str] = field(default_factory=dict)
+
+
+class AuditUnavailable(Unavailable):
+    def __init__(self) -> None:
+        super().__init__(
+            "AUDIT_UNAVAILABLE",
+            "the audit trail cannot be written; the action was not performed",
+            domain="keyhold.audit",
+        )
+
+
+class AuditRecorder:
+    def __init__(self, appender: AuditAppender, clock: Clock) -> None:
+        self._appender = appender
+        self._clock = clock
+
+    @asynccontextmanager
+    async def attempt(
+        self,
+        action: Action,
+        resource_name: str = "",
+        details: dict[str, str] | None = None,
+        *,
+        cancellation_succeeds: bool = False,
+    ) -> AsyncIterator[Attempt]:
+        """`cancellation_succeeds`: for streams, which end when the client goes away."""
+        if not isinstance(action, Action):
+            raise TypeError(f"{action!r} is not a registered audit action")
+        attempt = Attempt(action, uuid.uuid4().hex, resource_name, dict(details or {}))
+        await self._write(attempt, Outcome.ATTEMPTED, 0, "")
+        try:
+            yield attempt
+        except DomainError as error:
+            denied = isinstance(error, PermissionDenied | Unauthenticated)
+            await self._write(
+                attempt, Outcome.DENIED if denied else Outcome.FAILED, error.code, error.reason
+            )
+            raise
+        except (asyncio.CancelledError, GeneratorExit):
+            outcome = Outcome.SUCCEEDED if cancellation_succeeds else Outcome.FAILED
+            await asyncio.shield(self._write(attempt, outcome, CANCELLED, "CANCELLED"))
+            raise
+        except Exception:
+            await self._write(attempt, Outcome.FAILED, INTERNAL, "INTERNAL")
+            raise
+        await self._write(attempt, Outcome.SUCCEEDED, 0, "")
+
+    async def record_denial(self, call: CallContext, error: DomainError) -> None:
+        """A call refused before its handler (authentication or authorization)."""
+        action = action_for_rpc(call.method) or Action.ACCESS_DENIED
+        attempt = Attempt(action, uuid.uuid4().hex, call.method, {"method": call.method})
+        try:
+            await self._write(attempt, Outcome.DENIED, error.code, error.reason, call)
+        except AuditUnavailable:
+            log.error("audit_denial_not_recorded", method=call.method, reason=error.reason)
+
+    async def _write(
+        self,
+        attempt: Attempt,
+        outcome: Outcome,
+        status_code: int,
+        reason: str,
+        call: CallContext | None = None,
+    ) -> None:
+        call = call or current_call()
+        principal = call.principal
+        record = AuditRecord(
+            event_id=uuid.uuid4().hex,
+            attempt_id=attempt.attempt_id,
+            time=self._clock.now(),
+            actor_type=_ACTOR_TYPES[principal.type],
+            actor_id=principal.subject,
+            action=attempt.action.value,
+            outcome=outcome,
+            resource_type=REGISTRY[attempt.action].resource_type,
+            resource_name=attempt.resource_name,
+            peer=call.peer,
+            user_agent=call.user_agent,
+            request_id=call.request_id,
+            trace_id=call.trace_id,
+            status_code=status_code,
+            reason=reason,
+            details=dict(attempt.details) if outcome is not Outcome.ATTEMPTED else {},
+        )
+        try:
+            await self._appender.append(record)
+        except Unavailable as exc:
+            raise AuditUnavailable() from exc

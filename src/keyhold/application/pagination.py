@@ -1,0 +1,54 @@
+"""AIP-158 pagination: page sizes, and opaque page tokens bound to their query."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import json
+
+from keyhold.domain.errors import FieldViolation, InvalidArgument
+
+DEFAULT_PAGE_SIZE = 50
+MAX_PAGE_SIZE = 500
+
+
+def page_size(requested: int) -> int:
+    if requested < 0:
+        raise InvalidArgument(
+            "PAGE_SIZE_INVALID",
+            "page_size must not be negative",
+            [FieldViolation("page_size", "must be 0 (default) or positive")],
+        )
+    return min(requested or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
+
+
+def _fingerprint(query: object) -> str:
+    encoded = json.dumps(query, sort_keys=True, default=str).encode()
+    return hashlib.sha256(encoded).hexdigest()[:16]
+
+
+def encode_page_token(cursor: object, query: object) -> str:
+    payload = json.dumps({"c": cursor, "q": _fingerprint(query)}, separators=(",", ":"))
+    return base64.urlsafe_b64encode(payload.encode()).decode().rstrip("=")
+
+
+def decode_page_token(token: str, query: object) -> object | None:
+    """The cursor in `token` (None for an empty token); INVALID_ARGUMENT when the token
+    is malformed or was issued for a different query."""
+    if not token:
+        return None
+    invalid = InvalidArgument(
+        "PAGE_TOKEN_INVALID",
+        "page_token is not one this query returned",
+        [FieldViolation("page_token", "use next_page_token from the same query")],
+    )
+    if len(token) > 512:
+        raise invalid
+    try:
+        decoded = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
+    except (ValueError, binascii.Error, UnicodeDecodeError) as exc:
+        raise invalid from exc
+    if not isinstance(decoded, dict) or decoded.get("q") != _fingerprint(query):
+        raise invalid
+    return decoded.get("c")

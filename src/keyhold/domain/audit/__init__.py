@@ -1,0 +1,1 @@
+"""The audit trail: attempt → outcome records in a verifiable hash chain."""
