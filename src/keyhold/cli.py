@@ -56,6 +56,50 @@ def _health(settings: Settings, args: argparse.Namespace) -> int:
     return 0 if response.status == health_pb2.HealthCheckResponse.SERVING else 1
 
 
+def _audit_verify(settings: Settings, args: argparse.Namespace) -> int:
+    from keyhold.adapters.persistence.audit_trail import SqlAuditTrail
+    from keyhold.adapters.persistence.database import Database
+    from keyhold.adapters.persistence.engine import create_engine
+    from keyhold.application.audit.trail import ChainReport, verify_trail
+    from keyhold.server import encryption_keys
+
+    async def run() -> ChainReport:
+        database = Database(create_engine(settings), encryption_keys(settings))
+        try:
+            return await verify_trail(SqlAuditTrail(database), args.start, args.end)
+        finally:
+            await database.dispose()
+
+    report = asyncio.run(run())
+    print(
+        f"audit chain {'OK' if report.ok else 'BROKEN'}: checked {report.checked_count} events, "
+        f"head {report.head_sequence} {report.head_hash.hex() or '-'}"
+        + ("" if report.ok else f", first bad sequence {report.first_bad_sequence}")
+    )
+    return 0 if report.ok else 2
+
+
+def _audit_prune(settings: Settings, args: argparse.Namespace) -> int:
+    from datetime import UTC, datetime, timedelta
+
+    from keyhold.adapters.persistence.audit_trail import SqlAuditTrail
+    from keyhold.adapters.persistence.database import Database
+    from keyhold.adapters.persistence.engine import create_engine
+    from keyhold.server import encryption_keys
+
+    cutoff = datetime.now(UTC) - timedelta(days=settings.audit_retention_days)
+
+    async def run() -> int:
+        database = Database(create_engine(settings), encryption_keys(settings))
+        try:
+            return await SqlAuditTrail(database).prune_before(cutoff)
+        finally:
+            await database.dispose()
+
+    print(f"pruned {asyncio.run(run())} audit events older than {cutoff.isoformat()}")
+    return 0
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="keyhold", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -69,6 +113,15 @@ def _parser() -> argparse.ArgumentParser:
     health.add_argument("--service", default="", help="a service name; default: the server")
     health.add_argument("--timeout", type=float, default=3.0, help="seconds to wait")
     health.set_defaults(run=_health)
+    audit = commands.add_parser("audit", help="audit trail maintenance").add_subparsers(
+        dest="audit_command", required=True
+    )
+    verify = audit.add_parser("verify", help="recompute the hash chain; exit 2 if broken")
+    verify.add_argument("--start", type=int, default=0, help="first sequence (default: oldest)")
+    verify.add_argument("--end", type=int, default=0, help="last sequence (default: head)")
+    verify.set_defaults(run=_audit_verify)
+    prune = audit.add_parser("prune", help="delete records older than KEYHOLD_AUDIT_RETENTION_DAYS")
+    prune.set_defaults(run=_audit_prune)
     return parser
 
 

@@ -156,7 +156,15 @@ async def build_server(settings: Settings, clock: Clock | None = None) -> Keyhol
         rate_limit_gate,
         on_denied=audit_recorder.record_denial,
     )
-    server = aio.server(interceptors=[interceptor])
+    server = aio.server(
+        interceptors=[interceptor],
+        options=[
+            ("grpc.max_receive_message_length", settings.max_receive_message_bytes),
+            # Equal soft and hard limits: between them gRPC rejects at random.
+            ("grpc.max_metadata_size", settings.max_metadata_bytes),
+            ("grpc.absolute_max_metadata_size", settings.max_metadata_bytes),
+        ],
+    )
     identity_service_pb2_grpc.add_IdentityServiceServicer_to_server(
         IdentityServicer(signing_keys, key_ring),  # type: ignore[abstract]
         server,

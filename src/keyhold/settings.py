@@ -52,8 +52,20 @@ class Settings(BaseSettings):
     token_leeway_seconds: int = Field(30, ge=0, le=300)
     refresh_token_lifetime_seconds: int = Field(30 * 86_400, ge=3_600)
     session_idle_timeout_seconds: int = Field(7 * 86_400, ge=300)
+    max_receive_message_bytes: int = Field(
+        4 * 1024 * 1024, ge=1024, le=64 * 1024 * 1024, description="largest request message"
+    )
+    max_metadata_bytes: int = Field(
+        16 * 1024,
+        ge=8 * 1024,
+        le=1024 * 1024,
+        description="largest request header list; larger ones are refused RESOURCE_EXHAUSTED",
+    )
     shutdown_grace_seconds: float = Field(10.0, ge=0, le=300)
     health_check_interval_seconds: float = Field(5.0, gt=0, le=300)
+    audit_retention_days: int = Field(
+        7 * 365 + 2, ge=365, description="`keyhold audit prune` deletes records older than this"
+    )
     log_format: Literal["json", "console"] = Field("console")
     log_level: Literal["debug", "info", "warning", "error"] = Field("info")
 

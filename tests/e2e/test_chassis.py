@@ -82,6 +82,15 @@ async def test_bad_credentials_are_unauthenticated(
     assert (error.code, error.reason) == (grpc.StatusCode.UNAUTHENTICATED, reason)
 
 
+async def test_metadata_beyond_the_configured_limit_is_refused_by_grpc(server: Server) -> None:
+    _, channel = server
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await pb_grpc.IdentityServiceStub(channel).WhoAmI(
+            pb.WhoAmIRequest(), metadata=(("authorization", "Bearer " + "a" * 20_000),)
+        )
+    assert caught.value.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
 async def test_valid_token_reaches_the_handler_with_its_principal(server: Server) -> None:
     app, channel = server
     response = await pb_grpc.IdentityServiceStub(channel).WhoAmI(

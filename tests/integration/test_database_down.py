@@ -11,6 +11,8 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from keyhold.audit.v1 import audit_service_pb2 as audit_pb
+from keyhold.audit.v1 import audit_service_pb2_grpc as audit_grpc
 from keyhold.identity.v1 import identity_service_pb2 as pb
 from keyhold.identity.v1 import identity_service_pb2_grpc as pb_grpc
 from tests.support.proxy import CuttableProxy
@@ -41,7 +43,9 @@ async def test_database_down_then_back(tmp_path: Path, postgres_url: str) -> Non
         tmp_path, proxied, database_connect_timeout_seconds=2, database_statement_timeout_seconds=2
     )
     try:
-        async with running_server(settings) as (_, channel):
+        async with running_server(settings) as (app, channel):
+            token = app.access_tokens.issue(subject="service-accounts/a", scopes=["audit.read"])
+            auditor = (("authorization", f"Bearer {token.token}"),)
             identity = pb_grpc.IdentityServiceStub(channel)
             assert (await identity.GetJwks(pb.GetJwksRequest())).keys
 
@@ -55,6 +59,16 @@ async def test_database_down_then_back(tmp_path: Path, postgres_url: str) -> Non
                 grpc.StatusCode.UNAVAILABLE,
                 "DATABASE_UNAVAILABLE",
             )
+            # An audited action is refused rather than performed unaudited.
+            with pytest.raises(grpc.aio.AioRpcError) as caught:
+                await audit_grpc.AuditServiceStub(channel).ListAuditEvents(
+                    audit_pb.ListAuditEventsRequest(), metadata=auditor, timeout=10
+                )
+            error = rich_error(caught.value)
+            assert (error.code, error.reason) == (
+                grpc.StatusCode.UNAVAILABLE,
+                "AUDIT_UNAVAILABLE",
+            )
             await _wait_for_status(channel, health_pb2.HealthCheckResponse.NOT_SERVING, 5)
             # The process stays up and answers calls that need no database.
             assert (
@@ -64,5 +78,9 @@ async def test_database_down_then_back(tmp_path: Path, postgres_url: str) -> Non
             proxy.restore()
             await _wait_for_status(channel, health_pb2.HealthCheckResponse.SERVING, 10)
             assert (await identity.GetJwks(pb.GetJwksRequest())).keys
+            listed = await audit_grpc.AuditServiceStub(channel).ListAuditEvents(
+                audit_pb.ListAuditEventsRequest(), metadata=auditor
+            )
+            assert listed.events[0].action == "audit.events.list"
     finally:
         await proxy.stop()

@@ -55,6 +55,34 @@ def _filter_key(where: AuditFilter) -> dict[str, object]:
     }
 
 
+async def verify_trail(trail: AuditTrail, start: int, end: int) -> ChainReport:
+    """Recompute the chain over [start, end] (0: first retained / head)."""
+    head = await trail.head()
+    first = await trail.first_sequence()
+    if head is None or first is None:
+        return ChainReport(True, 0, 0, 0, b"")
+    start = max(start or first, first)
+    end = min(end or head.sequence, head.sequence)
+    prev_hash: bytes | None
+    if start == 1:
+        prev_hash = GENESIS_HASH
+    elif start == first:
+        prev_hash = None  # records before it were pruned: trust its stored link
+    else:
+        previous = await trail.get(start - 1)
+        prev_hash = previous.hash if previous else None
+    checked, cursor = 0, start
+    while cursor <= end:
+        chunk = await trail.ascending(cursor, end, VERIFY_CHUNK)
+        result = verify_chain(chunk, cursor, prev_hash)
+        checked += result.checked_count
+        if not result.ok or not chunk:
+            bad = result.first_bad_sequence if not result.ok else cursor
+            return ChainReport(False, checked, bad, head.sequence, head.hash)
+        cursor, prev_hash = chunk[-1].sequence + 1, result.last_hash
+    return ChainReport(True, checked, 0, head.sequence, head.hash)
+
+
 class AuditTrailReader:
     def __init__(
         self,
@@ -115,36 +143,9 @@ class AuditTrailReader:
             )
         details = {"start_sequence": str(start), "end_sequence": str(end)}
         async with self._recorder.attempt(Action.AUDIT_CHAIN_VERIFY, "audit-events", details) as at:
-            report = await self.verify_unaudited(start, end)
+            report = await verify_trail(self._trail, start, end)
             at.details.update(ok=str(report.ok).lower(), checked=str(report.checked_count))
         return report
-
-    async def verify_unaudited(self, start: int, end: int) -> ChainReport:
-        """Recompute the chain over [start, end] (0: first retained / head)."""
-        head = await self._trail.head()
-        first = await self._trail.first_sequence()
-        if head is None or first is None:
-            return ChainReport(True, 0, 0, 0, b"")
-        start = max(start or first, first)
-        end = min(end or head.sequence, head.sequence)
-        prev_hash: bytes | None
-        if start == 1:
-            prev_hash = GENESIS_HASH
-        elif start == first:
-            prev_hash = None  # records before it were pruned: trust its stored link
-        else:
-            previous = await self._trail.get(start - 1)
-            prev_hash = previous.hash if previous else None
-        checked, cursor = 0, start
-        while cursor <= end:
-            chunk = await self._trail.ascending(cursor, end, VERIFY_CHUNK)
-            result = verify_chain(chunk, cursor, prev_hash)
-            checked += result.checked_count
-            if not result.ok or not chunk:
-                bad = result.first_bad_sequence if not result.ok else cursor
-                return ChainReport(False, checked, bad, head.sequence, head.hash)
-            cursor, prev_hash = chunk[-1].sequence + 1, result.last_hash
-        return ChainReport(True, checked, 0, head.sequence, head.hash)
 
     async def checkpoint(self) -> Checkpoint:
         async with self._recorder.attempt(Action.AUDIT_CHECKPOINT_GET, "audit-events") as at:

@@ -1,0 +1,170 @@
+"""The audit trail on SQLite and PostgreSQL: gap-free chains under concurrency,
+append-only enforcement, tamper detection, rollback independence and retention."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError
+
+from keyhold.application.audit.trail import verify_trail
+from keyhold.domain.audit.actions import Action
+from keyhold.domain.audit.events import Outcome
+from keyhold.domain.errors import FailedPrecondition
+from tests.support.audit import AuditStack, audit_stack
+from tests.support.databases import postgres_database
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+async def stack(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[AuditStack]:
+    if request.param == "sqlite":
+        async with audit_stack(tmp_path, None) as built:
+            yield built
+    else:
+        async with postgres_database() as url, audit_stack(tmp_path, url) as built:
+            yield built
+
+
+async def _record(stack: AuditStack, count: int) -> None:
+    for _ in range(count):
+        async with stack.recorder.attempt(Action.AUDIT_EVENTS_LIST, "audit-events"):
+            pass
+
+
+async def test_concurrent_appends_form_one_unbroken_chain(stack: AuditStack) -> None:
+    writers = 200 if stack.database.is_postgres else 50
+    await asyncio.gather(*(_record(stack, 1) for _ in range(writers)))
+    report = await verify_trail(stack.trail, 0, 0)
+    assert report.ok
+    assert report.checked_count == report.head_sequence == 2 * writers
+    events = await stack.trail.ascending(1, 10_000, 10_000)
+    assert [e.sequence for e in events] == list(range(1, 2 * writers + 1))
+    by_attempt: dict[str, list[Outcome]] = {}
+    for event in events:
+        by_attempt.setdefault(event.record.attempt_id, []).append(event.record.outcome)
+    assert all(o == [Outcome.ATTEMPTED, Outcome.SUCCEEDED] for o in by_attempt.values())
+
+
+@pytest.mark.postgres
+async def test_two_appenders_on_postgres_share_one_chain(tmp_path: Path) -> None:
+    """Two replicas: separate processes' locks do not serialise them; the advisory lock does."""
+    async with (
+        postgres_database() as url,
+        audit_stack(tmp_path / "a", url) as first,
+        audit_stack(tmp_path / "b", url) as second,
+    ):
+        await asyncio.gather(*(_record(s, 5) for s in (first, second) for _ in range(20)))
+        report = await verify_trail(first.trail, 0, 0)
+    assert (report.ok, report.checked_count) == (True, 400)
+
+
+async def test_update_delete_and_truncate_are_refused(stack: AuditStack) -> None:
+    await _record(stack, 2)
+    statements = [
+        "UPDATE audit_events SET actor_id = 'users/evil' WHERE sequence = 1",
+        "DELETE FROM audit_events WHERE sequence = 2",
+        "DELETE FROM audit_events",
+    ]
+    if stack.database.is_postgres:
+        statements.append("TRUNCATE audit_events")
+    for statement in statements:
+        with pytest.raises(DBAPIError, match="append-only"):
+            async with stack.database.engine.begin() as connection:
+                await connection.execute(text(statement))
+    assert (await verify_trail(stack.trail, 0, 0)).checked_count == 4
+
+
+async def _tamper(stack: AuditStack, statement: str) -> None:
+    async with stack.database.engine.begin() as connection:
+        if stack.database.is_postgres:
+            await connection.execute(text("ALTER TABLE audit_events DISABLE TRIGGER USER"))
+            await connection.execute(text(statement))
+            await connection.execute(text("ALTER TABLE audit_events ENABLE TRIGGER USER"))
+        else:
+            await connection.execute(text("DROP TRIGGER audit_events_no_update"))
+            await connection.execute(text(statement))
+
+
+@pytest.mark.parametrize(
+    "statement",
+    [
+        "UPDATE audit_events SET actor_id = 'users/someone-else' WHERE sequence = 7",
+        "UPDATE audit_events SET outcome = 'succeeded' WHERE sequence = 7",
+        'UPDATE audit_events SET details = \'{"x": "1"}\' WHERE sequence = 7',
+    ],
+)
+async def test_verifier_pinpoints_a_tampered_row(stack: AuditStack, statement: str) -> None:
+    await _record(stack, 6)
+    await _tamper(stack, statement)
+    report = await verify_trail(stack.trail, 0, 0)
+    assert (report.ok, report.first_bad_sequence, report.checked_count) == (False, 7, 6)
+    assert (await verify_trail(stack.trail, 8, 12)).ok  # later links are intact on their own
+
+
+async def test_outcome_survives_a_rolled_back_business_transaction(stack: AuditStack) -> None:
+    async def failing_business_work() -> None:
+        async with (
+            stack.recorder.attempt(Action.AUDIT_CHECKPOINT_GET, "audit-events"),
+            stack.database.transaction() as business,
+        ):
+            await business.execute(
+                text("UPDATE audit_retention SET prune_before = prune_before WHERE id = 1")
+            )
+            raise FailedPrecondition("AUDIT_TRAIL_EMPTY", "rolled back")
+
+    with pytest.raises(FailedPrecondition):
+        await failing_business_work()
+    events = await stack.trail.ascending(1, 10, 10)
+    assert [e.record.outcome for e in events] == [Outcome.ATTEMPTED, Outcome.FAILED]
+    assert events[1].record.reason == "AUDIT_TRAIL_EMPTY"
+
+
+async def test_retention_prunes_old_records_and_the_rest_still_verifies(stack: AuditStack) -> None:
+    await _record(stack, 3)
+    stack.clock.advance(86_400 * 10)
+    await _record(stack, 2)
+    cutoff = stack.clock.now() - __import__("datetime").timedelta(days=5)
+    assert await stack.trail.prune_before(cutoff) == 6
+    assert await stack.trail.first_sequence() == 7
+    report = await verify_trail(stack.trail, 0, 0)
+    assert (report.ok, report.checked_count, report.head_sequence) == (True, 4, 10)
+    with pytest.raises(DBAPIError, match="append-only"):
+        async with stack.database.engine.begin() as connection:
+            await connection.execute(text("DELETE FROM audit_events WHERE sequence = 7"))
+
+
+async def test_cli_verify_reports_ok_and_broken(tmp_path: Path) -> None:
+    async with audit_stack(tmp_path, None) as stack:
+        await _record(stack, 3)
+    env = {**os.environ, "KEYHOLD_DATA_DIR": str(tmp_path)}
+
+    async def verify() -> tuple[int, str]:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "keyhold.cli",
+            "audit",
+            "verify",
+            env=env,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+        )
+        out, _ = await process.communicate()
+        assert process.returncode is not None
+        return process.returncode, out.decode()
+
+    code, out = await verify()
+    assert (code, out.strip().splitlines()[-1].split(":")[0]) == (0, "audit chain OK")
+    assert "checked 6 events" in out
+    async with audit_stack(tmp_path, None) as stack:
+        await _tamper(stack, "UPDATE audit_events SET reason = 'X' WHERE sequence = 4")
+    code, out = await verify()
+    assert code == 2
+    assert "BROKEN" in out
+    assert "first bad sequence 4" in out
