@@ -14,15 +14,19 @@ from grpc_health.v1 import health_pb2_grpc
 
 from keyhold.adapters.crypto.access_tokens import AccessTokens
 from keyhold.adapters.crypto.aead import AeadKeyRing
+from keyhold.adapters.crypto.argon2_hasher import Argon2Hasher, Argon2Parameters
 from keyhold.adapters.crypto.checkpoints import JwsCheckpointSigner
 from keyhold.adapters.crypto.es256 import Es256KeyGenerator
 from keyhold.adapters.crypto.key_ring import KeyRing
+from keyhold.adapters.data import common_passwords
 from keyhold.adapters.persistence.audit_feed import LocalAuditFeed, PostgresAuditListener
 from keyhold.adapters.persistence.audit_trail import SqlAuditTrail
 from keyhold.adapters.persistence.audit_writer import BatchingAuditAppender
 from keyhold.adapters.persistence.database import Database
 from keyhold.adapters.persistence.engine import create_engine
+from keyhold.adapters.persistence.login_failures import SqlLoginFailureStore
 from keyhold.adapters.persistence.migrate import migrate
+from keyhold.adapters.persistence.session_state import SqlSessionState
 from keyhold.adapters.ratelimit.storage import create_rate_limiter
 from keyhold.api.health import DatabaseMonitor, HealthReporter
 from keyhold.api.interceptor import PolicyInterceptor
@@ -32,13 +36,21 @@ from keyhold.api.pipeline.rate_limit import RateLimitGate
 from keyhold.api.policy import load_policies
 from keyhold.api.reflection import enable_reflection
 from keyhold.api.servicers.audit import AuditServicer
-from keyhold.api.servicers.identity import IdentityServicer
+from keyhold.api.servicers.identity import IdentityServicer, IdentityUseCases
 from keyhold.api.servicers.provider import ProviderServicer
 from keyhold.application.audit.recorder import AuditRecorder
 from keyhold.application.audit.trail import AuditTrailReader
-from keyhold.application.identity.signing_keys import SigningKeys
+from keyhold.application.identity.lockout import LoginLockout
+from keyhold.application.identity.passwords import Passwords
+from keyhold.application.identity.session_guard import SessionGuard
+from keyhold.application.identity.sessions import SessionLifetimes, Sessions
+from keyhold.application.identity.signing_keys import SigningKeyRotation, SigningKeys
+from keyhold.application.identity.users import Users
+from keyhold.application.identity.verification import EmailVerification
 from keyhold.audit.v1 import audit_service_pb2, audit_service_pb2_grpc
 from keyhold.domain.clock import Clock, SystemClock
+from keyhold.domain.identity.lockout import LockoutPolicy
+from keyhold.domain.identity.passwords import PasswordPolicy
 from keyhold.identity.v1 import identity_service_pb2, identity_service_pb2_grpc
 from keyhold.provider.v1 import provider_service_pb2, provider_service_pb2_grpc
 from keyhold.settings import Settings
@@ -76,6 +88,8 @@ class KeyholdServer:
     audit_recorder: AuditRecorder
     audit_reader: AuditTrailReader
     audit_listener: PostgresAuditListener | None
+    identity: IdentityUseCases
+    hasher: Argon2Hasher
     port: int = 0
 
     async def start(self) -> int:
@@ -99,6 +113,7 @@ class KeyholdServer:
         if self.audit_listener is not None:
             await self.audit_listener.stop()
         await self.database.dispose()
+        self.hasher.close()
         log.info("stopped")
 
 
@@ -149,6 +164,63 @@ async def build_server(settings: Settings, clock: Clock | None = None) -> Keyhol
         if database.is_postgres
         else None
     )
+    hasher = Argon2Hasher(
+        Argon2Parameters(
+            settings.argon2_memory_kib, settings.argon2_time_cost, settings.argon2_parallelism
+        ),
+        workers=settings.password_hash_workers,
+    )
+    guard = SessionGuard(
+        SqlSessionState(database, clock.now), ttl_seconds=settings.session_cache_seconds
+    )
+    access_tokens.set_session_check(guard.check)
+    password_policy = PasswordPolicy(common_passwords())
+    lockout = LoginLockout(
+        SqlLoginFailureStore(database),
+        LockoutPolicy(
+            threshold=settings.lockout_threshold,
+            peer_threshold=settings.lockout_peer_threshold,
+            base_cooldown=timedelta(seconds=settings.lockout_base_seconds),
+            max_cooldown=timedelta(seconds=settings.lockout_max_seconds),
+        ),
+        clock,
+    )
+    sessions = Sessions(
+        database.unit_of_work,
+        hasher,
+        access_tokens,
+        lockout,
+        audit_recorder,
+        guard,
+        clock,
+        SessionLifetimes(
+            absolute=timedelta(seconds=settings.refresh_token_lifetime_seconds),
+            idle=timedelta(seconds=settings.session_idle_timeout_seconds),
+        ),
+    )
+    authorizer.register_owner_resolver("sessions", sessions.owner_of)
+    identity = IdentityUseCases(
+        users=Users(database.unit_of_work, hasher, password_policy, audit_recorder, guard, clock),
+        sessions=sessions,
+        passwords=Passwords(
+            database.unit_of_work,
+            hasher,
+            password_policy,
+            audit_recorder,
+            guard,
+            clock,
+            timedelta(seconds=settings.password_reset_token_lifetime_seconds),
+        ),
+        verification=EmailVerification(
+            database.unit_of_work,
+            audit_recorder,
+            clock,
+            timedelta(seconds=settings.email_verification_token_lifetime_seconds),
+        ),
+        signing_keys=signing_keys,
+        rotation=SigningKeyRotation(signing_keys, audit_recorder, key_ring.reload),
+        key_ring=key_ring,
+    )
     interceptor = PolicyInterceptor(
         policies,
         Authenticator(access_tokens),
@@ -166,7 +238,7 @@ async def build_server(settings: Settings, clock: Clock | None = None) -> Keyhol
         ],
     )
     identity_service_pb2_grpc.add_IdentityServiceServicer_to_server(
-        IdentityServicer(signing_keys, key_ring),  # type: ignore[abstract]
+        IdentityServicer(identity),  # type: ignore[abstract]
         server,
     )
     audit_service_pb2_grpc.add_AuditServiceServicer_to_server(
@@ -196,6 +268,8 @@ async def build_server(settings: Settings, clock: Clock | None = None) -> Keyhol
         audit_recorder,
         audit_reader,
         audit_listener,
+        identity,
+        hasher,
     )
 
 

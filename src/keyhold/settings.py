@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Literal
 
@@ -60,6 +61,26 @@ class Settings(BaseSettings):
         ge=8 * 1024,
         le=1024 * 1024,
         description="largest request header list; larger ones are refused RESOURCE_EXHAUSTED",
+    )
+    argon2_memory_kib: int = Field(
+        19 * 1024, ge=7 * 1024, le=1024 * 1024, description="Argon2id memory (OWASP: 19 MiB)"
+    )
+    argon2_time_cost: int = Field(2, ge=1, le=20, description="Argon2id iterations")
+    argon2_parallelism: int = Field(1, ge=1, le=16, description="Argon2id lanes")
+    password_hash_workers: int = Field(
+        default_factory=lambda: max(1, (os.cpu_count() or 2) - 1),
+        ge=1,
+        le=64,
+        description="threads hashing passwords (default: one core left for the event loop)",
+    )
+    lockout_threshold: int = Field(5, ge=1, le=100, description="failures per account+peer")
+    lockout_peer_threshold: int = Field(20, ge=1, le=10_000, description="failures per peer")
+    lockout_base_seconds: int = Field(60, ge=1, description="first cooldown; doubles after")
+    lockout_max_seconds: int = Field(900, ge=1, description="longest cooldown")
+    password_reset_token_lifetime_seconds: int = Field(3600, ge=60, le=86_400)
+    email_verification_token_lifetime_seconds: int = Field(86_400, ge=300, le=30 * 86_400)
+    session_cache_seconds: float = Field(
+        5.0, ge=0, le=300, description="how long a session's liveness is cached per process"
     )
     shutdown_grace_seconds: float = Field(10.0, ge=0, le=300)
     health_check_interval_seconds: float = Field(5.0, gt=0, le=300)

@@ -52,7 +52,7 @@ async def test_limits_are_kept_in_redis_and_shared(tmp_path: Path) -> None:
         async with running_server(settings_for(tmp_path / "b", redis_url=database)) as (_, second):
             codes += await _reset_password_codes(second, 6)
         # 10/minute per peer: the counter survived into the second server through Redis.
-        assert codes.count(grpc.StatusCode.UNIMPLEMENTED) == 10
+        assert codes.count(grpc.StatusCode.INVALID_ARGUMENT) == 10
         assert codes.count(grpc.StatusCode.RESOURCE_EXHAUSTED) == 2
         assert await redis.Redis.from_url(database).keys("keyhold*")
     finally:
@@ -65,4 +65,4 @@ async def test_unreachable_redis_fails_open(tmp_path: Path) -> None:
     async with running_server(settings) as (app, channel):
         codes = await _reset_password_codes(channel, 12)
         assert app.rate_limit_gate.storage_failures == 12
-    assert codes == [grpc.StatusCode.UNIMPLEMENTED] * 12
+    assert codes == [grpc.StatusCode.INVALID_ARGUMENT] * 12

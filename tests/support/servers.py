@@ -21,6 +21,9 @@ def settings_for(data_dir: Path, database_url: str | None = None, **overrides: A
         "migrate_on_start": True,
         "shutdown_grace_seconds": 1.0,
         "health_check_interval_seconds": 0.5,
+        # The cheapest Argon2id the settings allow: tests log in a lot.
+        "argon2_memory_kib": 7 * 1024,
+        "argon2_time_cost": 1,
         **overrides,
     }
     return Settings(_env_file=None, **values)  # type: ignore[call-arg]
@@ -38,3 +41,19 @@ async def running_server(
     finally:
         await channel.close()
         await app.stop(grace=0.5)
+
+
+PASSWORD = "correct horse battery staple"
+
+
+async def signed_in(
+    app: KeyholdServer, email: str = "user@example.com", roles: tuple[str, ...] = ("user",)
+) -> tuple[str, str]:
+    """Register a user through the use cases and log in: (access token, user name)."""
+    user = await app.identity.users.create(email, PASSWORD, "Test User", roles=frozenset(roles))
+    result = await app.identity.sessions.login(email, PASSWORD, "tests")
+    return result.access_token.token, user.name
+
+
+def bearer(token: str) -> tuple[tuple[str, str], ...]:
+    return (("authorization", f"Bearer {token}"),)

@@ -6,6 +6,7 @@ import base64
 import binascii
 import hashlib
 import json
+from datetime import datetime
 
 from keyhold.domain.errors import FieldViolation, InvalidArgument
 
@@ -52,3 +53,27 @@ def decode_page_token(token: str, query: object) -> object | None:
     if not isinstance(decoded, dict) or decoded.get("q") != _fingerprint(query):
         raise invalid
     return decoded.get("c")
+
+
+def time_id_cursor(cursor: object) -> tuple[str, str] | None:
+    """A decoded `[created_at ISO, id]` keyset cursor (None for the first page)."""
+    if cursor is None:
+        return None
+    if isinstance(cursor, list) and len(cursor) == 2:
+        created, identifier = cursor
+        if isinstance(created, str) and isinstance(identifier, str) and len(identifier) <= 64:
+            try:
+                datetime.fromisoformat(created)
+            except ValueError:
+                pass
+            else:
+                return created, identifier
+    raise InvalidArgument(
+        "PAGE_TOKEN_INVALID",
+        "page_token is malformed",
+        [FieldViolation("page_token", "use next_page_token from the same query")],
+    )
+
+
+def time_id_token(created: datetime, identifier: str, query: object) -> str:
+    return encode_page_token([created.isoformat(), identifier], query)

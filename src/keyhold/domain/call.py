@@ -19,6 +19,16 @@ class CallContext:
     trace_id: str = ""
     method: str = ""
 
+    @property
+    def peer_ip(self) -> str:
+        """`ipv4:10.0.0.1:5000` → `10.0.0.1`; `ipv6:[::1]:5000` → `::1`."""
+        kind, _, rest = self.peer.partition(":")
+        if kind == "ipv6" and rest.startswith("["):
+            return rest[1 : rest.find("]")]
+        if kind == "ipv4":
+            return rest.rpartition(":")[0]
+        return self.peer
+
 
 _NO_CALL = CallContext()
 _current_call: ContextVar[CallContext] = ContextVar("keyhold_call")

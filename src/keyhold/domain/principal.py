@@ -12,6 +12,7 @@ class PrincipalType(enum.Enum):
     USER = "user"
     SERVICE = "service"
     ANONYMOUS = "anonymous"
+    SYSTEM = "system"  # the command line and the service's own maintenance
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,3 +39,4 @@ class Principal:
 
 
 ANONYMOUS = Principal(type=PrincipalType.ANONYMOUS, subject="")
+SYSTEM = Principal(type=PrincipalType.SYSTEM, subject="system/cli")

@@ -6,6 +6,9 @@ from collections.abc import Callable
 from types import TracebackType
 from typing import Protocol
 
+from keyhold.domain.identity.one_time_tokens import OneTimeTokenRepository
+from keyhold.domain.identity.sessions import SessionRepository
+from keyhold.domain.identity.users import UserRepository
 from keyhold.domain.signing_keys import SigningKeyRepository
 
 
@@ -15,6 +18,15 @@ class UnitOfWork(Protocol):
 
     @property
     def signing_keys(self) -> SigningKeyRepository: ...
+
+    @property
+    def users(self) -> UserRepository: ...
+
+    @property
+    def sessions(self) -> SessionRepository: ...
+
+    @property
+    def one_time_tokens(self) -> OneTimeTokenRepository: ...
 
     async def __aenter__(self) -> UnitOfWork: ...
 

@@ -12,7 +12,6 @@ import re
 import secrets
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import dataclass
 
 import jwt
 
@@ -20,6 +19,7 @@ from keyhold.adapters.crypto.key_ring import KeyRing
 from keyhold.domain.clock import Clock
 from keyhold.domain.errors import Unauthenticated
 from keyhold.domain.principal import Principal, PrincipalType
+from keyhold.domain.tokens import IssuedToken
 
 MAX_TOKEN_BYTES = 8 * 1024
 TOKEN_TYPE = "at+jwt"  # noqa: S105 - a media type, not a secret
@@ -33,14 +33,6 @@ SessionCheck = Callable[[Principal], Awaitable[None]]
 
 def _refuse(reason: str, message: str) -> Unauthenticated:
     return Unauthenticated(reason, message, domain=_DOMAIN)
-
-
-@dataclass(frozen=True, slots=True)
-class IssuedToken:
-    token: str
-    token_id: str
-    issued_at: int
-    expires_at: int
 
 
 class AccessTokens:

@@ -14,7 +14,10 @@ from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncTransaction
 
 from keyhold.adapters.crypto.aead import AeadKeyRing
+from keyhold.adapters.persistence.one_time_tokens import SqlOneTimeTokenRepository
+from keyhold.adapters.persistence.sessions import SqlSessionRepository
 from keyhold.adapters.persistence.signing_keys import SqlSigningKeyRepository
+from keyhold.adapters.persistence.users import SqlUserRepository
 from keyhold.domain.errors import Unavailable
 
 _CONNECTION_ERRORS = (OperationalError, InterfaceError, OSError, TimeoutError)
@@ -34,6 +37,9 @@ class SqlUnitOfWork:
     """One transaction; commits when the block ends cleanly, rolls back otherwise."""
 
     signing_keys: SqlSigningKeyRepository
+    users: SqlUserRepository
+    sessions: SqlSessionRepository
+    one_time_tokens: SqlOneTimeTokenRepository
 
     def __init__(self, database: Database) -> None:
         self._database = database
@@ -54,6 +60,9 @@ class SqlUnitOfWork:
                 await self._connection.close()
             raise self._database.translate(exc) from exc
         self.signing_keys = SqlSigningKeyRepository(self._connection, self._database.aead)
+        self.users = SqlUserRepository(self._connection)
+        self.sessions = SqlSessionRepository(self._connection)
+        self.one_time_tokens = SqlOneTimeTokenRepository(self._connection)
         return self
 
     async def __aexit__(

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     Column,
+    ForeignKey,
     Index,
     Integer,
     LargeBinary,
@@ -77,4 +79,66 @@ audit_retention = Table(
     metadata,
     Column("id", Integer, primary_key=True, autoincrement=False),
     Column("prune_before", UtcDateTime, nullable=False),
+)
+
+users = Table(
+    "users",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("email", String(254), nullable=False, unique=True),
+    Column("display_name", String(200), nullable=False),
+    Column("password_hash", String(256), nullable=False),
+    Column("email_verified", Boolean, nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("roles", Text, nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("updated_at", UtcDateTime, nullable=False),
+    Index("ix_users_created_at_id", "created_at", "id"),
+)
+
+sessions = Table(
+    "sessions",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("user_id", String(64), ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
+    Column("user_agent", String(256), nullable=False),
+    Column("peer", String(128), nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("expires_at", UtcDateTime, nullable=False),
+    Column("idle_expires_at", UtcDateTime, nullable=False),
+    Column("last_refresh_at", UtcDateTime, nullable=False),
+    Column("revoked_at", UtcDateTime, nullable=True),
+    Column("revoke_reason", String(32), nullable=False),
+    Index("ix_sessions_user_id_created_at", "user_id", "created_at"),
+)
+
+refresh_tokens = Table(
+    "refresh_tokens",
+    metadata,
+    Column("token_hash", LargeBinary, primary_key=True),
+    Column("session_id", String(64), ForeignKey("sessions.id", ondelete="CASCADE"), nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("spent_at", UtcDateTime, nullable=True),
+    Index("ix_refresh_tokens_session_id", "session_id"),
+)
+
+one_time_tokens = Table(
+    "one_time_tokens",
+    metadata,
+    Column("token_hash", LargeBinary, primary_key=True),
+    Column("user_id", String(64), ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
+    Column("purpose", String(16), nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("expires_at", UtcDateTime, nullable=False),
+    Column("used_at", UtcDateTime, nullable=True),
+    Index("ix_one_time_tokens_user_id", "user_id"),
+)
+
+login_failures = Table(
+    "login_failures",
+    metadata,
+    Column("key", String(64), primary_key=True),  # SHA-256 hex of the counted key
+    Column("failures", Integer, nullable=False),
+    Column("locked_until", UtcDateTime, nullable=True),
+    Column("updated_at", UtcDateTime, nullable=False),
 )

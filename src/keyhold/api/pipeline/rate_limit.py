@@ -22,16 +22,6 @@ from .authorization import field_value
 log = structlog.get_logger(__name__)
 
 
-def peer_address(peer: str) -> str:
-    """`ipv4:10.0.0.1:5000` → `10.0.0.1`; `ipv6:[::1]:5000` → `::1`."""
-    kind, _, rest = peer.partition(":")
-    if kind == "ipv6" and rest.startswith("["):
-        return rest[1 : rest.find("]")]
-    if kind == "ipv4":
-        return rest.rpartition(":")[0]
-    return peer
-
-
 class RateLimitGate:
     def __init__(self, limiter: RateLimiter, *, enabled: bool = True) -> None:
         self._limiter = limiter
@@ -40,10 +30,10 @@ class RateLimitGate:
 
     def _identity(self, limit: RateLimit, call: CallContext, request: object) -> str:
         if limit.key == policy_pb2.RATE_LIMIT_KEY_PEER:
-            return "peer:" + peer_address(call.peer)
+            return "peer:" + call.peer_ip
         if limit.key == policy_pb2.RATE_LIMIT_KEY_PRINCIPAL:
             subject = call.principal.subject
-            return subject if subject else "peer:" + peer_address(call.peer)
+            return subject if subject else "peer:" + call.peer_ip
         if limit.key == policy_pb2.RATE_LIMIT_KEY_FIELD:
             return f"{limit.field}:" + field_value(request, (limit.field,)).strip().lower()
         return "global"

@@ -3,12 +3,23 @@
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from typing import Any
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from keyhold.adapters.crypto.key_ring import KeyRing
-from keyhold.application.identity.signing_keys import SigningKeys
+from keyhold.api.servicers.identity_messages import (
+    STATES_BY_NUMBER,
+    session_message,
+    timestamp,
+    user_message,
+)
+from keyhold.application.identity.passwords import Passwords
+from keyhold.application.identity.sessions import Sessions, SessionTokens
+from keyhold.application.identity.signing_keys import SigningKeyRotation, SigningKeys
+from keyhold.application.identity.users import UserPatch, Users
+from keyhold.application.identity.verification import EmailVerification
 from keyhold.domain.call import current_call
 from keyhold.domain.principal import PrincipalType
 from keyhold.identity.v1 import identity_service_pb2 as pb
@@ -20,15 +31,129 @@ _SUBJECT_TYPES = {
 }
 
 
+@dataclass(frozen=True, slots=True)
+class IdentityUseCases:
+    users: Users
+    sessions: Sessions
+    passwords: Passwords
+    verification: EmailVerification
+    signing_keys: SigningKeys
+    rotation: SigningKeyRotation
+    key_ring: KeyRing
+
+
+def _session_fields(result: SessionTokens) -> dict[str, Any]:
+    return {
+        "session": session_message(result.session),
+        "access_token": result.access_token.token,
+        "refresh_token": result.refresh_token,
+        "access_token_expire_time": Timestamp(seconds=result.access_token.expires_at),
+    }
+
+
 class IdentityServicer(pb_grpc.IdentityServiceServicer):
-    def __init__(self, signing_keys: SigningKeys, key_ring: KeyRing) -> None:
-        self._signing_keys = signing_keys
-        self._key_ring = key_ring
+    def __init__(self, use_cases: IdentityUseCases) -> None:
+        self._uc = use_cases
+
+    async def CreateUser(
+        self, request: pb.CreateUserRequest, context: Any
+    ) -> pb.CreateUserResponse:
+        user = await self._uc.users.create(request.email, request.password, request.display_name)
+        return pb.CreateUserResponse(user=user_message(user))
+
+    async def GetUser(self, request: pb.GetUserRequest, context: Any) -> pb.GetUserResponse:
+        return pb.GetUserResponse(user=user_message(await self._uc.users.get(request.name)))
+
+    async def ListUsers(self, request: pb.ListUsersRequest, context: Any) -> pb.ListUsersResponse:
+        users, token = await self._uc.users.page(request.page_size, request.page_token)
+        return pb.ListUsersResponse(users=[user_message(u) for u in users], next_page_token=token)
+
+    async def UpdateUser(
+        self, request: pb.UpdateUserRequest, context: Any
+    ) -> pb.UpdateUserResponse:
+        patch = UserPatch(
+            display_name=request.user.display_name,
+            roles=tuple(request.user.roles),
+            state=STATES_BY_NUMBER.get(request.user.state),
+        )
+        user = await self._uc.users.update(
+            request.user.name, patch, list(request.update_mask.paths)
+        )
+        return pb.UpdateUserResponse(user=user_message(user))
+
+    async def DeleteUser(
+        self, request: pb.DeleteUserRequest, context: Any
+    ) -> pb.DeleteUserResponse:
+        await self._uc.users.delete(request.name)
+        return pb.DeleteUserResponse()
+
+    async def CreateEmailVerification(
+        self, request: pb.CreateEmailVerificationRequest, context: Any
+    ) -> pb.CreateEmailVerificationResponse:
+        token, expires_at = await self._uc.verification.create(request.name)
+        return pb.CreateEmailVerificationResponse(
+            verification_token=token, expire_time=timestamp(expires_at)
+        )
+
+    async def VerifyEmail(
+        self, request: pb.VerifyEmailRequest, context: Any
+    ) -> pb.VerifyEmailResponse:
+        user = await self._uc.verification.verify(request.verification_token)
+        return pb.VerifyEmailResponse(user=user_message(user))
+
+    async def CreateSession(
+        self, request: pb.CreateSessionRequest, context: Any
+    ) -> pb.CreateSessionResponse:
+        result = await self._uc.sessions.login(request.email, request.password, request.user_agent)
+        return pb.CreateSessionResponse(**_session_fields(result))
+
+    async def RefreshSession(
+        self, request: pb.RefreshSessionRequest, context: Any
+    ) -> pb.RefreshSessionResponse:
+        result = await self._uc.sessions.refresh(request.refresh_token)
+        return pb.RefreshSessionResponse(**_session_fields(result))
+
+    async def ListSessions(
+        self, request: pb.ListSessionsRequest, context: Any
+    ) -> pb.ListSessionsResponse:
+        sessions, token = await self._uc.sessions.page(
+            request.parent, request.page_size, request.page_token
+        )
+        return pb.ListSessionsResponse(
+            sessions=[session_message(s) for s in sessions], next_page_token=token
+        )
+
+    async def DeleteSession(
+        self, request: pb.DeleteSessionRequest, context: Any
+    ) -> pb.DeleteSessionResponse:
+        await self._uc.sessions.delete(request.name)
+        return pb.DeleteSessionResponse()
+
+    async def ChangePassword(
+        self, request: pb.ChangePasswordRequest, context: Any
+    ) -> pb.ChangePasswordResponse:
+        await self._uc.passwords.change(request.current_password, request.new_password)
+        return pb.ChangePasswordResponse()
+
+    async def CreatePasswordReset(
+        self, request: pb.CreatePasswordResetRequest, context: Any
+    ) -> pb.CreatePasswordResetResponse:
+        token, expires_at = await self._uc.passwords.create_reset(request.email)
+        response = pb.CreatePasswordResetResponse(reset_token=token)
+        if expires_at:
+            response.expire_time.CopyFrom(timestamp(expires_at))
+        return response
+
+    async def ResetPassword(
+        self, request: pb.ResetPasswordRequest, context: Any
+    ) -> pb.ResetPasswordResponse:
+        await self._uc.passwords.reset(request.reset_token, request.new_password)
+        return pb.ResetPasswordResponse()
 
     async def GetJwks(self, request: pb.GetJwksRequest, context: Any) -> pb.GetJwksResponse:
-        keys = await self._signing_keys.verifiable()
-        if self._key_ring.key_ids() != {key.key_id for key in keys}:
-            self._key_ring.replace(keys)
+        keys = await self._uc.signing_keys.verifiable()
+        if self._uc.key_ring.key_ids() != {key.key_id for key in keys}:
+            self._uc.key_ring.replace(keys)
         jwks = [key.public_jwk for key in keys]
         return pb.GetJwksResponse(
             keys=[
@@ -45,6 +170,11 @@ class IdentityServicer(pb_grpc.IdentityServiceServicer):
             ],
             jwks_json=json.dumps({"keys": jwks}, sort_keys=True),
         )
+
+    async def RotateSigningKey(
+        self, request: pb.RotateSigningKeyRequest, context: Any
+    ) -> pb.RotateSigningKeyResponse:
+        return pb.RotateSigningKeyResponse(key_id=await self._uc.rotation.rotate())
 
     async def WhoAmI(self, request: pb.WhoAmIRequest, context: Any) -> pb.WhoAmIResponse:
         principal = current_call().principal

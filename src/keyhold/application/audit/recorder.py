@@ -33,6 +33,7 @@ _ACTOR_TYPES = {
     PrincipalType.USER: ActorType.USER,
     PrincipalType.SERVICE: ActorType.SERVICE,
     PrincipalType.ANONYMOUS: ActorType.ANONYMOUS,
+    PrincipalType.SYSTEM: ActorType.SYSTEM,
 }
 CANCELLED, INTERNAL = 1, 13
 

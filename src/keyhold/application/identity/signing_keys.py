@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
 
+from keyhold.application.audit.recorder import AuditRecorder
+from keyhold.domain.audit.actions import Action
 from keyhold.domain.clock import Clock
 from keyhold.domain.signing_keys import SigningKey, SigningKeyGenerator
 from keyhold.domain.unit_of_work import UnitOfWorkFactory
@@ -47,3 +50,24 @@ class SigningKeys:
             await uow.signing_keys.retire_active(now)
             await uow.signing_keys.add(key)
         return key
+
+
+class SigningKeyRotation:
+    """RotateSigningKey and `keyhold keys rotate`: audited, and the ring reloaded."""
+
+    def __init__(
+        self,
+        keys: SigningKeys,
+        recorder: AuditRecorder,
+        reload_ring: Callable[[], Awaitable[None]],
+    ) -> None:
+        self._keys = keys
+        self._recorder = recorder
+        self._reload_ring = reload_ring
+
+    async def rotate(self) -> str:
+        async with self._recorder.attempt(Action.SIGNING_KEY_ROTATE) as attempt:
+            key = await self._keys.rotate()
+            attempt.resource_name = f"signing-keys/{key.key_id}"
+            await self._reload_ring()
+        return key.key_id

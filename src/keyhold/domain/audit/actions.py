@@ -15,6 +15,18 @@ class Action(StrEnum):
     AUDIT_EVENTS_STREAM = "audit.events.stream"
     AUDIT_CHAIN_VERIFY = "audit.chain.verify"
     AUDIT_CHECKPOINT_GET = "audit.checkpoint.get"
+    USER_CREATE = "identity.user.create"
+    USER_UPDATE = "identity.user.update"
+    USER_DELETE = "identity.user.delete"
+    SESSION_CREATE = "identity.session.create"
+    SESSION_REFRESH = "identity.session.refresh"
+    SESSION_DELETE = "identity.session.delete"
+    PASSWORD_CHANGE = "identity.password.change"
+    PASSWORD_RESET_CREATE = "identity.password_reset.create"
+    PASSWORD_RESET = "identity.password.reset"
+    EMAIL_VERIFICATION_CREATE = "identity.email_verification.create"
+    EMAIL_VERIFY = "identity.email.verify"
+    SIGNING_KEY_ROTATE = "identity.signing_key.rotate"
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,6 +37,7 @@ class ActionInfo:
 
 
 _AUDIT = "/keyhold.audit.v1.AuditService/"
+_IDENTITY = "/keyhold.identity.v1.IdentityService/"
 
 REGISTRY: dict[Action, ActionInfo] = {
     Action.ACCESS_DENIED: ActionInfo(
@@ -40,6 +53,26 @@ REGISTRY: dict[Action, ActionInfo] = {
     ),
     Action.AUDIT_CHECKPOINT_GET: ActionInfo(
         "audit-checkpoint", _AUDIT + "GetAuditCheckpoint", "signed checkpoint issued"
+    ),
+    Action.USER_CREATE: ActionInfo("user", _IDENTITY + "CreateUser", "registration"),
+    Action.USER_UPDATE: ActionInfo("user", _IDENTITY + "UpdateUser", "profile, roles or state"),
+    Action.USER_DELETE: ActionInfo("user", _IDENTITY + "DeleteUser", "user removed"),
+    Action.SESSION_CREATE: ActionInfo("session", _IDENTITY + "CreateSession", "login"),
+    Action.SESSION_REFRESH: ActionInfo(
+        "session", _IDENTITY + "RefreshSession", "refresh token rotated, or reuse detected"
+    ),
+    Action.SESSION_DELETE: ActionInfo("session", _IDENTITY + "DeleteSession", "logout"),
+    Action.PASSWORD_CHANGE: ActionInfo("user", _IDENTITY + "ChangePassword", "password change"),
+    Action.PASSWORD_RESET_CREATE: ActionInfo(
+        "user", _IDENTITY + "CreatePasswordReset", "reset token issued"
+    ),
+    Action.PASSWORD_RESET: ActionInfo("user", _IDENTITY + "ResetPassword", "password reset"),
+    Action.EMAIL_VERIFICATION_CREATE: ActionInfo(
+        "user", _IDENTITY + "CreateEmailVerification", "verification token issued"
+    ),
+    Action.EMAIL_VERIFY: ActionInfo("user", _IDENTITY + "VerifyEmail", "email verified"),
+    Action.SIGNING_KEY_ROTATE: ActionInfo(
+        "signing-key", _IDENTITY + "RotateSigningKey", "signing key rotated"
     ),
 }
 

@@ -1,0 +1,57 @@
+"""The baseline server: grpc.aio with no interceptors and one raw-bytes unary method.
+
+    python -m bench.bare_server --address 127.0.0.1:50099
+
+`/bench.Bare/Echo` returns its request unchanged; no protobuf is parsed. It is what a
+Keyhold RPC costs with none of Keyhold in it: the floor of gRPC Python on this machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+import sys
+
+import grpc
+
+
+async def echo(request: bytes, context: grpc.aio.ServicerContext[bytes, bytes]) -> bytes:
+    return request
+
+
+def build(address: str) -> grpc.aio.Server:
+    server = grpc.aio.server()
+    server.add_generic_rpc_handlers(
+        (
+            grpc.method_handlers_generic_handler(
+                "bench.Bare", {"Echo": grpc.unary_unary_rpc_method_handler(echo)}
+            ),
+        )
+    )
+    if server.add_insecure_port(address) == 0:
+        raise OSError(f"cannot listen on {address}")
+    return server
+
+
+async def serve(address: str) -> None:
+    server = build(address)
+    await server.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    await stop.wait()
+    await server.stop(0.5)
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.bare_server")
+    parser.add_argument("--address", default="127.0.0.1:50099", help="host:port")
+    args = parser.parse_args(argv)
+    asyncio.run(serve(args.address))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

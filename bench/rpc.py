@@ -1,0 +1,349 @@
+"""RPC throughput, latency and server CPU per call, against a real server process.
+
+    python -m bench rpc [--scenarios bare,whoami,jwks] [--seconds 5] [--warmup 2]
+                        [--channels 4] [--concurrency 8] [--processes 1]
+                        [--database-url URL | --postgres] [--json PATH]
+
+The server under test runs in its own process (`keyhold serve`, or the bare grpc.aio
+baseline for `bare`); the closed-loop load runs in other processes (`bench.loadgen`).
+Server CPU is read from /proc at the measured window's edges, so "calls per server
+CPU-second" does not depend on how the two cores were shared with the load generator.
+The headline is whoami's calls per server CPU-second over bare's: the fraction of gRPC
+Python's own per-call efficiency that Keyhold keeps on a cheap authenticated RPC.
+
+A scenario is one async function registered with `@scenario(...)`: it gets a `Target`
+(the running server's address, a channel, generated stubs, token minting) and returns
+the `CallSpec` to load it with, preparing whatever state it needs through the RPCs first.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import secrets
+import shutil
+import tempfile
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import asyncpg
+import grpc
+
+from bench.loadgen import CallSpec, LoadConfig, LoadResult, run_load
+from bench.serve_under_test import (
+    BARE_METHOD,
+    ServerProcess,
+    bare_server,
+    keyhold_server,
+    new_key_encryption_key,
+)
+from keyhold.identity.v1 import identity_service_pb2 as identity_pb
+from keyhold.identity.v1 import identity_service_pb2_grpc as identity_grpc
+from keyhold.server import KeyholdServer, build_server
+from keyhold.settings import Settings
+
+OWN_JSON_OPTION = True  # `--json PATH` is ours, not the dispatcher's flag
+ADMIN_DSN = "postgresql://postgres@127.0.0.1:5432/test"
+IDENTITY = "/keyhold.identity.v1.IdentityService/"
+
+ServerKind = Literal["bare", "keyhold"]
+
+
+@dataclass
+class Target:
+    """What a scenario may use to prepare its load against the running server."""
+
+    kind: ServerKind
+    address: str
+    channel: grpc.aio.Channel
+    app: KeyholdServer | None = None  # built, never started: its key ring mints tokens
+
+    @property
+    def identity(self) -> Any:  # the stub's methods are untyped at runtime
+        return identity_grpc.IdentityServiceStub(self.channel)
+
+    def _tokens(self) -> KeyholdServer:
+        if self.app is None:
+            raise RuntimeError("tokens can only be minted for a Keyhold server")
+        return self.app
+
+    def user_token(
+        self,
+        subject: str = "users/bench",
+        roles: Iterable[str] = ("user",),
+        session_id: str = "bench",
+    ) -> str:
+        issued = self._tokens().access_tokens.issue(
+            subject=subject, roles=roles, session_id=session_id
+        )
+        return issued.token
+
+    def service_token(
+        self, subject: str = "service-accounts/bench", scopes: Iterable[str] = ()
+    ) -> str:
+        return self._tokens().access_tokens.issue(subject=subject, scopes=scopes).token
+
+
+def bearer(token: str) -> list[tuple[str, str]]:
+    return [("authorization", f"Bearer {token}")]
+
+
+Prepare = Callable[[Target], Awaitable[CallSpec]]
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    server: ServerKind
+    summary: str
+    prepare: Prepare
+
+
+SCENARIOS: dict[str, Scenario] = {}
+
+
+def scenario(name: str, server: ServerKind, summary: str) -> Callable[[Prepare], Prepare]:
+    def register(prepare: Prepare) -> Prepare:
+        SCENARIOS[name] = Scenario(name, server, summary, prepare)
+        return prepare
+
+    return register
+
+
+@scenario("bare", "bare", "baseline: raw-bytes echo on a grpc.aio server without interceptors")
+async def bare(target: Target) -> CallSpec:
+    return CallSpec.of(BARE_METHOD, b"")
+
+
+@scenario("whoami", "keyhold", "IdentityService/WhoAmI with a valid user bearer token")
+async def whoami(target: Target) -> CallSpec:
+    metadata = bearer(target.user_token())
+    request = identity_pb.WhoAmIRequest()
+    response = await target.identity.WhoAmI(request, metadata=metadata, timeout=5.0)
+    assert response.subject == "users/bench", response  # the token is accepted
+    return CallSpec.of(IDENTITY + "WhoAmI", request.SerializeToString(), metadata)
+
+
+@scenario("jwks", "keyhold", "IdentityService/GetJwks, public, no token")
+async def jwks(target: Target) -> CallSpec:
+    request = identity_pb.GetJwksRequest()
+    response = await target.identity.GetJwks(request, timeout=5.0)
+    assert response.keys, response
+    return CallSpec.of(IDENTITY + "GetJwks", request.SerializeToString())
+
+
+@dataclass
+class Row:
+    scenario: str
+    calls_per_second: float
+    calls_per_server_cpu_second: float | None
+    server_cores: float | None  # server CPU seconds per wall second in the window
+    load_cores: float  # load processes' CPU seconds per wall second in the window
+    latency_ms: dict[str, float]
+    errors: dict[str, int]
+    calls: int
+    warmup_calls: int
+    server_cpu_seconds: float | None
+    server_peak_rss_mb: float
+
+
+def _row(name: str, result: LoadResult, server: ServerProcess) -> Row:
+    cpu = result.server_cpu_seconds
+    return Row(
+        scenario=name,
+        calls_per_second=round(result.calls_per_second, 1),
+        calls_per_server_cpu_second=round(result.calls / cpu, 1) if cpu else None,
+        server_cores=round(cpu / result.seconds, 2) if cpu is not None else None,
+        load_cores=round(result.client_cpu_seconds / result.seconds, 2),
+        latency_ms=result.latency_ms,
+        errors=result.errors,
+        calls=result.calls,
+        warmup_calls=result.warmup_calls,
+        server_cpu_seconds=round(cpu, 2) if cpu is not None else None,
+        server_peak_rss_mb=round(server.peak_rss_mb(), 1),
+    )
+
+
+async def _measure(
+    scenarios: list[Scenario], target: Target, server: ServerProcess, config: LoadConfig
+) -> list[Row]:
+    rows = []
+    for each in scenarios:
+        spec = await each.prepare(target)
+        result = await run_load(server.address, spec, config, sample=server.cpu_seconds)
+        server.check_alive()
+        rows.append(_row(each.name, result, server))
+        _print_row(rows[-1])
+    return rows
+
+
+async def _run_bare(scenarios: list[Scenario], config: LoadConfig, tmp: Path) -> list[Row]:
+    async with (
+        bare_server(tmp) as server,
+        grpc.aio.insecure_channel(server.address) as channel,
+    ):
+        return await _measure(scenarios, Target("bare", server.address, channel), server, config)
+
+
+async def _run_keyhold(
+    scenarios: list[Scenario], config: LoadConfig, tmp: Path, database_url: str | None
+) -> list[Row]:
+    key = new_key_encryption_key()
+    async with keyhold_server(tmp, key, database_url) as server:
+        # The same database and key as the server: its signing key signs our tokens.
+        settings = Settings(
+            _env_file=None,
+            data_dir=tmp,
+            database_url=database_url,
+            key_encryption_keys=key,
+            migrate_on_start=False,
+        )
+        app = await build_server(settings)
+        try:
+            app.key_ring.replace(await app.signing_keys.ensure_signer())
+            async with grpc.aio.insecure_channel(server.address) as channel:
+                target = Target("keyhold", server.address, channel, app)
+                return await _measure(scenarios, target, server, config)
+        finally:
+            await app.database.dispose()
+
+
+HEADER = (
+    f"{'scenario':<12} {'calls/s':>9} {'calls/srv-CPU-s':>15} {'srv cores':>9} "
+    f"{'load cores':>10} {'p50 ms':>7} {'p90 ms':>7} {'p99 ms':>7} {'p99.9 ms':>8} "
+    f"{'RSS MB':>7}  errors"
+)
+
+
+def _print_row(row: Row) -> None:
+    latency = row.latency_ms
+    per_cpu = row.calls_per_server_cpu_second
+    errors = ", ".join(f"{code} {count}" for code, count in row.errors.items()) or "0"
+    print(
+        f"{row.scenario:<12} {row.calls_per_second:>9,.0f} "
+        f"{per_cpu if per_cpu is None else format(per_cpu, ',.0f'):>15} "
+        f"{row.server_cores:>9} {row.load_cores:>10} "
+        f"{latency['p50']:>7.2f} {latency['p90']:>7.2f} {latency['p99']:>7.2f} "
+        f"{latency['p99.9']:>8.2f} {row.server_peak_rss_mb:>7.1f}  {errors}",
+        flush=True,
+    )
+
+
+async def _throwaway_postgres() -> tuple[str, str]:
+    name = f"keyhold_bench_{secrets.token_hex(4)}"
+    admin = await asyncpg.connect(ADMIN_DSN)
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await admin.close()
+    return name, f"postgresql+asyncpg://postgres@127.0.0.1:5432/{name}"
+
+
+async def _drop_postgres(name: str) -> None:
+    admin = await asyncpg.connect(ADMIN_DSN)
+    try:
+        await admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+    finally:
+        await admin.close()
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench rpc",
+        epilog="scenarios: "
+        + "; ".join(f"{name}: {each.summary}" for name, each in SCENARIOS.items()),
+    )
+    parser.add_argument("--scenarios", default="bare,whoami,jwks", help="comma-separated")
+    parser.add_argument("--seconds", type=float, default=5.0, help="measured window")
+    parser.add_argument("--warmup", type=float, default=2.0, help="seconds before it")
+    parser.add_argument("--channels", type=int, default=4, help="per load process")
+    parser.add_argument("--concurrency", type=int, default=8, help="outstanding per channel")
+    parser.add_argument("--processes", type=int, default=1, help="load processes")
+    database = parser.add_mutually_exclusive_group()
+    database.add_argument(
+        "--database-url",
+        help="PostgreSQL (postgresql+asyncpg://...) instead of SQLite; an empty database, "
+        "migrated by the server (its signing keys get a fresh encryption key)",
+    )
+    database.add_argument(
+        "--postgres", action="store_true", help="a throwaway database on the local PostgreSQL"
+    )
+    parser.add_argument("--json", metavar="PATH", type=Path, help="write the results here")
+    return parser
+
+
+async def run(argv: list[str]) -> dict[str, Any]:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    names = [name.strip() for name in args.scenarios.split(",") if name.strip()]
+    unknown = [name for name in names if name not in SCENARIOS]
+    if unknown:
+        parser.error(f"unknown scenarios {unknown}; known: {', '.join(SCENARIOS)}")
+    chosen = [SCENARIOS[name] for name in names]
+    config = LoadConfig(
+        channels=args.channels,
+        concurrency=args.concurrency,
+        processes=args.processes,
+        warmup_seconds=args.warmup,
+        seconds=args.seconds,
+    )
+    throwaway, database_url = None, args.database_url
+    if args.postgres:
+        throwaway, database_url = await _throwaway_postgres()
+    tmp = Path(tempfile.mkdtemp(prefix="keyhold-bench-rpc-"))
+    print(
+        f"{config.processes} load process(es) x {config.channels} channels x "
+        f"{config.concurrency} outstanding; {config.warmup_seconds:g} s warm-up, "
+        f"{config.seconds:g} s measured; database: "
+        f"{(database_url or 'sqlite').split(':', 1)[0]}"
+    )
+    print(HEADER, flush=True)
+    rows: list[Row] = []
+    try:
+        for kind in dict.fromkeys(each.server for each in chosen):  # first-appearance order
+            group = [each for each in chosen if each.server == kind]
+            if kind == "bare":
+                rows += await _run_bare(group, config, tmp)
+            else:
+                rows += await _run_keyhold(group, config, tmp, database_url)
+    except BaseException:
+        print(f"failed; server logs kept in {tmp}")
+        raise
+    else:
+        shutil.rmtree(tmp, ignore_errors=True)
+    finally:
+        if throwaway:
+            await _drop_postgres(throwaway)
+    by_name = {row.scenario: row for row in rows}
+    rows = [by_name[name] for name in names]
+    ratio = None
+    bare_row, whoami_row = by_name.get("bare"), by_name.get("whoami")
+    bare_rate = bare_row.calls_per_server_cpu_second if bare_row else None
+    whoami_rate = whoami_row.calls_per_server_cpu_second if whoami_row else None
+    if bare_rate and whoami_rate:
+        ratio = round(whoami_rate / bare_rate, 3)
+        print(
+            f"whoami / bare calls per server CPU-second: {ratio:.3f} "
+            f"({whoami_rate:,.0f} / {bare_rate:,.0f})"
+        )
+    results: dict[str, Any] = {
+        "when": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "grpcio": grpc.__version__,
+        },
+        "config": asdict(config),
+        "database": (database_url or "sqlite").split(":", 1)[0],
+        "scenarios": [asdict(row) for row in rows],
+        "whoami_over_bare_calls_per_server_cpu_second": ratio,
+    }
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2) + "\n")
+        print(f"results written to {args.json}")
+    return results

@@ -1,0 +1,64 @@
+"""Argon2id password hashing (argon2-cffi) in a bounded thread pool.
+
+The C code releases the GIL, so hashing runs beside the event loop; the pool's size
+bounds how many cores logins may take.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+from argon2 import PasswordHasher, Type
+from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
+
+
+@dataclass(frozen=True, slots=True)
+class Argon2Parameters:
+    """Default: OWASP's recommended Argon2id profile (m=19 MiB, t=2, p=1)."""
+
+    memory_kib: int = 19 * 1024
+    time_cost: int = 2
+    parallelism: int = 1
+
+
+class Argon2Hasher:
+    def __init__(self, parameters: Argon2Parameters, workers: int) -> None:
+        self._hasher = PasswordHasher(
+            time_cost=parameters.time_cost,
+            memory_cost=parameters.memory_kib,
+            parallelism=parameters.parallelism,
+            type=Type.ID,
+        )
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="argon2")
+        self._dummy_hash = self._hasher.hash(secrets.token_urlsafe(16))
+
+    async def hash(self, password: str) -> str:
+        return await asyncio.get_running_loop().run_in_executor(
+            self._pool, self._hasher.hash, password
+        )
+
+    async def verify(self, password_hash: str, password: str) -> bool:
+        return await asyncio.get_running_loop().run_in_executor(
+            self._pool, self._verify, password_hash, password
+        )
+
+    async def verify_dummy(self, password: str) -> None:
+        await self.verify(self._dummy_hash, password)
+
+    def needs_rehash(self, password_hash: str) -> bool:
+        try:
+            return self._hasher.check_needs_rehash(password_hash)
+        except InvalidHashError:
+            return True
+
+    def _verify(self, password_hash: str, password: str) -> bool:
+        try:
+            return self._hasher.verify(password_hash, password)
+        except (VerifyMismatchError, VerificationError, InvalidHashError):
+            return False
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)

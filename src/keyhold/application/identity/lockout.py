@@ -1,0 +1,48 @@
+"""Login lockout around the failure store: check before verifying, count failures,
+reset on success."""
+
+from __future__ import annotations
+
+from keyhold.domain.clock import Clock
+from keyhold.domain.errors import ResourceExhausted
+from keyhold.domain.identity import DOMAIN
+from keyhold.domain.identity.lockout import LockoutPolicy, LoginFailureStore
+
+
+class LoginLockout:
+    def __init__(self, store: LoginFailureStore, policy: LockoutPolicy, clock: Clock) -> None:
+        self._store = store
+        self._policy = policy
+        self._clock = clock
+
+    @staticmethod
+    def _account(email: str, peer: str) -> str:
+        return f"account:{email}|peer:{peer}"
+
+    @staticmethod
+    def _peer(peer: str) -> str:
+        return f"peer:{peer}"
+
+    async def check(self, email: str, peer: str) -> None:
+        now = self._clock.now()
+        for key in (self._account(email, peer), self._peer(peer)):
+            count = await self._store.get(key)
+            if count.locked_until is not None and count.locked_until > now:
+                raise ResourceExhausted(
+                    "LOGIN_LOCKED",
+                    "too many failed logins; try again later",
+                    retry_after_seconds=(count.locked_until - now).total_seconds(),
+                    domain=DOMAIN,
+                )
+
+    async def failed(self, email: str, peer: str) -> None:
+        now = self._clock.now()
+        await self._store.record_failure(
+            self._account(email, peer), now, self._policy, self._policy.threshold
+        )
+        await self._store.record_failure(
+            self._peer(peer), now, self._policy, self._policy.peer_threshold
+        )
+
+    async def succeeded(self, email: str, peer: str) -> None:
+        await self._store.reset(self._account(email, peer))

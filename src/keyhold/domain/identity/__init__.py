@@ -1,0 +1,3 @@
+"""Identity: users, passwords, sessions, one-time tokens and login lockout."""
+
+DOMAIN = "keyhold.identity"

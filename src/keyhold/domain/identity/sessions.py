@@ -1,0 +1,89 @@
+"""Sessions and their refresh tokens (one family per session)."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Protocol
+
+from keyhold.domain.errors import FieldViolation, InvalidArgument
+from keyhold.domain.identity import DOMAIN
+
+SESSION_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+
+
+@dataclass(frozen=True, slots=True)
+class Session:
+    id: str
+    user_id: str
+    user_agent: str
+    peer: str
+    created_at: datetime
+    expires_at: datetime  # absolute end, whatever the refreshes
+    idle_expires_at: datetime  # pushed forward by each refresh
+    last_refresh_at: datetime
+    revoked_at: datetime | None = None
+    revoke_reason: str = ""
+
+    @property
+    def name(self) -> str:
+        return f"sessions/{self.id}"
+
+    def is_live(self, now: datetime) -> bool:
+        return self.revoked_at is None and now < self.expires_at and now < self.idle_expires_at
+
+
+def session_id_from_name(name: str, current_session: str | None, field: str = "name") -> str:
+    if name == "sessions/current" and current_session:
+        return current_session
+    collection, _, session_id = name.partition("/")
+    if collection != "sessions" or not SESSION_ID.match(session_id) or session_id == "current":
+        raise InvalidArgument(
+            "RESOURCE_NAME_INVALID",
+            f"{field} must be sessions/{{id}} or sessions/current",
+            [FieldViolation(field, "expected sessions/{id} or sessions/current")],
+            domain=DOMAIN,
+        )
+    return session_id
+
+
+class SessionRepository(Protocol):
+    async def add(self, session: Session) -> None: ...
+
+    async def get(self, session_id: str) -> Session | None: ...
+
+    async def live_for_user(
+        self, user_id: str, now: datetime, before: tuple[str, str] | None, limit: int
+    ) -> list[Session]:
+        """Live sessions newest first, after the (created_at ISO, id) cursor."""
+        ...
+
+    async def touch(self, session_id: str, at: datetime, idle_expires_at: datetime) -> None: ...
+
+    async def revoke(self, session_id: str, at: datetime, reason: str) -> bool:
+        """True if it was live and is now revoked."""
+        ...
+
+    async def revoke_for_user(
+        self, user_id: str, at: datetime, reason: str, except_session: str | None = None
+    ) -> list[str]:
+        """Revoke every live session of the user (but one); their ids."""
+        ...
+
+    async def add_refresh_token(self, token_hash: bytes, session_id: str, at: datetime) -> None: ...
+
+    async def spend_refresh_token(self, token_hash: bytes, at: datetime) -> str | None:
+        """Mark the unspent token spent and return its session id; None if it is unknown
+        or already spent. Exactly one concurrent caller spends a token."""
+        ...
+
+    async def refresh_token_session(self, token_hash: bytes) -> str | None:
+        """The session a token (spent or not) belongs to, or None if unknown."""
+        ...
+
+
+class SessionStateSource(Protocol):
+    async def is_live(self, session_id: str, user_id: str) -> bool:
+        """Whether the session exists, is live, and its user is active."""
+        ...

@@ -1,0 +1,27 @@
+"""Access tokens as the application sees them: issued by a port, verified by the api."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Protocol
+
+
+@dataclass(frozen=True, slots=True)
+class IssuedToken:
+    token: str
+    token_id: str
+    issued_at: int
+    expires_at: int
+
+
+class AccessTokenIssuer(Protocol):
+    def issue(
+        self,
+        *,
+        subject: str,
+        roles: Iterable[str] = (),
+        scopes: Iterable[str] = (),
+        session_id: str | None = None,
+        lifetime_seconds: int | None = None,
+    ) -> IssuedToken: ...
