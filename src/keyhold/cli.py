@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import getpass
 import sys
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from keyhold.log_config import configure_logging
 from keyhold.settings import Settings
+
+if TYPE_CHECKING:
+    from keyhold.server import KeyholdServer
 
 
 def _serve(settings: Settings, args: argparse.Namespace) -> int:
@@ -100,6 +104,60 @@ def _audit_prune(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _offline(settings: Settings, work: Callable[[KeyholdServer], Awaitable[str]]) -> str:
+    """Run `work` against a built (not serving) server as the SYSTEM principal."""
+    from keyhold.domain.call import CallContext, set_current_call
+    from keyhold.domain.principal import SYSTEM
+    from keyhold.server import build_server
+
+    async def run() -> str:
+        app = await build_server(settings)
+        try:
+            app.key_ring.replace(await app.signing_keys.ensure_signer())
+            set_current_call(CallContext(principal=SYSTEM, peer="local", user_agent="keyhold-cli"))
+            return await work(app)
+        finally:
+            await app.database.dispose()
+            app.hasher.close()
+
+    return asyncio.run(run())
+
+
+def _keys_rotate(settings: Settings, args: argparse.Namespace) -> int:
+    async def rotate(app: KeyholdServer) -> str:
+        return await app.identity.rotation.rotate()
+
+    print(f"new signing key: {_offline(settings, rotate)}")
+    return 0
+
+
+def _create_admin(settings: Settings, args: argparse.Namespace) -> int:
+    from keyhold.domain.errors import DomainError
+
+    if args.password_stdin:
+        password = sys.stdin.readline().rstrip("\n")
+    else:
+        password = getpass.getpass("password: ")
+        if getpass.getpass("again: ") != password:
+            print("the passwords differ", file=sys.stderr)
+            return 2
+
+    async def create(app: KeyholdServer) -> str:
+        user = await app.identity.users.create(
+            args.email, password, args.display_name, roles=frozenset({"admin", "user"})
+        )
+        return user.name
+
+    try:
+        print(f"created admin {_offline(settings, create)}")
+    except DomainError as error:
+        print(f"{error.reason}: {error.message}", file=sys.stderr)
+        for violation in getattr(error, "violations", ()):
+            print(f"  {violation.field}: {violation.description}", file=sys.stderr)
+        return 2
+    return 0
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="keyhold", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -122,6 +180,22 @@ def _parser() -> argparse.ArgumentParser:
     verify.set_defaults(run=_audit_verify)
     prune = audit.add_parser("prune", help="delete records older than KEYHOLD_AUDIT_RETENTION_DAYS")
     prune.set_defaults(run=_audit_prune)
+    keys = commands.add_parser("keys", help="signing keys").add_subparsers(
+        dest="keys_command", required=True
+    )
+    keys.add_parser("rotate", help="make a new signing key the signer").set_defaults(
+        run=_keys_rotate
+    )
+    users = commands.add_parser("users", help="users").add_subparsers(
+        dest="users_command", required=True
+    )
+    admin = users.add_parser("create-admin", help="create a user with the admin role")
+    admin.add_argument("--email", required=True)
+    admin.add_argument("--display-name", default="Administrator")
+    admin.add_argument(
+        "--password-stdin", action="store_true", help="read the password from standard input"
+    )
+    admin.set_defaults(run=_create_admin)
     return parser
 
 
