@@ -251,7 +251,7 @@ async def test_list_sessions_and_delete_only_ones_own(server: Server) -> None:
         pb.ListSessionsRequest(parent="users/me"), metadata=bearer(first.access_token)
     )
     names = [s.name for s in listed.sessions]
-    assert len(names) == 2
+    assert len(names) == 3  # signed_in's session, then first and second
     assert names.index(second.session.name) < names.index(first.session.name)  # newest first
     code, reason, _ = await refused(
         stub(channel).ListSessions(
