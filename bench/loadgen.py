@@ -135,6 +135,7 @@ async def _drive(
         metadata = spec.metadata or None
         requests = spec.requests
         slots = config.channels * config.concurrency
+        stride = slots * config.processes  # every slot of every process takes its own requests
         cpu: dict[str, float] = {}
 
         async def sample_cpu() -> None:
@@ -152,7 +153,7 @@ async def _drive(
                 if sent >= window_end:
                     return
                 request = requests[position % len(requests)]
-                position += slots
+                position += stride
                 code = ""
                 try:
                     await call(request, metadata=metadata, timeout=spec.timeout_seconds)

@@ -120,13 +120,94 @@ async def bare(target: Target) -> CallSpec:
     return CallSpec.of(BARE_METHOD, b"")
 
 
-@scenario("whoami", "keyhold", "IdentityService/WhoAmI with a valid user bearer token")
+BENCH_PASSWORD = "benchmark passphrase 0"
+# Keycloak's default Argon2id profile, for comparison with its published sizing.
+ARGON2_ENV = {
+    "KEYHOLD_ARGON2_MEMORY_KIB": str(7 * 1024),
+    "KEYHOLD_ARGON2_TIME_COST": "5",
+    "KEYHOLD_ARGON2_PARALLELISM": "1",
+}
+
+
+async def _bench_user(target: Target) -> str:
+    """A registered user (through CreateUser) for the scenarios that log in."""
+    email = f"bench-{secrets.token_hex(4)}@example.com"
+    await target.identity.CreateUser(
+        identity_pb.CreateUserRequest(email=email, password=BENCH_PASSWORD, display_name="B"),
+        timeout=10.0,
+    )
+    return email
+
+
+@scenario("whoami", "keyhold", "IdentityService/WhoAmI with a logged-in user's access token")
 async def whoami(target: Target) -> CallSpec:
-    metadata = bearer(target.user_token())
+    email = await _bench_user(target)
+    session = await target.identity.CreateSession(
+        identity_pb.CreateSessionRequest(email=email, password=BENCH_PASSWORD), timeout=10.0
+    )
+    metadata = bearer(session.access_token)
     request = identity_pb.WhoAmIRequest()
     response = await target.identity.WhoAmI(request, metadata=metadata, timeout=5.0)
-    assert response.subject == "users/bench", response  # the token is accepted
+    assert response.session == session.session.name, response  # the token is accepted
     return CallSpec.of(IDENTITY + "WhoAmI", request.SerializeToString(), metadata)
+
+
+@scenario("login", "keyhold", "IdentityService/CreateSession, Argon2id m=7 MiB t=5 p=1")
+async def login(target: Target) -> CallSpec:
+    email = await _bench_user(target)
+    request = identity_pb.CreateSessionRequest(email=email, password=BENCH_PASSWORD)
+    return CallSpec.of(IDENTITY + "CreateSession", request.SerializeToString(), timeout_seconds=30)
+
+
+REFRESH_TOKENS = 30_000
+
+
+@scenario("refresh", "keyhold", "IdentityService/RefreshSession, one live session per call")
+async def refresh(target: Target) -> CallSpec:
+    """Refresh tokens are single-use, so each call needs its own: the sessions are
+    written straight into the shared database (as logins would have, without paying
+    for 30,000 Argon2id verifications), then one is checked through the RPC."""
+    email = await _bench_user(target)
+    app = target._tokens()
+    tokens = await _bulk_sessions(app, email, REFRESH_TOKENS)
+    check = await target.identity.RefreshSession(
+        identity_pb.RefreshSessionRequest(refresh_token=tokens.pop()), timeout=10.0
+    )
+    assert check.access_token, check
+    requests = [
+        identity_pb.RefreshSessionRequest(refresh_token=token).SerializeToString()
+        for token in tokens
+    ]
+    return CallSpec.of(IDENTITY + "RefreshSession", requests)
+
+
+async def _bulk_sessions(app: KeyholdServer, email: str, count: int) -> list[str]:
+    import uuid
+
+    from keyhold.application.identity.secrets import REFRESH_TOKEN_PREFIX, new_secret
+    from keyhold.domain.identity.sessions import Session
+
+    now = dt.datetime.now(dt.UTC)
+    tokens = []
+    async with app.database.unit_of_work() as uow:
+        user = await uow.users.by_email(email)
+        assert user is not None
+        for _ in range(count):
+            session = Session(
+                id=uuid.uuid4().hex,
+                user_id=user.id,
+                user_agent="bench",
+                peer="ipv4:127.0.0.1:1",
+                created_at=now,
+                expires_at=now + dt.timedelta(days=1),
+                idle_expires_at=now + dt.timedelta(days=1),
+                last_refresh_at=now,
+            )
+            token, token_hash = new_secret(REFRESH_TOKEN_PREFIX)
+            await uow.sessions.add(session)
+            await uow.sessions.add_refresh_token(token_hash, session.id, now)
+            tokens.append(token)
+    return tokens
 
 
 @scenario("jwks", "keyhold", "IdentityService/GetJwks, public, no token")
@@ -194,7 +275,7 @@ async def _run_keyhold(
     scenarios: list[Scenario], config: LoadConfig, tmp: Path, database_url: str | None
 ) -> list[Row]:
     key = new_key_encryption_key()
-    async with keyhold_server(tmp, key, database_url) as server:
+    async with keyhold_server(tmp, key, database_url, extra_env=ARGON2_ENV) as server:
         # The same database and key as the server: its signing key signs our tokens.
         settings = Settings(
             _env_file=None,
@@ -258,7 +339,9 @@ def _parser() -> argparse.ArgumentParser:
         epilog="scenarios: "
         + "; ".join(f"{name}: {each.summary}" for name, each in SCENARIOS.items()),
     )
-    parser.add_argument("--scenarios", default="bare,whoami,jwks", help="comma-separated")
+    parser.add_argument(
+        "--scenarios", default="bare,whoami,jwks,login,refresh", help="comma-separated"
+    )
     parser.add_argument("--seconds", type=float, default=5.0, help="measured window")
     parser.add_argument("--warmup", type=float, default=2.0, help="seconds before it")
     parser.add_argument("--channels", type=int, default=4, help="per load process")
