@@ -139,6 +139,16 @@ async def _bench_user(target: Target) -> str:
     return email
 
 
+@scenario(
+    "bare-bearer",
+    "bare",
+    "baseline with a JWT-sized authorization header: what gRPC itself charges for it",
+)
+async def bare_bearer(target: Target) -> CallSpec:
+    header = "Bearer " + "x" * 560  # the size of a Keyhold user access token
+    return CallSpec.of(BARE_METHOD, b"", [("authorization", header)])
+
+
 @scenario("whoami", "keyhold", "IdentityService/WhoAmI with a logged-in user's access token")
 async def whoami(target: Target) -> CallSpec:
     email = await _bench_user(target)

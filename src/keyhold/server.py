@@ -26,6 +26,7 @@ from keyhold.adapters.persistence.database import Database
 from keyhold.adapters.persistence.engine import create_engine
 from keyhold.adapters.persistence.login_failures import SqlLoginFailureStore
 from keyhold.adapters.persistence.migrate import migrate
+from keyhold.adapters.persistence.refresh_rotation import SqlRefreshTokenRotator
 from keyhold.adapters.persistence.session_state import SqlSessionState
 from keyhold.adapters.ratelimit.storage import create_rate_limiter
 from keyhold.api.health import DatabaseMonitor, HealthReporter
@@ -35,6 +36,7 @@ from keyhold.api.pipeline.authorization import Authorizer
 from keyhold.api.pipeline.rate_limit import RateLimitGate
 from keyhold.api.policy import load_policies
 from keyhold.api.reflection import enable_reflection
+from keyhold.api.registration import register_service
 from keyhold.api.servicers.audit import AuditServicer
 from keyhold.api.servicers.identity import IdentityServicer, IdentityUseCases
 from keyhold.api.servicers.provider import ProviderServicer
@@ -47,12 +49,12 @@ from keyhold.application.identity.sessions import SessionLifetimes, Sessions
 from keyhold.application.identity.signing_keys import SigningKeyRotation, SigningKeys
 from keyhold.application.identity.users import Users
 from keyhold.application.identity.verification import EmailVerification
-from keyhold.audit.v1 import audit_service_pb2, audit_service_pb2_grpc
+from keyhold.audit.v1 import audit_service_pb2
 from keyhold.domain.clock import Clock, SystemClock
 from keyhold.domain.identity.lockout import LockoutPolicy
 from keyhold.domain.identity.passwords import PasswordPolicy
-from keyhold.identity.v1 import identity_service_pb2, identity_service_pb2_grpc
-from keyhold.provider.v1 import provider_service_pb2, provider_service_pb2_grpc
+from keyhold.identity.v1 import identity_service_pb2
+from keyhold.provider.v1 import provider_service_pb2
 from keyhold.settings import Settings
 
 log = structlog.get_logger(__name__)
@@ -197,6 +199,7 @@ async def build_server(settings: Settings, clock: Clock | None = None) -> Keyhol
             absolute=timedelta(seconds=settings.refresh_token_lifetime_seconds),
             idle=timedelta(seconds=settings.session_idle_timeout_seconds),
         ),
+        SqlRefreshTokenRotator(database),
     )
     authorizer.register_owner_resolver("sessions", sessions.owner_of)
     identity = IdentityUseCases(
@@ -229,7 +232,6 @@ async def build_server(settings: Settings, clock: Clock | None = None) -> Keyhol
         on_denied=audit_recorder.record_denial,
     )
     server = aio.server(
-        interceptors=[interceptor],
         options=[
             ("grpc.max_receive_message_length", settings.max_receive_message_bytes),
             # Equal soft and hard limits: between them gRPC rejects at random.
@@ -237,20 +239,15 @@ async def build_server(settings: Settings, clock: Clock | None = None) -> Keyhol
             ("grpc.absolute_max_metadata_size", settings.max_metadata_bytes),
         ],
     )
-    identity_service_pb2_grpc.add_IdentityServiceServicer_to_server(
-        IdentityServicer(identity),  # type: ignore[abstract]
-        server,
-    )
-    audit_service_pb2_grpc.add_AuditServiceServicer_to_server(
-        AuditServicer(audit_reader),
-        server,
-    )
-    # Methods not built yet are inherited from the generated base classes, which answer
+    # Methods not built yet fall through to the generated base classes, which answer
     # UNIMPLEMENTED; the stubs mark them abstract.
-    provider_service_pb2_grpc.add_ProviderServiceServicer_to_server(
+    servicers = (
+        IdentityServicer(identity),  # type: ignore[abstract]
+        AuditServicer(audit_reader),
         ProviderServicer(),  # type: ignore[abstract]
-        server,
     )
+    for service, servicer in zip(SERVICES, servicers, strict=True):
+        register_service(server, service, servicer, interceptor)
     health_pb2_grpc.add_HealthServicer_to_server(health.servicer, server)
     enable_reflection(server, [service.full_name for service in SERVICES])
     return KeyholdServer(

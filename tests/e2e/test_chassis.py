@@ -221,10 +221,10 @@ async def test_request_id_is_echoed_or_generated(server: Server) -> None:
     identity = pb_grpc.IdentityServiceStub(channel)
     call = identity.GetJwks(pb.GetJwksRequest(), metadata=(("x-request-id", "req-123"),))
     await call
-    assert ("x-request-id", "req-123") in list(await call.initial_metadata())
+    assert ("x-request-id", "req-123") in list(await call.trailing_metadata())
     call = identity.GetJwks(pb.GetJwksRequest(), metadata=(("x-request-id", "bad id"),))
     await call
-    generated = dict(await call.initial_metadata())["x-request-id"]
+    generated = dict(await call.trailing_metadata())["x-request-id"]
     assert generated != "bad id"
     assert len(generated) == 32
     with pytest.raises(grpc.aio.AioRpcError) as caught:

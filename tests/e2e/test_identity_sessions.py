@@ -4,6 +4,7 @@ detection, lifetimes, logout, password change and reset, email verification, key
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import statistics
 import time
 from pathlib import Path
@@ -46,8 +47,8 @@ async def refused(call: object) -> tuple[grpc.StatusCode, str | None, str]:
     return error.code, error.reason, error.message
 
 
-async def test_login_whoami_refresh_and_logout(server: Server) -> None:
-    app, channel = server
+async def test_login_whoami_refresh_and_logout(any_server: Server) -> None:
+    app, channel = any_server
     await signed_in(app, "ada@example.com")
     session = await login(channel, "ADA@example.com")
     assert session.refresh_token.startswith("khr_")
@@ -169,8 +170,8 @@ async def test_cooldown_doubles_and_is_capped(tmp_path: Path) -> None:
         app.hasher.close()
 
 
-async def test_reused_refresh_token_revokes_the_family(server: Server) -> None:
-    app, channel = server
+async def test_reused_refresh_token_revokes_the_family(any_server: Server) -> None:
+    app, channel = any_server
     await signed_in(app, "ada@example.com")
     first = await login(channel, "ada@example.com")
     second = await stub(channel).RefreshSession(
@@ -203,20 +204,29 @@ async def test_reused_refresh_token_revokes_the_family(server: Server) -> None:
 
 
 @pytest.mark.parametrize("token", ["", "khr_unknown", "x" * 300])
-async def test_unknown_refresh_tokens_are_unauthenticated(server: Server, token: str) -> None:
-    _, channel = server
+async def test_unknown_refresh_tokens_are_unauthenticated(any_server: Server, token: str) -> None:
+    _, channel = any_server
     code, reason, _ = await refused(
         stub(channel).RefreshSession(pb.RefreshSessionRequest(refresh_token=token))
     )
     assert (code, reason) == (grpc.StatusCode.UNAUTHENTICATED, "REFRESH_TOKEN_INVALID")
 
 
-async def test_idle_timeout_and_absolute_lifetime(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    "engine", ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
+)
+async def test_idle_timeout_and_absolute_lifetime(tmp_path: Path, engine: str) -> None:
+    async with contextlib.AsyncExitStack() as stack:
+        url = await stack.enter_async_context(postgres_database()) if engine != "sqlite" else None
+        await _idle_and_absolute(tmp_path, url)
+
+
+async def _idle_and_absolute(tmp_path: Path, url: str | None) -> None:
     clock = FakeClock()
     from keyhold.server import build_server
 
     settings = settings_for(
-        tmp_path, session_idle_timeout_seconds=3600, refresh_token_lifetime_seconds=4 * 3600
+        tmp_path, url, session_idle_timeout_seconds=3600, refresh_token_lifetime_seconds=4 * 3600
     )
     app = await build_server(settings, clock=clock)
     try:
@@ -241,8 +251,8 @@ async def test_idle_timeout_and_absolute_lifetime(tmp_path: Path) -> None:
         app.hasher.close()
 
 
-async def test_list_sessions_and_delete_only_ones_own(server: Server) -> None:
-    app, channel = server
+async def test_list_sessions_and_delete_only_ones_own(any_server: Server) -> None:
+    app, channel = any_server
     await signed_in(app, "ada@example.com")
     first = await login(channel, "ada@example.com")
     second = await login(channel, "ada@example.com")
@@ -305,8 +315,8 @@ async def test_fifty_concurrent_refreshes_of_one_token_have_one_winner(tmp_path:
         assert code is grpc.StatusCode.UNAUTHENTICATED  # the family is revoked
 
 
-async def test_change_password_keeps_this_session_and_ends_the_others(server: Server) -> None:
-    app, channel = server
+async def test_change_password_keeps_this_session_and_ends_the_others(any_server: Server) -> None:
+    app, channel = any_server
     await signed_in(app, "ada@example.com")
     here = await login(channel, "ada@example.com")
     there = await login(channel, "ada@example.com")
@@ -338,8 +348,8 @@ async def test_change_password_keeps_this_session_and_ends_the_others(server: Se
     assert reason == "INVALID_CREDENTIALS"
 
 
-async def test_password_reset_is_single_use_and_ends_every_session(server: Server) -> None:
-    app, channel = server
+async def test_password_reset_is_single_use_and_ends_every_session(any_server: Server) -> None:
+    app, channel = any_server
     await signed_in(app, "ada@example.com")
     session = await login(channel, "ada@example.com")
     mailer = app.access_tokens.issue(

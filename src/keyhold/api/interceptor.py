@@ -2,8 +2,9 @@
 authorization → rate limiting before its handler, and every failure leaves as a rich
 status.
 
-Wrapped handlers are built once per method and reused, so a call costs one dict
-lookup here rather than fresh closures.
+It is applied once, when the methods are registered (see `registration`), rather than
+as a grpc.aio ServerInterceptor: that saves gRPC's per-call interceptor chain, about a
+fifth of a cheap RPC's server CPU, and a call costs no lookup here at all.
 """
 
 from __future__ import annotations
@@ -21,9 +22,10 @@ from keyhold.api.pipeline.authentication import Authenticator
 from keyhold.api.pipeline.authorization import Authorizer
 from keyhold.api.pipeline.rate_limit import RateLimitGate
 from keyhold.api.pipeline.request_id import request_id_from, trace_id_from
-from keyhold.api.policy import MethodPolicy
+from keyhold.api.policy import MethodPolicy, PolicyError
 from keyhold.domain.call import CallContext, set_current_call
 from keyhold.domain.errors import DomainError
+from keyhold.domain.principal import ANONYMOUS
 
 log = structlog.get_logger(__name__)
 
@@ -35,7 +37,7 @@ async def _no_denial_hook(call: CallContext, error: DomainError) -> None:
     return None
 
 
-class PolicyInterceptor(aio.ServerInterceptor):
+class PolicyInterceptor:
     def __init__(
         self,
         policies: dict[str, MethodPolicy],
@@ -49,24 +51,13 @@ class PolicyInterceptor(aio.ServerInterceptor):
         self._authorizer = authorizer
         self._rate_limits = rate_limits
         self._on_denied = on_denied
-        self._wrapped: dict[str, tuple[Handler, Handler]] = {}
 
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Handler | None]],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> Handler | None:
-        handler = await continuation(handler_call_details)
-        method: str = handler_call_details.method
-        policy = self._policies.get(method)
-        if handler is None or policy is None:
-            return handler
-        cached = self._wrapped.get(method)
-        if cached is not None and cached[0] is handler:
-            return cached[1]
-        wrapped = self._wrap(handler, policy)
-        self._wrapped[method] = (handler, wrapped)
-        return wrapped
+    def wrap(self, full_method: str, handler: Handler) -> Handler:
+        """`handler` with the policy pipeline in front of it."""
+        policy = self._policies.get(full_method)
+        if policy is None:
+            raise PolicyError(f"{full_method} has no policy; it cannot be served")
+        return self._wrap(handler, policy)
 
     def _wrap(self, handler: Any, policy: MethodPolicy) -> Handler:
         if handler.unary_unary is not None:
@@ -118,26 +109,21 @@ class PolicyInterceptor(aio.ServerInterceptor):
                 user_agent = value if isinstance(value, str) else None
             elif key == "traceparent":
                 traceparent = value if isinstance(value, str) else None
-        call = CallContext(
-            peer=context.peer(),
-            user_agent=(user_agent or "")[:256],
-            request_id=request_id_from(request_id),
-            trace_id=trace_id_from(traceparent),
-            method=policy.full_method,
-        )
-        set_current_call(call)
-        await context.send_initial_metadata((("x-request-id", call.request_id),))
+        peer = context.peer()
+        rid = request_id_from(request_id)
+        # Echoed with the status: no extra send operation per call.
+        context.set_trailing_metadata((("x-request-id", rid),))
+        agent, trace_id = (user_agent or "")[:256], trace_id_from(traceparent)
         try:
             principal = await self._authenticator.authenticate(policy, authorization)
-            call = CallContext(
-                principal=principal,
-                peer=call.peer,
-                user_agent=call.user_agent,
-                request_id=call.request_id,
-                trace_id=call.trace_id,
-                method=call.method,
-            )
+        except DomainError as error:
+            call = CallContext(ANONYMOUS, peer, agent, rid, trace_id, policy.full_method)
             set_current_call(call)
+            await self._on_denied(call, error)
+            await self._abort_with(error, call, context)
+        call = CallContext(principal, peer, agent, rid, trace_id, policy.full_method)
+        set_current_call(call)
+        try:
             await self._authorizer.authorize(policy, principal, request)
             await self._rate_limits.check(policy, call, request)
         except DomainError as error:

@@ -20,7 +20,8 @@ def create_engine(settings: Settings) -> AsyncEngine:
         url,
         pool_size=settings.database_pool_size,
         max_overflow=0,
-        pool_pre_ping=True,
+        # No pre-ping (a round trip per checkout): a connection that turns out dead
+        # raises a disconnect error, which invalidates the whole pool at once.
         pool_timeout=settings.database_connect_timeout_seconds,
         connect_args={
             "timeout": settings.database_connect_timeout_seconds,

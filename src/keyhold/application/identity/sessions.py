@@ -28,7 +28,12 @@ from keyhold.domain.clock import Clock
 from keyhold.domain.errors import FieldViolation, InvalidArgument, NotFound, Unauthenticated
 from keyhold.domain.identity import DOMAIN
 from keyhold.domain.identity.passwords import MAX_LENGTH, PasswordHasher
-from keyhold.domain.identity.sessions import Session, session_id_from_name
+from keyhold.domain.identity.sessions import (
+    RefreshTokenRotator,
+    RotationOutcome,
+    Session,
+    session_id_from_name,
+)
 from keyhold.domain.identity.users import User, normalize_email, user_id_from_name
 from keyhold.domain.tokens import AccessTokenIssuer, IssuedToken
 from keyhold.domain.unit_of_work import UnitOfWorkFactory
@@ -71,6 +76,7 @@ class Sessions:
         guard: SessionGuard,
         clock: Clock,
         lifetimes: SessionLifetimes,
+        rotator: RefreshTokenRotator,
     ) -> None:
         self._unit_of_work = unit_of_work
         self._hasher = hasher
@@ -80,6 +86,7 @@ class Sessions:
         self._guard = guard
         self._clock = clock
         self._lifetimes = lifetimes
+        self._rotator = rotator
 
     async def login(self, email: str, password: str, user_agent: str) -> SessionTokens:
         email = normalize_email(email)
@@ -142,40 +149,30 @@ class Sessions:
         async with self._recorder.attempt(Action.SESSION_REFRESH) as attempt:
             if not refresh_token or len(refresh_token) > MAX_SECRET_LENGTH:
                 raise _bad_refresh_token()
-            token_hash = secret_hash(refresh_token)
             now = self._clock.now()
             new_token, new_hash = new_secret(REFRESH_TOKEN_PREFIX)
-            session: Session | None = None
-            user: User | None = None
-            async with self._unit_of_work() as uow:
-                session_id = await uow.sessions.spend_refresh_token(token_hash, now)
-                if session_id is None:
-                    spent_in = await uow.sessions.refresh_token_session(token_hash)
-                else:
-                    spent_in = None
-                    session = await uow.sessions.get(session_id)
-                    user = await uow.users.get(session.user_id) if session else None
-                    if session is None or user is None or not user.is_active:
-                        raise _bad_refresh_token()
-                    attempt.resource_name = session.name
-                    if not session.is_live(now):
-                        raise Unauthenticated(
-                            "SESSION_EXPIRED", "the session has ended; log in again", domain=DOMAIN
-                        )
-                    await uow.sessions.add_refresh_token(new_hash, session.id, now)
-                    idle_until = min(now + self._lifetimes.idle, session.expires_at)
-                    await uow.sessions.touch(session.id, now, idle_until)
-            if spent_in is not None:
-                await self._revoke_family(spent_in, attempt.details)
-                attempt.resource_name = f"sessions/{spent_in}"
+            rotation = await self._rotator.rotate(
+                secret_hash(refresh_token), new_hash, now, now + self._lifetimes.idle
+            )
+            if rotation.session_id is not None:
+                attempt.resource_name = f"sessions/{rotation.session_id}"
+            if rotation.outcome is RotationOutcome.REUSED and rotation.session_id is not None:
+                await self._revoke_family(rotation.session_id, attempt.details)
                 raise Unauthenticated(
                     "REFRESH_TOKEN_REUSED",
                     "this refresh token was already used; the session is revoked",
                     domain=DOMAIN,
                 )
-            if session is None or user is None:
+            if rotation.outcome is RotationOutcome.ENDED:
+                raise Unauthenticated(
+                    "SESSION_EXPIRED", "the session has ended; log in again", domain=DOMAIN
+                )
+            session = rotation.session
+            if rotation.outcome is not RotationOutcome.ROTATED or session is None:
                 raise _bad_refresh_token()
-            access = self._tokens.issue(subject=user.name, roles=user.roles, session_id=session.id)
+            access = self._tokens.issue(
+                subject=f"users/{session.user_id}", roles=rotation.roles, session_id=session.id
+            )
         return SessionTokens(session, access, new_token)
 
     async def _revoke_family(self, session_id: str, details: dict[str, str]) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import enum
 import re
 from dataclasses import dataclass
 from datetime import datetime
@@ -80,6 +81,31 @@ class SessionRepository(Protocol):
 
     async def refresh_token_session(self, token_hash: bytes) -> str | None:
         """The session a token (spent or not) belongs to, or None if unknown."""
+        ...
+
+
+class RotationOutcome(enum.Enum):
+    ROTATED = "rotated"  # the token was spent and its successor stored
+    REUSED = "reused"  # the token had been spent before: theft or replay
+    UNKNOWN = "unknown"  # no such token
+    ENDED = "ended"  # the token was spent, but its session or user is no longer live
+
+
+@dataclass(frozen=True, slots=True)
+class Rotation:
+    outcome: RotationOutcome
+    session_id: str | None = None
+    session: Session | None = None  # as refreshed, when ROTATED
+    roles: frozenset[str] = frozenset()  # the user's current roles, when ROTATED
+
+
+class RefreshTokenRotator(Protocol):
+    async def rotate(
+        self, old_hash: bytes, new_hash: bytes, now: datetime, idle_until: datetime
+    ) -> Rotation:
+        """Spend the token and, if its session is live and its user active, store its
+        successor and push the session's idle expiry to `idle_until` (never past the
+        absolute end), atomically. Exactly one concurrent caller spends a token."""
         ...
 
 
