@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import secrets
 import signal
 import sys
 
@@ -20,12 +21,28 @@ async def echo(request: bytes, context: grpc.aio.ServicerContext[bytes, bytes]) 
     return request
 
 
+async def echo_with_context(
+    request: bytes, context: grpc.aio.ServicerContext[bytes, bytes]
+) -> bytes:
+    """What any policy pipeline must ask of gRPC per call, with no Keyhold code: read
+    the metadata and the peer, echo a request id in the trailers."""
+    for _key, _value in context.invocation_metadata() or ():
+        pass
+    context.peer()
+    context.set_trailing_metadata((("x-request-id", secrets.token_hex(16)),))
+    return request
+
+
 def build(address: str) -> grpc.aio.Server:
     server = grpc.aio.server()
     server.add_generic_rpc_handlers(
         (
             grpc.method_handlers_generic_handler(
-                "bench.Bare", {"Echo": grpc.unary_unary_rpc_method_handler(echo)}
+                "bench.Bare",
+                {
+                    "Echo": grpc.unary_unary_rpc_method_handler(echo),
+                    "EchoWithContext": grpc.unary_unary_rpc_method_handler(echo_with_context),
+                },
             ),
         )
     )

@@ -149,6 +149,17 @@ async def bare_bearer(target: Target) -> CallSpec:
     return CallSpec.of(BARE_METHOD, b"", [("authorization", header)])
 
 
+@scenario(
+    "bare-context",
+    "bare",
+    "bare-bearer, also reading metadata and peer and echoing a request-id trailer",
+)
+async def bare_context(target: Target) -> CallSpec:
+    header = "Bearer " + "x" * 560
+    method = BARE_METHOD.rsplit("/", 1)[0] + "/EchoWithContext"
+    return CallSpec.of(method, b"", [("authorization", header)])
+
+
 @scenario("whoami", "keyhold", "IdentityService/WhoAmI with a logged-in user's access token")
 async def whoami(target: Target) -> CallSpec:
     email = await _bench_user(target)

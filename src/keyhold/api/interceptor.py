@@ -62,12 +62,14 @@ class PolicyInterceptor:
     def _wrap(self, handler: Any, policy: MethodPolicy) -> Handler:
         if handler.unary_unary is not None:
             behavior = handler.unary_unary
+            is_async = inspect.iscoroutinefunction(behavior)  # decided once, not per call
 
             async def unary(request: Any, context: aio.ServicerContext[Any, Any]) -> Any:
                 call = await self._admit(policy, request, context)
                 try:
-                    result = behavior(request, context)
-                    return await result if inspect.isawaitable(result) else result
+                    if is_async:
+                        return await behavior(request, context)
+                    return behavior(request, context)
                 except Exception as exc:
                     await self._fail(exc, call, context)
 

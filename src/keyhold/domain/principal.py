@@ -8,7 +8,7 @@ from dataclasses import dataclass
 ADMIN_ROLE = "admin"
 
 
-class PrincipalType(enum.Enum):
+class PrincipalType(enum.StrEnum):  # str hashing: checked on every call
     USER = "user"
     SERVICE = "service"
     ANONYMOUS = "anonymous"
