@@ -210,7 +210,7 @@ async def _bulk_sessions(app: KeyholdServer, email: str, count: int) -> list[str
 
     now = dt.datetime.now(dt.UTC)
     tokens = []
-    async with app.database.unit_of_work() as uow:
+    async with app.unit_of_work() as uow:
         user = await uow.users.by_email(email)
         assert user is not None
         for _ in range(count):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -28,6 +29,7 @@ from keyhold.adapters.persistence.login_failures import SqlLoginFailureStore
 from keyhold.adapters.persistence.migrate import migrate
 from keyhold.adapters.persistence.refresh_rotation import SqlRefreshTokenRotator
 from keyhold.adapters.persistence.session_state import SqlSessionState
+from keyhold.adapters.persistence.unit_of_work import SqlUnitOfWork, unit_of_work_factory
 from keyhold.adapters.ratelimit.storage import create_rate_limiter
 from keyhold.api.health import DatabaseMonitor, HealthReporter
 from keyhold.api.interceptor import PolicyInterceptor
@@ -79,6 +81,7 @@ class KeyholdServer:
     settings: Settings
     server: aio.Server
     database: Database
+    unit_of_work: Callable[[], SqlUnitOfWork]
     health: HealthReporter
     monitor: DatabaseMonitor
     key_ring: KeyRing
@@ -124,12 +127,13 @@ async def build_server(settings: Settings, clock: Clock | None = None) -> Keyhol
     policies = load_policies(SERVICES)
     health = HealthReporter([service.full_name for service in SERVICES])
     database = Database(create_engine(settings), encryption_keys(settings))
+    unit_of_work = unit_of_work_factory(database)
     if settings.should_migrate_on_start:
         await migrate(database.engine)
     monitor = DatabaseMonitor(database, health, settings.health_check_interval_seconds)
     database.on_unavailable = monitor.suspect
     signing_keys = SigningKeys(
-        database.unit_of_work,
+        unit_of_work,
         Es256KeyGenerator(),
         clock,
         publish_window=timedelta(
@@ -188,7 +192,7 @@ async def build_server(settings: Settings, clock: Clock | None = None) -> Keyhol
         clock,
     )
     sessions = Sessions(
-        database.unit_of_work,
+        unit_of_work,
         hasher,
         access_tokens,
         lockout,
@@ -199,14 +203,14 @@ async def build_server(settings: Settings, clock: Clock | None = None) -> Keyhol
             absolute=timedelta(seconds=settings.refresh_token_lifetime_seconds),
             idle=timedelta(seconds=settings.session_idle_timeout_seconds),
         ),
-        SqlRefreshTokenRotator(database),
+        SqlRefreshTokenRotator(database, unit_of_work),
     )
     authorizer.register_owner_resolver("sessions", sessions.owner_of)
     identity = IdentityUseCases(
-        users=Users(database.unit_of_work, hasher, password_policy, audit_recorder, guard, clock),
+        users=Users(unit_of_work, hasher, password_policy, audit_recorder, guard, clock),
         sessions=sessions,
         passwords=Passwords(
-            database.unit_of_work,
+            unit_of_work,
             hasher,
             password_policy,
             audit_recorder,
@@ -215,7 +219,7 @@ async def build_server(settings: Settings, clock: Clock | None = None) -> Keyhol
             timedelta(seconds=settings.password_reset_token_lifetime_seconds),
         ),
         verification=EmailVerification(
-            database.unit_of_work,
+            unit_of_work,
             audit_recorder,
             clock,
             timedelta(seconds=settings.email_verification_token_lifetime_seconds),
@@ -251,22 +255,23 @@ async def build_server(settings: Settings, clock: Clock | None = None) -> Keyhol
     health_pb2_grpc.add_HealthServicer_to_server(health.servicer, server)
     enable_reflection(server, [service.full_name for service in SERVICES])
     return KeyholdServer(
-        settings,
-        server,
-        database,
-        health,
-        monitor,
-        key_ring,
-        access_tokens,
-        signing_keys,
-        authorizer,
-        rate_limit_gate,
-        audit_trail,
-        audit_recorder,
-        audit_reader,
-        audit_listener,
-        identity,
-        hasher,
+        settings=settings,
+        server=server,
+        database=database,
+        unit_of_work=unit_of_work,
+        health=health,
+        monitor=monitor,
+        key_ring=key_ring,
+        access_tokens=access_tokens,
+        signing_keys=signing_keys,
+        authorizer=authorizer,
+        rate_limit_gate=rate_limit_gate,
+        audit_trail=audit_trail,
+        audit_recorder=audit_recorder,
+        audit_reader=audit_reader,
+        audit_listener=audit_listener,
+        identity=identity,
+        hasher=hasher,
     )
 
 

@@ -7,6 +7,7 @@ from types import TracebackType
 from typing import Protocol
 
 from keyhold.domain.identity.one_time_tokens import OneTimeTokenRepository
+from keyhold.domain.identity.service_accounts import ServiceAccountRepository
 from keyhold.domain.identity.sessions import SessionRepository
 from keyhold.domain.identity.users import UserRepository
 from keyhold.domain.signing_keys import SigningKeyRepository
@@ -27,6 +28,9 @@ class UnitOfWork(Protocol):
 
     @property
     def one_time_tokens(self) -> OneTimeTokenRepository: ...
+
+    @property
+    def service_accounts(self) -> ServiceAccountRepository: ...
 
     async def __aenter__(self) -> UnitOfWork: ...
 

@@ -8,6 +8,7 @@ round trip instead of BEGIN, five statements and COMMIT.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
@@ -16,6 +17,7 @@ from sqlalchemy import bindparam, select, text
 from keyhold.adapters.persistence.database import Database
 from keyhold.adapters.persistence.tables import refresh_tokens
 from keyhold.adapters.persistence.types import UtcDateTime
+from keyhold.adapters.persistence.unit_of_work import SqlUnitOfWork
 from keyhold.domain.identity.sessions import Rotation, RotationOutcome, Session
 
 _POSTGRES_ROTATION = text(
@@ -50,8 +52,9 @@ _POSTGRES_ROTATION = text(
 
 
 class SqlRefreshTokenRotator:
-    def __init__(self, database: Database) -> None:
+    def __init__(self, database: Database, unit_of_work: Callable[[], SqlUnitOfWork]) -> None:
         self._database = database
+        self._unit_of_work = unit_of_work
         self._autocommit = database.engine.execution_options(isolation_level="AUTOCOMMIT")
 
     async def rotate(
@@ -89,7 +92,7 @@ class SqlRefreshTokenRotator:
     async def _rotate_in_a_transaction(
         self, old_hash: bytes, new_hash: bytes, now: datetime, idle_until: datetime
     ) -> Rotation:
-        async with self._database.unit_of_work() as uow:
+        async with self._unit_of_work() as uow:
             session_id = await uow.sessions.spend_refresh_token(old_hash, now)
             if session_id is None:
                 return await self._why_not_spent(uow.connection, old_hash)

@@ -142,3 +142,15 @@ login_failures = Table(
     Column("locked_until", UtcDateTime, nullable=True),
     Column("updated_at", UtcDateTime, nullable=False),
 )
+
+service_accounts = Table(
+    "service_accounts",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("client_id", String(64), nullable=False, unique=True),
+    Column("display_name", String(200), nullable=False),
+    Column("scopes", Text, nullable=False),
+    Column("secret_hash", LargeBinary, nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
+    Index("ix_service_accounts_created_at_id", "created_at", "id"),
+)

@@ -1,0 +1,92 @@
+"""Service accounts on SQL: a repository for units of work, and autocommit lookups for
+the token grant and the revocation check."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Row, and_, delete, or_, select
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from keyhold.adapters.persistence.database import Database
+from keyhold.adapters.persistence.tables import service_accounts
+from keyhold.domain.identity.service_accounts import ServiceAccount
+
+
+def _account(row: Row[Any]) -> ServiceAccount:
+    return ServiceAccount(
+        id=row.id,
+        client_id=row.client_id,
+        display_name=row.display_name,
+        scopes=frozenset(json.loads(row.scopes)),
+        secret_hash=row.secret_hash,
+        created_at=row.created_at,
+    )
+
+
+class SqlServiceAccountRepository:
+    def __init__(self, connection: AsyncConnection) -> None:
+        self._connection = connection
+
+    async def add(self, account: ServiceAccount) -> None:
+        await self._connection.execute(
+            service_accounts.insert().values(
+                id=account.id,
+                client_id=account.client_id,
+                display_name=account.display_name,
+                scopes=json.dumps(sorted(account.scopes)),
+                secret_hash=account.secret_hash,
+                created_at=account.created_at,
+            )
+        )
+
+    async def get(self, account_id: str) -> ServiceAccount | None:
+        query = select(service_accounts).where(service_accounts.c.id == account_id)
+        row = (await self._connection.execute(query)).first()
+        return _account(row) if row else None
+
+    async def by_client_id(self, client_id: str) -> ServiceAccount | None:
+        query = select(service_accounts).where(service_accounts.c.client_id == client_id)
+        row = (await self._connection.execute(query)).first()
+        return _account(row) if row else None
+
+    async def page(self, after: tuple[str, str] | None, limit: int) -> list[ServiceAccount]:
+        c = service_accounts.c
+        query = select(service_accounts).order_by(c.created_at, c.id).limit(limit)
+        if after is not None:
+            created = datetime.fromisoformat(after[0])
+            query = query.where(
+                or_(c.created_at > created, and_(c.created_at == created, c.id > after[1]))
+            )
+        return [_account(row) for row in await self._connection.execute(query)]
+
+    async def delete(self, account_id: str) -> bool:
+        result = await self._connection.execute(
+            delete(service_accounts).where(service_accounts.c.id == account_id)
+        )
+        return bool(result.rowcount)
+
+
+class SqlServiceAccountLookup:
+    def __init__(self, database: Database) -> None:
+        self._database = database
+        self._autocommit = database.engine.execution_options(isolation_level="AUTOCOMMIT")
+
+    async def _first(self, query: Any) -> Row[Any] | None:
+        try:
+            async with self._autocommit.connect() as connection:
+                return (await connection.execute(query)).first()
+        except Exception as exc:
+            raise self._database.translate(exc) from exc
+
+    async def by_client_id(self, client_id: str) -> ServiceAccount | None:
+        row = await self._first(
+            select(service_accounts).where(service_accounts.c.client_id == client_id)
+        )
+        return _account(row) if row else None
+
+    async def exists(self, account_id: str) -> bool:
+        query = select(service_accounts.c.id).where(service_accounts.c.id == account_id)
+        return await self._first(query) is not None

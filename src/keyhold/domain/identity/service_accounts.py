@@ -1,0 +1,59 @@
+"""Service accounts: machine principals that authenticate with client credentials."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Protocol
+
+from keyhold.domain.errors import FieldViolation, InvalidArgument
+from keyhold.domain.identity import DOMAIN
+
+ACCOUNT_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceAccount:
+    id: str
+    client_id: str
+    display_name: str
+    scopes: frozenset[str]
+    secret_hash: bytes
+    created_at: datetime
+
+    @property
+    def name(self) -> str:
+        return f"service-accounts/{self.id}"
+
+
+def account_id_from_name(name: str, field: str = "name") -> str:
+    collection, _, account_id = name.partition("/")
+    if collection != "service-accounts" or not ACCOUNT_ID.match(account_id):
+        raise InvalidArgument(
+            "RESOURCE_NAME_INVALID",
+            f"{field} must be service-accounts/{{id}}",
+            [FieldViolation(field, "expected service-accounts/{id}")],
+            domain=DOMAIN,
+        )
+    return account_id
+
+
+class ServiceAccountRepository(Protocol):
+    async def add(self, account: ServiceAccount) -> None: ...
+
+    async def get(self, account_id: str) -> ServiceAccount | None: ...
+
+    async def by_client_id(self, client_id: str) -> ServiceAccount | None: ...
+
+    async def page(self, after: tuple[str, str] | None, limit: int) -> list[ServiceAccount]: ...
+
+    async def delete(self, account_id: str) -> bool: ...
+
+
+class ServiceAccountLookup(Protocol):
+    """Reads outside a unit of work, for the hot paths (token grant, revocation check)."""
+
+    async def by_client_id(self, client_id: str) -> ServiceAccount | None: ...
+
+    async def exists(self, account_id: str) -> bool: ...
