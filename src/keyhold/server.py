@@ -20,14 +20,22 @@ from keyhold.adapters.crypto.checkpoints import JwsCheckpointSigner
 from keyhold.adapters.crypto.es256 import Es256KeyGenerator
 from keyhold.adapters.crypto.key_ring import KeyRing
 from keyhold.adapters.data import common_passwords
-from keyhold.adapters.persistence.audit_feed import LocalAuditFeed, PostgresAuditListener
+from keyhold.adapters.persistence.audit_feed import LocalAuditFeed
 from keyhold.adapters.persistence.audit_trail import SqlAuditTrail
 from keyhold.adapters.persistence.audit_writer import BatchingAuditAppender
 from keyhold.adapters.persistence.database import Database
 from keyhold.adapters.persistence.engine import create_engine
 from keyhold.adapters.persistence.login_failures import SqlLoginFailureStore
 from keyhold.adapters.persistence.migrate import migrate
+from keyhold.adapters.persistence.notifications import (
+    AUDIT_CHANNEL,
+    REVOCATION_CHANNEL,
+    PostgresListener,
+    PostgresRevocationNotices,
+    parse_revocation,
+)
 from keyhold.adapters.persistence.refresh_rotation import SqlRefreshTokenRotator
+from keyhold.adapters.persistence.service_accounts import SqlServiceAccountLookup
 from keyhold.adapters.persistence.session_state import SqlSessionState
 from keyhold.adapters.persistence.unit_of_work import SqlUnitOfWork, unit_of_work_factory
 from keyhold.adapters.ratelimit.storage import create_rate_limiter
@@ -44,9 +52,11 @@ from keyhold.api.servicers.identity import IdentityServicer, IdentityUseCases
 from keyhold.api.servicers.provider import ProviderServicer
 from keyhold.application.audit.recorder import AuditRecorder
 from keyhold.application.audit.trail import AuditTrailReader
+from keyhold.application.identity.introspection import TokenIntrospection
 from keyhold.application.identity.lockout import LoginLockout
 from keyhold.application.identity.passwords import Passwords
-from keyhold.application.identity.session_guard import SessionGuard
+from keyhold.application.identity.revocations import Revocations
+from keyhold.application.identity.service_accounts import ServiceAccounts
 from keyhold.application.identity.sessions import SessionLifetimes, Sessions
 from keyhold.application.identity.signing_keys import SigningKeyRotation, SigningKeys
 from keyhold.application.identity.users import Users
@@ -55,6 +65,7 @@ from keyhold.audit.v1 import audit_service_pb2
 from keyhold.domain.clock import Clock, SystemClock
 from keyhold.domain.identity.lockout import LockoutPolicy
 from keyhold.domain.identity.passwords import PasswordPolicy
+from keyhold.domain.principal import Principal
 from keyhold.identity.v1 import identity_service_pb2
 from keyhold.provider.v1 import provider_service_pb2
 from keyhold.settings import Settings
@@ -92,7 +103,7 @@ class KeyholdServer:
     audit_trail: SqlAuditTrail
     audit_recorder: AuditRecorder
     audit_reader: AuditTrailReader
-    audit_listener: PostgresAuditListener | None
+    audit_listener: PostgresListener | None
     identity: IdentityUseCases
     hasher: Argon2Hasher
     port: int = 0
@@ -165,21 +176,27 @@ async def build_server(settings: Settings, clock: Clock | None = None) -> Keyhol
         clock,
         issuer=settings.issuer,
     )
-    audit_listener = (
-        PostgresAuditListener(settings.resolved_database_url, audit_feed)
-        if database.is_postgres
-        else None
-    )
+    audit_listener = None
     hasher = Argon2Hasher(
         Argon2Parameters(
             settings.argon2_memory_kib, settings.argon2_time_cost, settings.argon2_parallelism
         ),
         workers=settings.password_hash_workers,
     )
-    guard = SessionGuard(
-        SqlSessionState(database, clock.now), ttl_seconds=settings.session_cache_seconds
+    session_state = SqlSessionState(database, clock.now)
+    account_lookup = SqlServiceAccountLookup(database)
+
+    async def session_is_live(principal: Principal) -> bool:
+        user_id = principal.subject.removeprefix("users/")
+        return await session_state.is_live(principal.session_id or "", user_id)
+
+    async def account_is_live(principal: Principal) -> bool:
+        return await account_lookup.exists(principal.subject.removeprefix("service-accounts/"))
+
+    revocations = Revocations(
+        session_is_live, account_is_live, ttl_seconds=settings.session_cache_seconds
     )
-    access_tokens.set_session_check(guard.check)
+    access_tokens.set_principal_check(revocations.check)
     password_policy = PasswordPolicy(common_passwords())
     lockout = LoginLockout(
         SqlLoginFailureStore(database),
@@ -197,7 +214,7 @@ async def build_server(settings: Settings, clock: Clock | None = None) -> Keyhol
         access_tokens,
         lockout,
         audit_recorder,
-        guard,
+        revocations,
         clock,
         SessionLifetimes(
             absolute=timedelta(seconds=settings.refresh_token_lifetime_seconds),
@@ -207,14 +224,14 @@ async def build_server(settings: Settings, clock: Clock | None = None) -> Keyhol
     )
     authorizer.register_owner_resolver("sessions", sessions.owner_of)
     identity = IdentityUseCases(
-        users=Users(unit_of_work, hasher, password_policy, audit_recorder, guard, clock),
+        users=Users(unit_of_work, hasher, password_policy, audit_recorder, revocations, clock),
         sessions=sessions,
         passwords=Passwords(
             unit_of_work,
             hasher,
             password_policy,
             audit_recorder,
-            guard,
+            revocations,
             clock,
             timedelta(seconds=settings.password_reset_token_lifetime_seconds),
         ),
@@ -227,7 +244,21 @@ async def build_server(settings: Settings, clock: Clock | None = None) -> Keyhol
         signing_keys=signing_keys,
         rotation=SigningKeyRotation(signing_keys, audit_recorder, key_ring.reload),
         key_ring=key_ring,
+        service_accounts=ServiceAccounts(
+            unit_of_work, account_lookup, access_tokens, audit_recorder, revocations, clock
+        ),
+        introspection=TokenIntrospection(access_tokens),
     )
+    if database.is_postgres:
+        revocations.publish_with(PostgresRevocationNotices(database))
+
+        def revocation_announced(payload: str) -> None:
+            revocations.apply(*parse_revocation(payload))
+
+        audit_listener = PostgresListener(
+            settings.resolved_database_url,
+            {AUDIT_CHANNEL: audit_feed.announced, REVOCATION_CHANNEL: revocation_announced},
+        )
     interceptor = PolicyInterceptor(
         policies,
         Authenticator(access_tokens),
@@ -246,7 +277,7 @@ async def build_server(settings: Settings, clock: Clock | None = None) -> Keyhol
     # Methods not built yet fall through to the generated base classes, which answer
     # UNIMPLEMENTED; the stubs mark them abstract.
     servicers = (
-        IdentityServicer(identity),  # type: ignore[abstract]
+        IdentityServicer(identity),
         AuditServicer(audit_reader),
         ProviderServicer(),  # type: ignore[abstract]
     )

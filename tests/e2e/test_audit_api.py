@@ -20,15 +20,25 @@ from keyhold.identity.v1 import identity_service_pb2 as identity_pb
 from keyhold.identity.v1 import identity_service_pb2_grpc as identity_grpc
 from keyhold.server import KeyholdServer
 from tests.support.databases import postgres_database
-from tests.support.servers import running_server, settings_for
+from tests.support.servers import bearer, running_server, service_token, settings_for
 from tests.support.status import rich_error
 
 Server = tuple[KeyholdServer, grpc.aio.Channel]
 
 
-def auditor(app: KeyholdServer) -> tuple[tuple[str, str], ...]:
-    token = app.access_tokens.issue(subject="service-accounts/auditor", scopes=["audit.read"])
-    return (("authorization", f"Bearer {token.token}"),)
+_AUDITORS: dict[int, tuple[tuple[str, str], ...]] = {}
+
+
+async def auditor(app: KeyholdServer) -> tuple[tuple[str, str], ...]:
+    """Credentials of a service account with `audit.read` (one per server)."""
+    if id(app) not in _AUDITORS:
+        _AUDITORS[id(app)] = bearer(await service_token(app, ("audit.read",), "auditor"))
+    return _AUDITORS[id(app)]
+
+
+async def auditor_subject(app: KeyholdServer) -> str:
+    token = (await auditor(app))[0][1].removeprefix("Bearer ")
+    return str(jwt.decode(token, options={"verify_signature": False})["sub"])
 
 
 async def deny(channel: grpc.aio.Channel, count: int, token: str = "") -> None:
@@ -45,7 +55,7 @@ async def test_interceptor_denials_are_recorded_without_the_token(server: Server
     await deny(channel, 1)
     await deny(channel, 1, bad_token)
     response = await pb_grpc.AuditServiceStub(channel).ListAuditEvents(
-        pb.ListAuditEventsRequest(action="access.denied"), metadata=auditor(app)
+        pb.ListAuditEventsRequest(action="access.denied"), metadata=await auditor(app)
     )
     newest, oldest = response.events
     assert oldest.outcome == newest.outcome == pb.OUTCOME_DENIED
@@ -64,16 +74,16 @@ async def test_interceptor_denials_are_recorded_without_the_token(server: Server
 async def test_reading_the_trail_is_audited(server: Server) -> None:
     app, channel = server
     audit = pb_grpc.AuditServiceStub(channel)
-    await audit.ListAuditEvents(pb.ListAuditEventsRequest(), metadata=auditor(app))
-    response = await audit.ListAuditEvents(
-        pb.ListAuditEventsRequest(action="audit.events.list"), metadata=auditor(app)
-    )
+    only_reads = pb.ListAuditEventsRequest(action="audit.events.list")
+    await audit.ListAuditEvents(only_reads, metadata=await auditor(app))
+    response = await audit.ListAuditEvents(only_reads, metadata=await auditor(app))
     outcomes = [(e.outcome, e.actor_id) for e in response.events]
+    subject = await auditor_subject(app)
     # The second list sees its own ATTEMPTED record and the first list's pair.
     assert outcomes == [
-        (pb.OUTCOME_ATTEMPTED, "service-accounts/auditor"),
-        (pb.OUTCOME_SUCCEEDED, "service-accounts/auditor"),
-        (pb.OUTCOME_ATTEMPTED, "service-accounts/auditor"),
+        (pb.OUTCOME_ATTEMPTED, subject),
+        (pb.OUTCOME_SUCCEEDED, subject),
+        (pb.OUTCOME_ATTEMPTED, subject),
     ]
     assert response.events[1].details["returned"] == "1"  # it saw its own ATTEMPTED record
 
@@ -87,7 +97,7 @@ async def test_list_pages_newest_first_without_gaps_or_repeats(server: Server) -
     while True:
         response = await audit.ListAuditEvents(
             pb.ListAuditEventsRequest(action="access.denied", page_size=3, page_token=token),
-            metadata=auditor(app),
+            metadata=await auditor(app),
         )
         seen += [event.sequence for event in response.events]
         token = response.next_page_token
@@ -101,10 +111,10 @@ async def test_filters_combine(server: Server) -> None:
     app, channel = server
     await deny(channel, 2)
     audit = pb_grpc.AuditServiceStub(channel)
-    await audit.ListAuditEvents(pb.ListAuditEventsRequest(), metadata=auditor(app))
+    await audit.ListAuditEvents(pb.ListAuditEventsRequest(), metadata=await auditor(app))
     response = await audit.ListAuditEvents(
-        pb.ListAuditEventsRequest(actor="service-accounts/auditor", outcome=pb.OUTCOME_SUCCEEDED),
-        metadata=auditor(app),
+        pb.ListAuditEventsRequest(actor=await auditor_subject(app), outcome=pb.OUTCOME_SUCCEEDED),
+        metadata=await auditor(app),
     )
     assert [(e.action, e.outcome) for e in response.events] == [
         ("audit.events.list", pb.OUTCOME_SUCCEEDED)
@@ -112,7 +122,7 @@ async def test_filters_combine(server: Server) -> None:
     later = pb.ListAuditEventsRequest(action="access.denied")
     later.start_time.GetCurrentTime()
     later.start_time.seconds += 3600
-    assert not (await audit.ListAuditEvents(later, metadata=auditor(app))).events
+    assert not (await audit.ListAuditEvents(later, metadata=await auditor(app))).events
 
 
 @pytest.mark.parametrize(
@@ -128,10 +138,11 @@ async def test_bad_list_requests_are_invalid_and_write_nothing(
     server: Server, request_message: pb.ListAuditEventsRequest, reason: str
 ) -> None:
     app, channel = server
+    credentials = await auditor(app)
     head_before = await app.audit_trail.head()
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await pb_grpc.AuditServiceStub(channel).ListAuditEvents(
-            request_message, metadata=auditor(app)
+            request_message, metadata=credentials
         )
     error = rich_error(caught.value)
     assert (error.code, error.reason) == (grpc.StatusCode.INVALID_ARGUMENT, reason)
@@ -144,12 +155,12 @@ async def test_page_token_from_another_query_is_refused(server: Server) -> None:
     await deny(channel, 3)
     audit = pb_grpc.AuditServiceStub(channel)
     page = await audit.ListAuditEvents(
-        pb.ListAuditEventsRequest(action="access.denied", page_size=1), metadata=auditor(app)
+        pb.ListAuditEventsRequest(action="access.denied", page_size=1), metadata=await auditor(app)
     )
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await audit.ListAuditEvents(
             pb.ListAuditEventsRequest(action="other", page_token=page.next_page_token),
-            metadata=auditor(app),
+            metadata=await auditor(app),
         )
     assert rich_error(caught.value).reason == "PAGE_TOKEN_INVALID"
 
@@ -159,7 +170,7 @@ async def test_get_audit_event(server: Server) -> None:
     await deny(channel, 1)
     audit = pb_grpc.AuditServiceStub(channel)
     response = await audit.GetAuditEvent(
-        pb.GetAuditEventRequest(name="audit-events/1"), metadata=auditor(app)
+        pb.GetAuditEventRequest(name="audit-events/1"), metadata=await auditor(app)
     )
     assert response.event.sequence == 1
     assert response.event.prev_hash == "0" * 64
@@ -170,27 +181,31 @@ async def test_get_audit_event(server: Server) -> None:
         ("users/1", grpc.StatusCode.INVALID_ARGUMENT),
     ]:
         with pytest.raises(grpc.aio.AioRpcError) as caught:
-            await audit.GetAuditEvent(pb.GetAuditEventRequest(name=name), metadata=auditor(app))
+            await audit.GetAuditEvent(
+                pb.GetAuditEventRequest(name=name), metadata=await auditor(app)
+            )
         assert caught.value.code() is code, name
 
 
 async def test_verify_chain_over_the_api(server: Server) -> None:
     app, channel = server
+    credentials = await auditor(app)  # the account's creation and token grant: 4 records
     await deny(channel, 5)
     audit = pb_grpc.AuditServiceStub(channel)
-    report = await audit.VerifyAuditChain(pb.VerifyAuditChainRequest(), metadata=auditor(app))
+    report = await audit.VerifyAuditChain(pb.VerifyAuditChainRequest(), metadata=credentials)
     assert report.ok
-    assert report.checked_count == report.head_sequence == 6  # its own ATTEMPTED included
+    assert report.checked_count == report.head_sequence == 10  # its own ATTEMPTED included
     async with app.database.engine.begin() as connection:
         await connection.execute(text("DROP TRIGGER audit_events_no_update"))
         await connection.execute(
-            text("UPDATE audit_events SET peer = 'ipv4:6.6.6.6:1' WHERE sequence = 3")
+            text("UPDATE audit_events SET peer = 'ipv4:6.6.6.6:1' WHERE sequence = 7")
         )
-    report = await audit.VerifyAuditChain(pb.VerifyAuditChainRequest(), metadata=auditor(app))
-    assert (report.ok, report.first_bad_sequence, report.checked_count) == (False, 3, 2)
+    report = await audit.VerifyAuditChain(pb.VerifyAuditChainRequest(), metadata=await auditor(app))
+    assert (report.ok, report.first_bad_sequence, report.checked_count) == (False, 7, 6)
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await audit.VerifyAuditChain(
-            pb.VerifyAuditChainRequest(start_sequence=5, end_sequence=2), metadata=auditor(app)
+            pb.VerifyAuditChainRequest(start_sequence=5, end_sequence=2),
+            metadata=await auditor(app),
         )
     assert rich_error(caught.value).reason == "SEQUENCE_RANGE_INVALID"
 
@@ -199,7 +214,7 @@ async def test_checkpoint_verifies_with_the_published_jwks(server: Server) -> No
     app, channel = server
     await deny(channel, 2)
     checkpoint = await pb_grpc.AuditServiceStub(channel).GetAuditCheckpoint(
-        pb.GetAuditCheckpointRequest(), metadata=auditor(app)
+        pb.GetAuditCheckpointRequest(), metadata=await auditor(app)
     )
     jwks = await identity_grpc.IdentityServiceStub(channel).GetJwks(identity_pb.GetJwksRequest())
     keys = {key["kid"]: key for key in json.loads(jwks.jwks_json)["keys"]}
@@ -226,7 +241,7 @@ async def _stream_reconnecting(
     while seen() < denials:
         call = audit.StreamAuditEvents(
             pb.StreamAuditEventsRequest(after_sequence=received[-1].sequence if received else 0),
-            metadata=auditor(app),
+            metadata=await auditor(app),
         )
         for _ in range(7):
             response = await asyncio.wait_for(call.read(), timeout=10)
@@ -267,8 +282,11 @@ async def test_stream_follows_appends_from_another_replica_on_postgres(tmp_path:
                 writer_channel,
             ),
         ):
+            credentials = await auditor(reader_app)
+            head = await reader_app.audit_trail.head()
+            assert head is not None
             call = pb_grpc.AuditServiceStub(reader_channel).StreamAuditEvents(
-                pb.StreamAuditEventsRequest(), metadata=auditor(reader_app)
+                pb.StreamAuditEventsRequest(after_sequence=head.sequence), metadata=credentials
             )
             first = await asyncio.wait_for(call.read(), timeout=10)
             assert first.event.action == "audit.events.stream"

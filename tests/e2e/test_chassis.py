@@ -14,7 +14,7 @@ from keyhold.identity.v1 import identity_service_pb2_grpc as pb_grpc
 from keyhold.provider.v1 import provider_service_pb2 as provider_pb
 from keyhold.provider.v1 import provider_service_pb2_grpc as provider_grpc
 from keyhold.server import SERVICES, KeyholdServer
-from tests.support.servers import bearer, signed_in
+from tests.support.servers import bearer, service_token, signed_in
 from tests.support.status import rich_error
 
 Server = tuple[KeyholdServer, grpc.aio.Channel]
@@ -25,8 +25,8 @@ async def user_token(app: KeyholdServer, roles: tuple[str, ...] = ("user",)) -> 
     return token
 
 
-def service_token(app: KeyholdServer, scopes: tuple[str, ...] = ()) -> str:
-    return app.access_tokens.issue(subject="service-accounts/svc1", scopes=scopes).token
+async def a_service_token(app: KeyholdServer, scopes: tuple[str, ...] = ()) -> str:
+    return await service_token(app, scopes)
 
 
 async def test_health_serves_overall_and_each_service(server: Server) -> None:
@@ -136,12 +136,13 @@ async def test_scope_is_required_and_granted(server: Server) -> None:
     provider = provider_grpc.ProviderServiceStub(channel)
     request = provider_pb.GetConnectionCredentialRequest(name="connections/c1")
     with pytest.raises(grpc.aio.AioRpcError) as caught:
-        await provider.GetConnectionCredential(request, metadata=bearer(service_token(app)))
+        await provider.GetConnectionCredential(request, metadata=bearer(await a_service_token(app)))
     error = rich_error(caught.value)
     assert (error.code, error.reason) == (grpc.StatusCode.PERMISSION_DENIED, "SCOPE_REQUIRED")
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await provider.GetConnectionCredential(
-            request, metadata=bearer(service_token(app, scopes=("provider.credentials.read",)))
+            request,
+            metadata=bearer(await a_service_token(app, scopes=("provider.credentials.read",))),
         )
     assert caught.value.code() is grpc.StatusCode.UNIMPLEMENTED
 
@@ -156,7 +157,7 @@ async def test_streaming_method_passes_the_pipeline(server: Server) -> None:
     assert caught.value.code() is grpc.StatusCode.UNAUTHENTICATED
     call = audit.StreamAuditEvents(
         audit_pb.StreamAuditEventsRequest(),
-        metadata=bearer(service_token(app, scopes=("audit.read",))),
+        metadata=bearer(await a_service_token(app, scopes=("audit.read",))),
     )
     first = await call.read()  # the denial above is already in the trail
     assert first.event.outcome == audit_pb.OUTCOME_DENIED
@@ -167,7 +168,7 @@ async def test_service_principal_is_refused_on_user_only_methods(server: Server)
     app, channel = server
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await provider_grpc.ProviderServiceStub(channel).ListProviders(
-            provider_pb.ListProvidersRequest(), metadata=bearer(service_token(app))
+            provider_pb.ListProvidersRequest(), metadata=bearer(await a_service_token(app))
         )
     error = rich_error(caught.value)
     assert error.code is grpc.StatusCode.PERMISSION_DENIED
@@ -253,7 +254,7 @@ async def test_rate_limit_returns_resource_exhausted_with_retry_info(server: Ser
 async def test_rate_limit_by_request_field_is_per_value(server: Server) -> None:
     app, channel = server
     identity = pb_grpc.IdentityServiceStub(channel)
-    token = bearer(service_token(app, scopes=("identity.password_reset",)))
+    token = bearer(await a_service_token(app, scopes=("identity.password_reset",)))
     # CreatePasswordReset: 5/minute per email, trimmed and lower-cased.
     for email in [
         "a@example.com",

@@ -21,7 +21,14 @@ from keyhold.identity.v1 import identity_service_pb2_grpc as pb_grpc
 from keyhold.server import KeyholdServer
 from tests.support.databases import postgres_database
 from tests.support.fakes import FakeClock
-from tests.support.servers import PASSWORD, bearer, running_server, settings_for, signed_in
+from tests.support.servers import (
+    PASSWORD,
+    bearer,
+    running_server,
+    service_token,
+    settings_for,
+    signed_in,
+)
 from tests.support.status import rich_error
 
 Server = tuple[KeyholdServer, grpc.aio.Channel]
@@ -352,9 +359,7 @@ async def test_password_reset_is_single_use_and_ends_every_session(any_server: S
     app, channel = any_server
     await signed_in(app, "ada@example.com")
     session = await login(channel, "ada@example.com")
-    mailer = app.access_tokens.issue(
-        subject="service-accounts/mailer", scopes=["identity.password_reset"]
-    ).token
+    mailer = await service_token(app, ("identity.password_reset",))
     none = await stub(channel).CreatePasswordReset(
         pb.CreatePasswordResetRequest(email="nobody@example.com"), metadata=bearer(mailer)
     )
@@ -405,9 +410,7 @@ async def test_reset_tokens_expire(tmp_path: Path) -> None:
 async def test_email_verification(server: Server) -> None:
     app, channel = server
     _, name = await signed_in(app, "ada@example.com")
-    mailer = app.access_tokens.issue(
-        subject="service-accounts/mailer", scopes=["identity.verification"]
-    ).token
+    mailer = await service_token(app, ("identity.verification",))
     created = await stub(channel).CreateEmailVerification(
         pb.CreateEmailVerificationRequest(name=name), metadata=bearer(mailer)
     )
@@ -434,9 +437,7 @@ async def test_generated_secrets_are_stored_only_as_hashes(server: Server) -> No
     app, channel = server
     await signed_in(app, "ada@example.com")
     session = await login(channel, "ada@example.com")
-    mailer = app.access_tokens.issue(
-        subject="service-accounts/m", scopes=["identity.password_reset"]
-    ).token
+    mailer = await service_token(app, ("identity.password_reset",))
     reset = await stub(channel).CreatePasswordReset(
         pb.CreatePasswordResetRequest(email="ada@example.com"), metadata=bearer(mailer)
     )

@@ -11,7 +11,7 @@ from sqlalchemy import text
 from keyhold.identity.v1 import identity_service_pb2 as pb
 from keyhold.identity.v1 import identity_service_pb2_grpc as pb_grpc
 from keyhold.server import KeyholdServer
-from tests.support.servers import PASSWORD, bearer
+from tests.support.servers import PASSWORD, bearer, service_token
 
 Server = tuple[KeyholdServer, grpc.aio.Channel]
 
@@ -57,10 +57,14 @@ async def test_a_full_identity_flow_leaves_no_secret_in_the_trail(server: Server
         pb.ChangePasswordRequest(current_password=PASSWORD, new_password=new_password),
         metadata=bearer(again.access_token),
     )
-    service = app.access_tokens.issue(
-        subject="service-accounts/mailer",
-        scopes=["identity.password_reset", "identity.verification", "audit.read"],
-    ).token
+    service = await service_token(
+        app,
+        (
+            "identity.password_reset",
+            "identity.verification",
+            "audit.read",
+        ),
+    )
     secrets.append(service)
     reset = await identity.CreatePasswordReset(
         pb.CreatePasswordResetRequest(email="ada@example.com"), metadata=bearer(service)

@@ -16,7 +16,7 @@ from keyhold.audit.v1 import audit_service_pb2_grpc as audit_grpc
 from keyhold.identity.v1 import identity_service_pb2 as pb
 from keyhold.identity.v1 import identity_service_pb2_grpc as pb_grpc
 from tests.support.proxy import CuttableProxy
-from tests.support.servers import running_server, settings_for
+from tests.support.servers import bearer, running_server, service_token, settings_for
 from tests.support.status import rich_error
 
 pytestmark = pytest.mark.postgres
@@ -44,10 +44,13 @@ async def test_database_down_then_back(tmp_path: Path, postgres_url: str) -> Non
     )
     try:
         async with running_server(settings) as (app, channel):
-            token = app.access_tokens.issue(subject="service-accounts/a", scopes=["audit.read"])
-            auditor = (("authorization", f"Bearer {token.token}"),)
+            auditor = bearer(await service_token(app, ("audit.read",)))
             identity = pb_grpc.IdentityServiceStub(channel)
             assert (await identity.GetJwks(pb.GetJwksRequest())).keys
+            # Warm the token's account check, so the outage is met by the audit write.
+            await audit_grpc.AuditServiceStub(channel).ListAuditEvents(
+                audit_pb.ListAuditEventsRequest(page_size=1), metadata=auditor
+            )
 
             proxy.cut()
             started = time.monotonic()
@@ -60,6 +63,7 @@ async def test_database_down_then_back(tmp_path: Path, postgres_url: str) -> Non
                 "DATABASE_UNAVAILABLE",
             )
             # An audited action is refused rather than performed unaudited.
+            started = time.monotonic()
             with pytest.raises(grpc.aio.AioRpcError) as caught:
                 await audit_grpc.AuditServiceStub(channel).ListAuditEvents(
                     audit_pb.ListAuditEventsRequest(), metadata=auditor, timeout=10

@@ -57,3 +57,10 @@ async def signed_in(
 
 def bearer(token: str) -> tuple[tuple[str, str], ...]:
     return (("authorization", f"Bearer {token}"),)
+
+
+async def service_token(app: KeyholdServer, scopes: tuple[str, ...], name: str = "svc") -> str:
+    """Create a service account with `scopes` and take a token by client credentials."""
+    account, secret = await app.identity.service_accounts.create(name, list(scopes))
+    issued = await app.identity.service_accounts.issue_token(account.client_id, secret, [])
+    return issued.token.token

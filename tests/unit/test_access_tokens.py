@@ -225,7 +225,7 @@ async def test_session_check_runs_on_every_call(fx: Fixture) -> None:
         if principal.session_id in revoked:
             raise Unauthenticated("SESSION_REVOKED", "revoked")
 
-    fx.tokens.set_session_check(check)
+    fx.tokens.set_principal_check(check)
     await fx.tokens.verify(token)
     revoked.add("s9")
     assert await refused(fx, token) == "SESSION_REVOKED"

@@ -24,12 +24,14 @@ from keyhold.api.pipeline.rate_limit import RateLimitGate
 from keyhold.api.pipeline.request_id import request_id_from, trace_id_from
 from keyhold.api.policy import MethodPolicy, PolicyError
 from keyhold.domain.call import CallContext, set_current_call
-from keyhold.domain.errors import DomainError
+from keyhold.domain.errors import DomainError, PermissionDenied, Unauthenticated
 from keyhold.domain.principal import ANONYMOUS
 
 log = structlog.get_logger(__name__)
 
 Handler: TypeAlias = "grpc.RpcMethodHandler[Any, Any]"
+# Refusals recorded as DENIED; a database outage during the check is not a denial.
+_DENIALS = (Unauthenticated, PermissionDenied)
 Denial = Callable[[CallContext, DomainError], Awaitable[None]]
 
 
@@ -121,7 +123,8 @@ class PolicyInterceptor:
         except DomainError as error:
             call = CallContext(ANONYMOUS, peer, agent, rid, trace_id, policy.full_method)
             set_current_call(call)
-            await self._on_denied(call, error)
+            if isinstance(error, _DENIALS):
+                await self._on_denied(call, error)
             await self._abort_with(error, call, context)
         call = CallContext(principal, peer, agent, rid, trace_id, policy.full_method)
         set_current_call(call)
@@ -129,7 +132,8 @@ class PolicyInterceptor:
             await self._authorizer.authorize(policy, principal, request)
             await self._rate_limits.check(policy, call, request)
         except DomainError as error:
-            await self._on_denied(call, error)
+            if isinstance(error, _DENIALS):
+                await self._on_denied(call, error)
             await self._abort_with(error, call, context)
         return call
 

@@ -6,6 +6,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Protocol
 
+from keyhold.domain.principal import Principal
+
 
 @dataclass(frozen=True, slots=True)
 class IssuedToken:
@@ -13,6 +15,18 @@ class IssuedToken:
     token_id: str
     issued_at: int
     expires_at: int
+
+
+class AccessTokenVerifier(Protocol):
+    async def verify(self, token: str) -> Principal:
+        """The token's principal; raises Unauthenticated for any token not to be trusted."""
+        ...
+
+
+class RevocationNotices(Protocol):
+    """Tells every replica at once that sessions or service accounts have ended."""
+
+    async def publish(self, kind: str, ids: list[str]) -> None: ...
 
 
 class AccessTokenIssuer(Protocol):

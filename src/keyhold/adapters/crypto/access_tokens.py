@@ -28,7 +28,7 @@ _KEY_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _SUBJECT = re.compile(r"^(users|service-accounts)/[A-Za-z0-9_-]{1,64}$")
 _DOMAIN = "keyhold.identity"
 
-SessionCheck = Callable[[Principal], Awaitable[None]]
+PrincipalCheck = Callable[[Principal], Awaitable[None]]
 
 
 def _refuse(reason: str, message: str) -> Unauthenticated:
@@ -55,11 +55,11 @@ class AccessTokens:
         self._clock = clock
         self._cache: OrderedDict[bytes, Principal] = OrderedDict()
         self._cache_size = cache_size
-        self._session_check: SessionCheck | None = None
+        self._principal_check: PrincipalCheck | None = None
 
-    def set_session_check(self, check: SessionCheck) -> None:
-        """Install the revocation check run on every verified user token."""
-        self._session_check = check
+    def set_principal_check(self, check: PrincipalCheck) -> None:
+        """Install the revocation check run on every verified token."""
+        self._principal_check = check
 
     def issue(
         self,
@@ -106,8 +106,8 @@ class AccessTokens:
         ):
             principal = await self._verify_uncached(token)
             self._remember(digest, principal)
-        if self._session_check is not None and principal.session_id is not None:
-            await self._session_check(principal)
+        if self._principal_check is not None:
+            await self._principal_check(principal)
         return principal
 
     def forget(self, predicate: Callable[[Principal], bool]) -> None:

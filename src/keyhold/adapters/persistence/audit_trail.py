@@ -11,13 +11,13 @@ from typing import Any
 from sqlalchemy import Row, Select, delete, func, select, text, update
 
 from keyhold.adapters.persistence.database import Database
+from keyhold.adapters.persistence.notifications import AUDIT_CHANNEL
 from keyhold.adapters.persistence.tables import audit_events, audit_retention
 from keyhold.domain.audit.chain import GENESIS_HASH, seal
 from keyhold.domain.audit.events import ActorType, AuditEvent, AuditFilter, AuditRecord, Outcome
 
 # pg_advisory_xact_lock key serialising appends across every replica ("kh-audit").
 AUDIT_APPEND_LOCK = 0x6B682D6175646974
-NOTIFY_CHANNEL = "keyhold_audit"
 
 
 def _row(event: AuditEvent) -> dict[str, Any]:
@@ -101,7 +101,7 @@ class SqlAuditTrail:
             if self._database.is_postgres:
                 await connection.execute(
                     text("SELECT pg_notify(:channel, :sequence)"),
-                    {"channel": NOTIFY_CHANNEL, "sequence": str(sequence)},
+                    {"channel": AUDIT_CHANNEL, "sequence": str(sequence)},
                 )
         return events
 

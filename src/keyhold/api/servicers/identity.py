@@ -11,11 +11,14 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from keyhold.adapters.crypto.key_ring import KeyRing
 from keyhold.api.servicers.identity_messages import (
     STATES_BY_NUMBER,
+    service_account_message,
     session_message,
     timestamp,
     user_message,
 )
+from keyhold.application.identity.introspection import TokenIntrospection
 from keyhold.application.identity.passwords import Passwords
+from keyhold.application.identity.service_accounts import ServiceAccounts
 from keyhold.application.identity.sessions import Sessions, SessionTokens
 from keyhold.application.identity.signing_keys import SigningKeyRotation, SigningKeys
 from keyhold.application.identity.users import UserPatch, Users
@@ -40,6 +43,8 @@ class IdentityUseCases:
     signing_keys: SigningKeys
     rotation: SigningKeyRotation
     key_ring: KeyRing
+    service_accounts: ServiceAccounts
+    introspection: TokenIntrospection
 
 
 def _session_fields(result: SessionTokens) -> dict[str, Any]:
@@ -149,6 +154,66 @@ class IdentityServicer(pb_grpc.IdentityServiceServicer):
     ) -> pb.ResetPasswordResponse:
         await self._uc.passwords.reset(request.reset_token, request.new_password)
         return pb.ResetPasswordResponse()
+
+    async def CreateServiceAccount(
+        self, request: pb.CreateServiceAccountRequest, context: Any
+    ) -> pb.CreateServiceAccountResponse:
+        account, secret = await self._uc.service_accounts.create(
+            request.display_name, list(request.scopes)
+        )
+        return pb.CreateServiceAccountResponse(
+            service_account=service_account_message(account), client_secret=secret
+        )
+
+    async def ListServiceAccounts(
+        self, request: pb.ListServiceAccountsRequest, context: Any
+    ) -> pb.ListServiceAccountsResponse:
+        accounts, token = await self._uc.service_accounts.page(
+            request.page_size, request.page_token
+        )
+        return pb.ListServiceAccountsResponse(
+            service_accounts=[service_account_message(a) for a in accounts],
+            next_page_token=token,
+        )
+
+    async def DeleteServiceAccount(
+        self, request: pb.DeleteServiceAccountRequest, context: Any
+    ) -> pb.DeleteServiceAccountResponse:
+        await self._uc.service_accounts.delete(request.name)
+        return pb.DeleteServiceAccountResponse()
+
+    async def CreateServiceToken(
+        self, request: pb.CreateServiceTokenRequest, context: Any
+    ) -> pb.CreateServiceTokenResponse:
+        issued = await self._uc.service_accounts.issue_token(
+            request.client_id, request.client_secret, list(request.scopes)
+        )
+        return pb.CreateServiceTokenResponse(
+            access_token=issued.token.token,
+            access_token_expire_time=Timestamp(seconds=issued.token.expires_at),
+            scopes=sorted(issued.scopes),
+        )
+
+    async def IntrospectToken(
+        self, request: pb.IntrospectTokenRequest, context: Any
+    ) -> pb.IntrospectTokenResponse:
+        principal = await self._uc.introspection.introspect(request.token)
+        if principal is None:
+            return pb.IntrospectTokenResponse(active=False)
+        response = pb.IntrospectTokenResponse(
+            active=True,
+            subject=principal.subject,
+            subject_type=_SUBJECT_TYPES.get(principal.type, pb.SUBJECT_TYPE_UNSPECIFIED),
+            scopes=sorted(principal.scopes),
+            roles=sorted(principal.roles),
+            session=f"sessions/{principal.session_id}" if principal.session_id else "",
+            token_id=principal.token_id or "",
+        )
+        if principal.expires_at is not None:
+            response.expire_time.CopyFrom(Timestamp(seconds=principal.expires_at))
+        if principal.issued_at is not None:
+            response.issue_time.CopyFrom(Timestamp(seconds=principal.issued_at))
+        return response
 
     async def GetJwks(self, request: pb.GetJwksRequest, context: Any) -> pb.GetJwksResponse:
         keys = await self._uc.signing_keys.verifiable()

@@ -6,6 +6,7 @@ from datetime import datetime
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from keyhold.domain.identity.service_accounts import ServiceAccount
 from keyhold.domain.identity.sessions import Session
 from keyhold.domain.identity.users import User, UserState
 from keyhold.identity.v1 import identity_service_pb2 as pb
@@ -45,4 +46,14 @@ def session_message(session: Session) -> pb.Session:
         expire_time=timestamp(session.expires_at),
         idle_expire_time=timestamp(session.idle_expires_at),
         last_refresh_time=timestamp(session.last_refresh_at),
+    )
+
+
+def service_account_message(account: ServiceAccount) -> pb.ServiceAccount:
+    return pb.ServiceAccount(
+        name=account.name,
+        client_id=account.client_id,
+        display_name=account.display_name,
+        scopes=sorted(account.scopes),
+        create_time=timestamp(account.created_at),
     )

@@ -6,13 +6,13 @@ from __future__ import annotations
 from datetime import timedelta
 
 from keyhold.application.audit.recorder import AuditRecorder
+from keyhold.application.identity.revocations import Revocations
 from keyhold.application.identity.secrets import (
     MAX_SECRET_LENGTH,
     RESET_TOKEN_PREFIX,
     new_secret,
     secret_hash,
 )
-from keyhold.application.identity.session_guard import SessionGuard
 from keyhold.application.identity.users import not_found
 from keyhold.domain.audit.actions import Action
 from keyhold.domain.call import current_call
@@ -41,7 +41,7 @@ class Passwords:
         hasher: PasswordHasher,
         policy: PasswordPolicy,
         recorder: AuditRecorder,
-        guard: SessionGuard,
+        revocations: Revocations,
         clock: Clock,
         reset_token_lifetime: timedelta,
     ) -> None:
@@ -49,7 +49,7 @@ class Passwords:
         self._hasher = hasher
         self._policy = policy
         self._recorder = recorder
-        self._guard = guard
+        self._revocations = revocations
         self._clock = clock
         self._reset_lifetime = reset_token_lifetime
 
@@ -79,7 +79,7 @@ class Passwords:
                 revoked = await uow.sessions.revoke_for_user(
                     user.id, now, "password_changed", except_session=principal.session_id
                 )
-            self._guard.revoked(revoked)
+            await self._revocations.sessions_ended(revoked)
 
     async def create_reset(self, email: str) -> tuple[str, int]:
         """A reset token and its expiry (Unix seconds); ("", 0) when there is no such
@@ -125,4 +125,4 @@ class Passwords:
                     raise _bad_reset_token()
                 await uow.users.update(user.with_changes(password_hash=new_hash, updated_at=now))
                 revoked = await uow.sessions.revoke_for_user(user.id, now, "password_reset")
-            self._guard.revoked(revoked)
+            await self._revocations.sessions_ended(revoked)

@@ -9,13 +9,13 @@ from datetime import timedelta
 
 from keyhold.application.audit.recorder import AuditRecorder
 from keyhold.application.identity.lockout import LoginLockout
+from keyhold.application.identity.revocations import Revocations
 from keyhold.application.identity.secrets import (
     MAX_SECRET_LENGTH,
     REFRESH_TOKEN_PREFIX,
     new_secret,
     secret_hash,
 )
-from keyhold.application.identity.session_guard import SessionGuard
 from keyhold.application.pagination import (
     decode_page_token,
     page_size,
@@ -73,7 +73,7 @@ class Sessions:
         tokens: AccessTokenIssuer,
         lockout: LoginLockout,
         recorder: AuditRecorder,
-        guard: SessionGuard,
+        revocations: Revocations,
         clock: Clock,
         lifetimes: SessionLifetimes,
         rotator: RefreshTokenRotator,
@@ -83,7 +83,7 @@ class Sessions:
         self._tokens = tokens
         self._lockout = lockout
         self._recorder = recorder
-        self._guard = guard
+        self._revocations = revocations
         self._clock = clock
         self._lifetimes = lifetimes
         self._rotator = rotator
@@ -180,7 +180,7 @@ class Sessions:
         replay; the whole token family (the session) is revoked."""
         async with self._unit_of_work() as uow:
             await uow.sessions.revoke(session_id, self._clock.now(), "refresh_token_reuse")
-        self._guard.revoked([session_id])
+        await self._revocations.sessions_ended([session_id])
         details["reuse_detected"] = "true"
 
     async def page(self, parent: str, size: int, token: str) -> tuple[list[Session], str]:
@@ -205,7 +205,7 @@ class Sessions:
                 if session is None or (owner != principal.subject and not principal.is_admin):
                     raise session_not_found(f"sessions/{session_id}")
                 await uow.sessions.revoke(session_id, self._clock.now(), "logout")
-            self._guard.revoked([session_id])
+            await self._revocations.sessions_ended([session_id])
 
     async def owner_of(self, name: str) -> str | None:
         """The subject owning a session, for the authorization owner check."""

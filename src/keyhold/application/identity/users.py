@@ -6,7 +6,7 @@ import uuid
 from dataclasses import dataclass
 
 from keyhold.application.audit.recorder import AuditRecorder
-from keyhold.application.identity.session_guard import SessionGuard
+from keyhold.application.identity.revocations import Revocations
 from keyhold.application.pagination import (
     decode_page_token,
     page_size,
@@ -59,14 +59,14 @@ class Users:
         hasher: PasswordHasher,
         policy: PasswordPolicy,
         recorder: AuditRecorder,
-        guard: SessionGuard,
+        revocations: Revocations,
         clock: Clock,
     ) -> None:
         self._unit_of_work = unit_of_work
         self._hasher = hasher
         self._policy = policy
         self._recorder = recorder
-        self._guard = guard
+        self._revocations = revocations
         self._clock = clock
 
     async def create(
@@ -166,7 +166,7 @@ class Users:
                     if must_revoke
                     else []
                 )
-            self._guard.revoked(revoked)
+            await self._revocations.sessions_ended(revoked)
         return updated
 
     async def delete(self, name: str) -> None:
@@ -176,7 +176,7 @@ class Users:
                 revoked = await uow.sessions.revoke_for_user(user_id, self._clock.now(), "deleted")
                 if not await uow.users.delete(user_id):
                     raise not_found(f"users/{user_id}")
-            self._guard.revoked(revoked)
+            await self._revocations.sessions_ended(revoked)
 
 
 def _validated_mask(mask: list[str]) -> set[str]:

@@ -27,6 +27,9 @@ class Action(StrEnum):
     EMAIL_VERIFICATION_CREATE = "identity.email_verification.create"
     EMAIL_VERIFY = "identity.email.verify"
     SIGNING_KEY_ROTATE = "identity.signing_key.rotate"
+    SERVICE_ACCOUNT_CREATE = "identity.service_account.create"
+    SERVICE_ACCOUNT_DELETE = "identity.service_account.delete"
+    SERVICE_TOKEN_CREATE = "identity.service_token.create"
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +76,15 @@ REGISTRY: dict[Action, ActionInfo] = {
     Action.EMAIL_VERIFY: ActionInfo("user", _IDENTITY + "VerifyEmail", "email verified"),
     Action.SIGNING_KEY_ROTATE: ActionInfo(
         "signing-key", _IDENTITY + "RotateSigningKey", "signing key rotated"
+    ),
+    Action.SERVICE_ACCOUNT_CREATE: ActionInfo(
+        "service-account", _IDENTITY + "CreateServiceAccount", "service account created"
+    ),
+    Action.SERVICE_ACCOUNT_DELETE: ActionInfo(
+        "service-account", _IDENTITY + "DeleteServiceAccount", "service account deleted"
+    ),
+    Action.SERVICE_TOKEN_CREATE: ActionInfo(
+        "service-account", _IDENTITY + "CreateServiceToken", "client-credentials grant"
     ),
 }
 

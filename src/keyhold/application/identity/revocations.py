@@ -1,0 +1,104 @@
+"""Ending sessions and service accounts everywhere at once.
+
+Each process keeps a short-lived cache of which sessions and accounts are live (so an
+access token costs no query per call); a revocation updates this process's cache
+immediately and is published to every other replica (PostgreSQL NOTIFY), whose
+listener applies it the same way.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Iterable
+
+from keyhold.domain.errors import Unauthenticated
+from keyhold.domain.identity import DOMAIN
+from keyhold.domain.principal import Principal, PrincipalType
+from keyhold.domain.tokens import RevocationNotices
+
+SESSION = "session"
+SERVICE_ACCOUNT = "account"
+_FOREVER = float("inf")
+
+LivenessSource = Callable[[Principal], Awaitable[bool]]
+
+
+class LivenessCache:
+    """Whether a principal's session or account is live, cached for `ttl_seconds`;
+    a revoked one stays refused."""
+
+    def __init__(self, source: LivenessSource, ttl_seconds: float, max_entries: int) -> None:
+        self._source = source
+        self._ttl = ttl_seconds
+        self._max_entries = max_entries
+        self._cache: OrderedDict[str, tuple[bool, float]] = OrderedDict()
+
+    async def is_live(self, key: str, principal: Principal) -> bool:
+        now = time.monotonic()
+        cached = self._cache.get(key)
+        if cached is not None and cached[1] > now:
+            return cached[0]
+        live = await self._source(principal)
+        self._remember(key, live, now + self._ttl if live else _FOREVER)
+        return live
+
+    def revoked(self, keys: Iterable[str]) -> None:
+        for key in keys:
+            self._remember(key, False, _FOREVER)
+
+    def _remember(self, key: str, live: bool, until: float) -> None:
+        self._cache[key] = (live, until)
+        self._cache.move_to_end(key)
+        if len(self._cache) > self._max_entries:
+            self._cache.popitem(last=False)
+
+
+class _NoNotices:
+    async def publish(self, kind: str, ids: list[str]) -> None:
+        return None
+
+
+class Revocations:
+    def __init__(
+        self,
+        session_is_live: LivenessSource,
+        account_is_live: LivenessSource,
+        ttl_seconds: float = 5.0,
+        max_entries: int = 100_000,
+    ) -> None:
+        self._sessions = LivenessCache(session_is_live, ttl_seconds, max_entries)
+        self._accounts = LivenessCache(account_is_live, ttl_seconds, max_entries)
+        self._notices: RevocationNotices = _NoNotices()
+
+    def publish_with(self, notices: RevocationNotices) -> None:
+        self._notices = notices
+
+    async def check(self, principal: Principal) -> None:
+        """Refuse a token whose session or service account has ended."""
+        if principal.session_id is not None:
+            if not await self._sessions.is_live(principal.session_id, principal):
+                raise Unauthenticated(
+                    "SESSION_REVOKED", "the session of this token has ended", domain=DOMAIN
+                )
+        elif principal.type is PrincipalType.SERVICE and not await self._accounts.is_live(
+            principal.subject, principal
+        ):
+            raise Unauthenticated(
+                "SERVICE_ACCOUNT_REVOKED",
+                "the service account of this token was deleted",
+                domain=DOMAIN,
+            )
+
+    async def sessions_ended(self, session_ids: list[str]) -> None:
+        if session_ids:
+            self.apply(SESSION, session_ids)
+            await self._notices.publish(SESSION, session_ids)
+
+    async def account_ended(self, subject: str) -> None:
+        self.apply(SERVICE_ACCOUNT, [subject])
+        await self._notices.publish(SERVICE_ACCOUNT, [subject])
+
+    def apply(self, kind: str, ids: list[str]) -> None:
+        """A revocation made here or announced by another replica."""
+        (self._sessions if kind == SESSION else self._accounts).revoked(ids)

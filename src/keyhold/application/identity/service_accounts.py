@@ -1,0 +1,131 @@
+"""Service accounts and the client-credentials grant (RFC 6749 §4.4)."""
+
+from __future__ import annotations
+
+import hmac
+import secrets
+import uuid
+from dataclasses import dataclass
+
+from keyhold.application.audit.recorder import AuditRecorder
+from keyhold.application.identity.revocations import Revocations
+from keyhold.application.identity.secrets import MAX_SECRET_LENGTH, new_secret, secret_hash
+from keyhold.application.pagination import (
+    decode_page_token,
+    page_size,
+    time_id_cursor,
+    time_id_token,
+)
+from keyhold.domain.audit.actions import Action
+from keyhold.domain.clock import Clock
+from keyhold.domain.errors import NotFound, PermissionDenied, Unauthenticated
+from keyhold.domain.identity import DOMAIN
+from keyhold.domain.identity.scopes import validate_scopes
+from keyhold.domain.identity.service_accounts import (
+    ServiceAccount,
+    ServiceAccountLookup,
+    account_id_from_name,
+)
+from keyhold.domain.identity.users import validate_display_name
+from keyhold.domain.tokens import AccessTokenIssuer, IssuedToken
+from keyhold.domain.unit_of_work import UnitOfWorkFactory
+
+CLIENT_SECRET_PREFIX = "khs_"  # noqa: S105 - a prefix, not a secret
+CLIENT_ID_PREFIX = "khc_"
+_NO_SECRET = bytes(32)
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceToken:
+    token: IssuedToken
+    scopes: frozenset[str]
+
+
+def _invalid_client() -> Unauthenticated:
+    # One answer for an unknown client and a wrong secret.
+    return Unauthenticated("INVALID_CLIENT", "the client credentials are wrong", domain=DOMAIN)
+
+
+class ServiceAccounts:
+    def __init__(
+        self,
+        unit_of_work: UnitOfWorkFactory,
+        lookup: ServiceAccountLookup,
+        tokens: AccessTokenIssuer,
+        recorder: AuditRecorder,
+        revocations: Revocations,
+        clock: Clock,
+    ) -> None:
+        self._unit_of_work = unit_of_work
+        self._lookup = lookup
+        self._tokens = tokens
+        self._recorder = recorder
+        self._revocations = revocations
+        self._clock = clock
+
+    async def create(self, display_name: str, scopes: list[str]) -> tuple[ServiceAccount, str]:
+        """The account and its client secret, which is shown this once and stored only
+        as a hash."""
+        display_name = validate_display_name(display_name)
+        granted = validate_scopes(scopes)
+        secret, hashed = new_secret(CLIENT_SECRET_PREFIX)
+        account = ServiceAccount(
+            id=uuid.uuid4().hex,
+            client_id=CLIENT_ID_PREFIX + secrets.token_urlsafe(16),
+            display_name=display_name,
+            scopes=granted,
+            secret_hash=hashed,
+            created_at=self._clock.now(),
+        )
+        details = {"scopes": ",".join(sorted(granted)), "client_id": account.client_id}
+        async with (
+            self._recorder.attempt(Action.SERVICE_ACCOUNT_CREATE, account.name, details),
+            self._unit_of_work() as uow,
+        ):
+            await uow.service_accounts.add(account)
+        return account, secret
+
+    async def page(self, size: int, token: str) -> tuple[list[ServiceAccount], str]:
+        limit = page_size(size)
+        after = time_id_cursor(decode_page_token(token, "service-accounts"))
+        async with self._unit_of_work() as uow:
+            found = await uow.service_accounts.page(after, limit + 1)
+        if len(found) <= limit:
+            return found, ""
+        last = found[limit - 1]
+        return found[:limit], time_id_token(last.created_at, last.id, "service-accounts")
+
+    async def delete(self, name: str) -> None:
+        account_id = account_id_from_name(name)
+        async with self._recorder.attempt(Action.SERVICE_ACCOUNT_DELETE, name):
+            async with self._unit_of_work() as uow:
+                if not await uow.service_accounts.delete(account_id):
+                    raise NotFound(
+                        "SERVICE_ACCOUNT_NOT_FOUND", f"{name} does not exist", domain=DOMAIN
+                    )
+            await self._revocations.account_ended(f"service-accounts/{account_id}")
+
+    async def issue_token(
+        self, client_id: str, client_secret: str, scopes: list[str]
+    ) -> ServiceToken:
+        details = {"client_id": client_id[:64]}
+        async with self._recorder.attempt(Action.SERVICE_TOKEN_CREATE, "", details) as attempt:
+            if not client_id or len(client_id) > 64 or len(client_secret) > MAX_SECRET_LENGTH:
+                raise _invalid_client()
+            account = await self._lookup.by_client_id(client_id)
+            expected = account.secret_hash if account else _NO_SECRET
+            matches = hmac.compare_digest(secret_hash(client_secret), expected)
+            if account is None or not matches:
+                raise _invalid_client()
+            attempt.resource_name = account.name
+            requested = validate_scopes(scopes)
+            if not requested <= account.scopes:
+                raise PermissionDenied(
+                    "SCOPE_NOT_GRANTED",
+                    f"not granted to this account: {', '.join(sorted(requested - account.scopes))}",
+                    domain=DOMAIN,
+                )
+            granted = requested or account.scopes
+            attempt.details["scopes"] = ",".join(sorted(granted))
+            token = self._tokens.issue(subject=account.name, scopes=granted)
+        return ServiceToken(token, granted)
