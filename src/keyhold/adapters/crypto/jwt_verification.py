@@ -1,0 +1,179 @@
+"""Access-token verification (RFC 8725), shared by the server and the client library.
+
+The signature is checked by PyJWT's algorithm object for the key's own algorithm (the
+header cannot choose it: `none` and HS256-with-a-public-key never apply); parsing and
+the claim rules are ours, which is a third cheaper than `jwt.decode` and lets the
+clock be injected. Verified claims are cached by the token's SHA-256 until expiry.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import json
+import re
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol
+
+from jwt.algorithms import get_default_algorithms
+
+from keyhold.domain.clock import Clock
+from keyhold.domain.errors import Unauthenticated
+from keyhold.domain.principal import Principal, PrincipalType
+
+MAX_TOKEN_BYTES = 8 * 1024
+TOKEN_TYPE = "at+jwt"  # noqa: S105 - a media type, not a secret
+REQUIRED_CLAIMS = ("iss", "aud", "sub", "iat", "nbf", "exp", "jti")
+_KEY_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+_SUBJECT = re.compile(r"^(users|service-accounts)/[A-Za-z0-9_-]{1,64}$")
+_DOMAIN = "keyhold.identity"
+_ALGORITHMS = {name: get_default_algorithms()[name] for name in ("ES256", "EdDSA")}
+
+PrincipalCheck = Callable[[Principal], Awaitable[None]]
+
+
+class VerificationKey(Protocol):
+    @property
+    def algorithm(self) -> str: ...
+
+    @property
+    def public_key(self) -> Any: ...
+
+
+class VerificationKeys(Protocol):
+    def get(self, key_id: str) -> VerificationKey | None: ...
+
+    async def reload_if_stale(self) -> bool:
+        """Refetch the keys unless that was done recently; True if it refetched."""
+        ...
+
+
+def refuse(reason: str, message: str) -> Unauthenticated:
+    return Unauthenticated(reason, message, domain=_DOMAIN)
+
+
+def _segment(text: str) -> bytes:
+    try:
+        return base64.b64decode(text + "=" * (-len(text) % 4), altchars=b"-_", validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise refuse("TOKEN_MALFORMED", "access token is not a well-formed JWT") from exc
+
+
+def _json_object(segment: str) -> dict[str, Any]:
+    try:
+        value = json.loads(_segment(segment))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise refuse("TOKEN_MALFORMED", "access token is not a well-formed JWT") from exc
+    if not isinstance(value, dict):
+        raise refuse("TOKEN_MALFORMED", "access token is not a well-formed JWT")
+    return value
+
+
+class AccessTokenVerifier:
+    def __init__(
+        self,
+        keys: VerificationKeys,
+        *,
+        issuer: str,
+        audience: str,
+        leeway_seconds: int,
+        clock: Clock,
+        cache_size: int = 10_000,
+    ) -> None:
+        self._keys = keys
+        self._issuer = issuer
+        self._audience = audience
+        self._leeway = leeway_seconds
+        self._clock = clock
+        self._cache: OrderedDict[bytes, Principal] = OrderedDict()
+        self._cache_size = cache_size
+        self._principal_check: PrincipalCheck | None = None
+
+    def set_principal_check(self, check: PrincipalCheck) -> None:
+        """Install the revocation check run on every verified token."""
+        self._principal_check = check
+
+    async def verify(self, token: str) -> Principal:
+        if len(token) > MAX_TOKEN_BYTES:
+            raise refuse("TOKEN_TOO_LARGE", "access token is larger than 8 KiB")
+        digest = hashlib.sha256(token.encode()).digest()
+        principal = self._cache.get(digest)
+        if (
+            principal is None
+            or (principal.expires_at or 0) + self._leeway <= self._clock.timestamp()
+        ):
+            principal = await self._verify_uncached(token)
+            self._cache[digest] = principal
+            if len(self._cache) > self._cache_size:
+                self._cache.popitem(last=False)
+        if self._principal_check is not None:
+            await self._principal_check(principal)
+        return principal
+
+    async def _verify_uncached(self, token: str) -> Principal:
+        parts = token.split(".")
+        if len(parts) != 3:
+            raise refuse("TOKEN_MALFORMED", "access token is not a well-formed JWT")
+        header = _json_object(parts[0])
+        key_id = header.get("kid")
+        if not isinstance(key_id, str) or not _KEY_ID.match(key_id):
+            raise refuse("TOKEN_MALFORMED", "access token has no valid key id")
+        if header.get("typ") != TOKEN_TYPE or "crit" in header:
+            raise refuse("TOKEN_MALFORMED", "token is not an access token")
+        key = self._keys.get(key_id)
+        if key is None and await self._keys.reload_if_stale():
+            key = self._keys.get(key_id)
+        if key is None:
+            raise refuse("TOKEN_KEY_UNKNOWN", "access token was signed by an unknown key")
+        if header.get("alg") != key.algorithm:
+            raise refuse("TOKEN_MALFORMED", "access token algorithm does not match its key")
+        signature = _segment(parts[2])
+        signed = f"{parts[0]}.{parts[1]}".encode()
+        if not _ALGORITHMS[key.algorithm].verify(signed, key.public_key, signature):
+            raise refuse("TOKEN_SIGNATURE_INVALID", "access token signature is invalid")
+        claims = _json_object(parts[1])
+        self._check_claims(claims)
+        return self._principal(claims)
+
+    def _check_claims(self, claims: dict[str, Any]) -> None:
+        for claim in REQUIRED_CLAIMS:
+            if claim not in claims:
+                raise refuse("TOKEN_CLAIM_MISSING", f"access token lacks the {claim} claim")
+        if claims["iss"] != self._issuer:
+            raise refuse("TOKEN_ISSUER_MISMATCH", "access token is from another issuer")
+        if claims["aud"] != self._audience:
+            raise refuse("TOKEN_AUDIENCE_MISMATCH", "access token is for another audience")
+        expires_at, not_before, issued_at = claims["exp"], claims["nbf"], claims["iat"]
+        if not all(type(value) is int for value in (expires_at, not_before, issued_at)):
+            raise refuse("TOKEN_MALFORMED", "exp, nbf and iat must be integers")
+        now = self._clock.timestamp()
+        if expires_at + self._leeway <= now:
+            raise refuse("TOKEN_EXPIRED", "access token has expired")
+        if not_before - self._leeway > now or issued_at - self._leeway > now:
+            raise refuse("TOKEN_NOT_YET_VALID", "access token is not valid yet")
+
+    @staticmethod
+    def _principal(claims: dict[str, Any]) -> Principal:
+        subject, roles, scope = claims["sub"], claims.get("roles", []), claims.get("scope", "")
+        session_id, token_id = claims.get("sid"), claims["jti"]
+        if not isinstance(subject, str) or not _SUBJECT.match(subject):
+            raise refuse("TOKEN_MALFORMED", "access token subject is not a known principal")
+        if not isinstance(roles, list) or not all(isinstance(r, str) for r in roles):
+            raise refuse("TOKEN_MALFORMED", "access token roles must be a list of strings")
+        if not isinstance(scope, str) or not isinstance(token_id, str):
+            raise refuse("TOKEN_MALFORMED", "access token scope and jti must be strings")
+        is_user = subject.startswith("users/")
+        if is_user and not isinstance(session_id, str):
+            raise refuse("TOKEN_CLAIM_MISSING", "access token lacks the sid claim")
+        return Principal(
+            type=PrincipalType.USER if is_user else PrincipalType.SERVICE,
+            subject=subject,
+            roles=frozenset(roles),
+            scopes=frozenset(scope.split()),
+            session_id=session_id if is_user else None,
+            token_id=token_id,
+            expires_at=claims["exp"],
+            issued_at=claims["iat"],
+        )

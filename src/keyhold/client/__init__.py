@@ -1,0 +1,25 @@
+"""Keyhold's client library for other services.
+
+- `ServiceAccountCredentials`: a service account's token, obtained with the
+  client-credentials grant, cached, renewed before it expires (one request however many
+  calls are waiting), attached to calls as gRPC call credentials.
+- `keyhold_channel`: a grpc.aio channel to Keyhold or to any service that accepts
+  Keyhold tokens, with those credentials attached.
+- `TokenVerifier`: verifies Keyhold access tokens locally against Keyhold's published
+  keys (GetJwks), with the same rules as Keyhold itself.
+- `RequireKeyholdToken`: a grpc.aio server interceptor for a downstream service that
+  accepts only valid Keyhold tokens carrying the scopes it names.
+"""
+
+from keyhold.client.channels import keyhold_channel
+from keyhold.client.credentials import ServiceAccountCredentials
+from keyhold.client.interceptor import RequireKeyholdToken, current_principal
+from keyhold.client.verifier import TokenVerifier
+
+__all__ = [
+    "RequireKeyholdToken",
+    "ServiceAccountCredentials",
+    "TokenVerifier",
+    "current_principal",
+    "keyhold_channel",
+]
