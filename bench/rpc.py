@@ -180,6 +180,47 @@ async def login(target: Target) -> CallSpec:
     return CallSpec.of(IDENTITY + "CreateSession", request.SerializeToString(), timeout_seconds=30)
 
 
+@scenario("service-token", "keyhold", "IdentityService/CreateServiceToken (client credentials)")
+async def service_token(target: Target) -> CallSpec:
+    app = target._tokens()
+    account, secret = await app.identity.service_accounts.create("bench", ["audit.read"])
+    request = identity_pb.CreateServiceTokenRequest(
+        client_id=account.client_id, client_secret=secret
+    )
+    check = await target.identity.CreateServiceToken(request, timeout=10.0)
+    assert check.access_token, check
+    return CallSpec.of(IDENTITY + "CreateServiceToken", request.SerializeToString())
+
+
+INTROSPECTED_TOKENS = 20_000
+
+
+@scenario("introspect", "keyhold", "IdentityService/IntrospectToken, a different token each call")
+async def introspect(target: Target) -> CallSpec:
+    """Distinct user tokens (all of one live session), so every call verifies a
+    signature: the uncached path."""
+    app = target._tokens()
+    email = await _bench_user(target)
+    session = await target.identity.CreateSession(
+        identity_pb.CreateSessionRequest(email=email, password=BENCH_PASSWORD), timeout=10.0
+    )
+    session_id = session.session.name.removeprefix("sessions/")
+    subject = session.session.user
+    account, secret = await app.identity.service_accounts.create("bench", ["identity.introspect"])
+    caller = await app.identity.service_accounts.issue_token(account.client_id, secret, [])
+    metadata = bearer(caller.token.token)
+    tokens = [
+        app.access_tokens.issue(subject=subject, session_id=session_id).token
+        for _ in range(INTROSPECTED_TOKENS)
+    ]
+    check = await target.identity.IntrospectToken(
+        identity_pb.IntrospectTokenRequest(token=tokens[0]), metadata=metadata, timeout=10.0
+    )
+    assert check.active, check
+    requests = [identity_pb.IntrospectTokenRequest(token=t).SerializeToString() for t in tokens]
+    return CallSpec.of(IDENTITY + "IntrospectToken", requests, metadata)
+
+
 REFRESH_TOKENS = 30_000
 
 
@@ -361,7 +402,9 @@ def _parser() -> argparse.ArgumentParser:
         + "; ".join(f"{name}: {each.summary}" for name, each in SCENARIOS.items()),
     )
     parser.add_argument(
-        "--scenarios", default="bare,whoami,jwks,login,refresh", help="comma-separated"
+        "--scenarios",
+        default="bare,whoami,jwks,login,refresh,service-token,introspect",
+        help="comma-separated",
     )
     parser.add_argument("--seconds", type=float, default=5.0, help="measured window")
     parser.add_argument("--warmup", type=float, default=2.0, help="seconds before it")
