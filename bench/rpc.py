@@ -221,6 +221,16 @@ async def introspect(target: Target) -> CallSpec:
     return CallSpec.of(IDENTITY + "IntrospectToken", requests, metadata)
 
 
+@scenario(
+    "introspect-repeat",
+    "keyhold",
+    "IntrospectToken, one token asked about repeatedly (the verified-claims cache)",
+)
+async def introspect_repeat(target: Target) -> CallSpec:
+    spec = await introspect(target)
+    return CallSpec.of(spec.method, spec.requests[0], spec.metadata)
+
+
 REFRESH_TOKENS = 30_000
 
 
@@ -403,7 +413,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--scenarios",
-        default="bare,whoami,jwks,login,refresh,service-token,introspect",
+        default="bare,whoami,jwks,login,refresh,service-token,introspect,introspect-repeat",
         help="comma-separated",
     )
     parser.add_argument("--seconds", type=float, default=5.0, help="measured window")
