@@ -7,6 +7,7 @@ round trip instead of BEGIN, five statements and COMMIT.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Callable
 from datetime import datetime
@@ -103,16 +104,7 @@ class SqlRefreshTokenRotator:
             await uow.sessions.add_refresh_token(new_hash, session_id, now)
             idle = min(idle_until, session.expires_at)
             await uow.sessions.touch(session_id, now, idle)
-        refreshed = Session(
-            id=session.id,
-            user_id=session.user_id,
-            user_agent=session.user_agent,
-            peer=session.peer,
-            created_at=session.created_at,
-            expires_at=session.expires_at,
-            idle_expires_at=idle,
-            last_refresh_at=now,
-        )
+        refreshed = dataclasses.replace(session, idle_expires_at=idle, last_refresh_at=now)
         return Rotation(RotationOutcome.ROTATED, session_id, refreshed, user.roles)
 
     @staticmethod

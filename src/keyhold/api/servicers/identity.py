@@ -24,7 +24,7 @@ from keyhold.application.identity.signing_keys import SigningKeyRotation, Signin
 from keyhold.application.identity.users import UserPatch, Users
 from keyhold.application.identity.verification import EmailVerification
 from keyhold.domain.call import current_call
-from keyhold.domain.principal import PrincipalType
+from keyhold.domain.principal import Principal, PrincipalType
 from keyhold.identity.v1 import identity_service_pb2 as pb
 from keyhold.identity.v1 import identity_service_pb2_grpc as pb_grpc
 
@@ -54,6 +54,20 @@ def _session_fields(result: SessionTokens) -> dict[str, Any]:
         "refresh_token": result.refresh_token,
         "access_token_expire_time": Timestamp(seconds=result.access_token.expires_at),
     }
+
+
+def _principal_fields(principal: Principal) -> dict[str, Any]:
+    """What WhoAmI and IntrospectToken both say about a principal."""
+    fields: dict[str, Any] = {
+        "subject": principal.subject,
+        "subject_type": _SUBJECT_TYPES.get(principal.type, pb.SUBJECT_TYPE_UNSPECIFIED),
+        "roles": sorted(principal.roles),
+        "scopes": sorted(principal.scopes),
+        "session": f"sessions/{principal.session_id}" if principal.session_id else "",
+    }
+    if principal.expires_at is not None:
+        fields["expire_time"] = Timestamp(seconds=principal.expires_at)
+    return fields
 
 
 class IdentityServicer(pb_grpc.IdentityServiceServicer):
@@ -201,16 +215,8 @@ class IdentityServicer(pb_grpc.IdentityServiceServicer):
         if principal is None:
             return pb.IntrospectTokenResponse(active=False)
         response = pb.IntrospectTokenResponse(
-            active=True,
-            subject=principal.subject,
-            subject_type=_SUBJECT_TYPES.get(principal.type, pb.SUBJECT_TYPE_UNSPECIFIED),
-            scopes=sorted(principal.scopes),
-            roles=sorted(principal.roles),
-            session=f"sessions/{principal.session_id}" if principal.session_id else "",
-            token_id=principal.token_id or "",
+            active=True, token_id=principal.token_id or "", **_principal_fields(principal)
         )
-        if principal.expires_at is not None:
-            response.expire_time.CopyFrom(Timestamp(seconds=principal.expires_at))
         if principal.issued_at is not None:
             response.issue_time.CopyFrom(Timestamp(seconds=principal.issued_at))
         return response
@@ -242,14 +248,4 @@ class IdentityServicer(pb_grpc.IdentityServiceServicer):
         return pb.RotateSigningKeyResponse(key_id=await self._uc.rotation.rotate())
 
     async def WhoAmI(self, request: pb.WhoAmIRequest, context: Any) -> pb.WhoAmIResponse:
-        principal = current_call().principal
-        response = pb.WhoAmIResponse(
-            subject=principal.subject,
-            subject_type=_SUBJECT_TYPES.get(principal.type, pb.SUBJECT_TYPE_UNSPECIFIED),
-            roles=sorted(principal.roles),
-            scopes=sorted(principal.scopes),
-            session=f"sessions/{principal.session_id}" if principal.session_id else "",
-        )
-        if principal.expires_at is not None:
-            response.expire_time.CopyFrom(Timestamp(seconds=principal.expires_at))
-        return response
+        return pb.WhoAmIResponse(**_principal_fields(current_call().principal))
