@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -55,7 +56,7 @@ from keyhold.application.audit.trail import AuditTrailReader
 from keyhold.application.identity.introspection import TokenIntrospection
 from keyhold.application.identity.lockout import LoginLockout
 from keyhold.application.identity.passwords import Passwords
-from keyhold.application.identity.revocations import Revocations
+from keyhold.application.identity.revocations import SIGNING_KEY, Revocations
 from keyhold.application.identity.service_accounts import ServiceAccounts
 from keyhold.application.identity.sessions import SessionLifetimes, Sessions
 from keyhold.application.identity.signing_keys import SigningKeyRotation, SigningKeys
@@ -63,6 +64,7 @@ from keyhold.application.identity.users import Users
 from keyhold.application.identity.verification import EmailVerification
 from keyhold.audit.v1 import audit_service_pb2
 from keyhold.domain.clock import Clock, SystemClock
+from keyhold.domain.errors import Unavailable
 from keyhold.domain.identity.lockout import LockoutPolicy
 from keyhold.domain.identity.passwords import PasswordPolicy
 from keyhold.domain.principal import Principal
@@ -71,6 +73,7 @@ from keyhold.provider.v1 import provider_service_pb2
 from keyhold.settings import Settings
 
 log = structlog.get_logger(__name__)
+KEY_RING_REFRESH_SECONDS = 60.0
 
 SERVICES: tuple[ServiceDescriptor, ...] = (
     identity_service_pb2.DESCRIPTOR.services_by_name["IdentityService"],
@@ -107,6 +110,7 @@ class KeyholdServer:
     identity: IdentityUseCases
     hasher: Argon2Hasher
     port: int = 0
+    _key_refresher: asyncio.Task[None] | None = None
 
     async def start(self) -> int:
         self.key_ring.replace(await self.signing_keys.ensure_signer())
@@ -118,13 +122,27 @@ class KeyholdServer:
         self.monitor.start()
         if self.audit_listener is not None:
             self.audit_listener.start()
+        self._key_refresher = asyncio.create_task(self._refresh_keys(), name="keyhold-keys")
         log.info("serving", address=self.settings.listen_address, port=self.port)
         return self.port
+
+    async def _refresh_keys(self) -> None:
+        """A backstop for missed rotation notices: reread the key ring every minute."""
+        while True:
+            await asyncio.sleep(KEY_RING_REFRESH_SECONDS)
+            try:
+                await self.key_ring.reload()
+            except Unavailable:
+                log.warning("key_ring_refresh_failed")
 
     async def stop(self, grace: float | None = None) -> None:
         """Health goes NOT_SERVING, new calls are refused, in-flight calls get `grace`."""
         await self.health.shutdown()
         await self.monitor.stop()
+        if self._key_refresher is not None:
+            self._key_refresher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._key_refresher
         await self.server.stop(self.settings.shutdown_grace_seconds if grace is None else grace)
         if self.audit_listener is not None:
             await self.audit_listener.stop()
@@ -242,18 +260,27 @@ async def build_server(settings: Settings, clock: Clock | None = None) -> Keyhol
             timedelta(seconds=settings.email_verification_token_lifetime_seconds),
         ),
         signing_keys=signing_keys,
-        rotation=SigningKeyRotation(signing_keys, audit_recorder, key_ring.reload),
+        rotation=SigningKeyRotation(
+            signing_keys, audit_recorder, key_ring.reload, lambda: revocations.notices
+        ),
         key_ring=key_ring,
         service_accounts=ServiceAccounts(
             unit_of_work, account_lookup, access_tokens, audit_recorder, revocations, clock
         ),
         introspection=TokenIntrospection(access_tokens),
     )
+    background: set[asyncio.Task[None]] = set()  # strong references until done
     if database.is_postgres:
         revocations.publish_with(PostgresRevocationNotices(database))
 
         def revocation_announced(payload: str) -> None:
-            revocations.apply(*parse_revocation(payload))
+            kind, ids = parse_revocation(payload)
+            if kind == SIGNING_KEY:
+                task = asyncio.create_task(key_ring.reload())
+                background.add(task)
+                task.add_done_callback(background.discard)
+            else:
+                revocations.apply(kind, ids)
 
         audit_listener = PostgresListener(
             settings.resolved_database_url,
@@ -272,6 +299,8 @@ async def build_server(settings: Settings, clock: Clock | None = None) -> Keyhol
             # Equal soft and hard limits: between them gRPC rejects at random.
             ("grpc.max_metadata_size", settings.max_metadata_bytes),
             ("grpc.absolute_max_metadata_size", settings.max_metadata_bytes),
+            # A port already in use is an error, not a silent share with its holder.
+            ("grpc.so_reuseport", 0),
         ],
     )
     # Methods not built yet fall through to the generated base classes, which answer

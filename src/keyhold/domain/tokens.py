@@ -23,8 +23,9 @@ class AccessTokenVerifier(Protocol):
         ...
 
 
-class RevocationNotices(Protocol):
-    """Tells every replica at once that sessions or service accounts have ended."""
+class ReplicaNotices(Protocol):
+    """Tells every replica at once what changed: sessions or service accounts ended,
+    a signing key rotated."""
 
     async def publish(self, kind: str, ids: list[str]) -> None: ...
 

@@ -15,10 +15,11 @@ from collections.abc import Awaitable, Callable, Iterable
 from keyhold.domain.errors import Unauthenticated
 from keyhold.domain.identity import DOMAIN
 from keyhold.domain.principal import Principal, PrincipalType
-from keyhold.domain.tokens import RevocationNotices
+from keyhold.domain.tokens import ReplicaNotices
 
 SESSION = "session"
 SERVICE_ACCOUNT = "account"
+SIGNING_KEY = "keys"
 _FOREVER = float("inf")
 
 LivenessSource = Callable[[Principal], Awaitable[bool]]
@@ -69,10 +70,10 @@ class Revocations:
     ) -> None:
         self._sessions = LivenessCache(session_is_live, ttl_seconds, max_entries)
         self._accounts = LivenessCache(account_is_live, ttl_seconds, max_entries)
-        self._notices: RevocationNotices = _NoNotices()
+        self.notices: ReplicaNotices = _NoNotices()
 
-    def publish_with(self, notices: RevocationNotices) -> None:
-        self._notices = notices
+    def publish_with(self, notices: ReplicaNotices) -> None:
+        self.notices = notices
 
     async def check(self, principal: Principal) -> None:
         """Refuse a token whose session or service account has ended."""
@@ -93,11 +94,11 @@ class Revocations:
     async def sessions_ended(self, session_ids: list[str]) -> None:
         if session_ids:
             self.apply(SESSION, session_ids)
-            await self._notices.publish(SESSION, session_ids)
+            await self.notices.publish(SESSION, session_ids)
 
     async def account_ended(self, subject: str) -> None:
         self.apply(SERVICE_ACCOUNT, [subject])
-        await self._notices.publish(SERVICE_ACCOUNT, [subject])
+        await self.notices.publish(SERVICE_ACCOUNT, [subject])
 
     def apply(self, kind: str, ids: list[str]) -> None:
         """A revocation made here or announced by another replica."""

@@ -6,9 +6,11 @@ from collections.abc import Awaitable, Callable
 from datetime import timedelta
 
 from keyhold.application.audit.recorder import AuditRecorder
+from keyhold.application.identity.revocations import SIGNING_KEY
 from keyhold.domain.audit.actions import Action
 from keyhold.domain.clock import Clock
 from keyhold.domain.signing_keys import SigningKey, SigningKeyGenerator
+from keyhold.domain.tokens import ReplicaNotices
 from keyhold.domain.unit_of_work import UnitOfWorkFactory
 
 
@@ -60,14 +62,18 @@ class SigningKeyRotation:
         keys: SigningKeys,
         recorder: AuditRecorder,
         reload_ring: Callable[[], Awaitable[None]],
+        notices: Callable[[], ReplicaNotices],
     ) -> None:
         self._keys = keys
         self._recorder = recorder
         self._reload_ring = reload_ring
+        self._notices = notices
 
     async def rotate(self) -> str:
         async with self._recorder.attempt(Action.SIGNING_KEY_ROTATE) as attempt:
             key = await self._keys.rotate()
             attempt.resource_name = f"signing-keys/{key.key_id}"
             await self._reload_ring()
+            # Other replicas reload their rings and sign with the new key too.
+            await self._notices().publish(SIGNING_KEY, [key.key_id])
         return key.key_id
