@@ -10,6 +10,8 @@ from keyhold.domain.identity.one_time_tokens import OneTimeTokenRepository
 from keyhold.domain.identity.service_accounts import ServiceAccountRepository
 from keyhold.domain.identity.sessions import SessionRepository
 from keyhold.domain.identity.users import UserRepository
+from keyhold.domain.provider.connections import ConnectionRepository
+from keyhold.domain.provider.providers import ProviderRepository
 from keyhold.domain.signing_keys import SigningKeyRepository
 
 
@@ -31,6 +33,12 @@ class UnitOfWork(Protocol):
 
     @property
     def service_accounts(self) -> ServiceAccountRepository: ...
+
+    @property
+    def providers(self) -> ProviderRepository: ...
+
+    @property
+    def connections(self) -> ConnectionRepository: ...
 
     async def __aenter__(self) -> UnitOfWork: ...
 

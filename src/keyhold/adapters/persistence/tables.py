@@ -154,3 +154,46 @@ service_accounts = Table(
     Column("created_at", UtcDateTime, nullable=False),
     Index("ix_service_accounts_created_at_id", "created_at", "id"),
 )
+
+providers = Table(
+    "providers",
+    metadata,
+    Column("slug", String(63), primary_key=True),
+    Column("display_name", String(200), nullable=False),
+    Column("auth_type", String(16), nullable=False),
+    Column("authorization_endpoint", String(2048), nullable=False),
+    Column("token_endpoint", String(2048), nullable=False),
+    Column("revocation_endpoint", String(2048), nullable=False),
+    Column("client_id", String(256), nullable=False),
+    Column("default_scopes", Text, nullable=False),
+    Column("secret_ciphertext", LargeBinary, nullable=True),
+    Column("secret_key_id", String(32), nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("updated_at", UtcDateTime, nullable=False),
+)
+
+connections = Table(
+    "connections",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("user_id", String(64), ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
+    Column("provider", String(63), ForeignKey("providers.slug"), nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("scopes", Text, nullable=False),
+    Column("expires_at", UtcDateTime, nullable=True),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("updated_at", UtcDateTime, nullable=False),
+    Column("last_refresh_at", UtcDateTime, nullable=True),
+    # The pending OAuth authorization (PENDING connections only).
+    Column("state_hash", LargeBinary, nullable=True, unique=True),
+    Column("verifier_ciphertext", LargeBinary, nullable=True),
+    Column("redirect_uri", String(2048), nullable=False),
+    Column("authorize_expires_at", UtcDateTime, nullable=True),
+    # Upstream credentials, sealed with the key `credential_key_id`.
+    Column("access_token_ciphertext", LargeBinary, nullable=True),
+    Column("refresh_token_ciphertext", LargeBinary, nullable=True),
+    Column("api_key_ciphertext", LargeBinary, nullable=True),
+    Column("credential_key_id", String(32), nullable=False),
+    Index("ix_connections_user_id_created_at", "user_id", "created_at"),
+    Index("ix_connections_provider", "provider"),
+)

@@ -8,8 +8,10 @@ from types import TracebackType
 
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncTransaction
 
+from keyhold.adapters.persistence.connections import SqlConnectionRepository
 from keyhold.adapters.persistence.database import Database, is_connection_failure
 from keyhold.adapters.persistence.one_time_tokens import SqlOneTimeTokenRepository
+from keyhold.adapters.persistence.providers import SqlProviderRepository
 from keyhold.adapters.persistence.service_accounts import SqlServiceAccountRepository
 from keyhold.adapters.persistence.sessions import SqlSessionRepository
 from keyhold.adapters.persistence.signing_keys import SqlSigningKeyRepository
@@ -24,6 +26,8 @@ class SqlUnitOfWork:
     sessions: SqlSessionRepository
     one_time_tokens: SqlOneTimeTokenRepository
     service_accounts: SqlServiceAccountRepository
+    providers: SqlProviderRepository
+    connections: SqlConnectionRepository
 
     def __init__(self, database: Database) -> None:
         self._database = database
@@ -48,6 +52,8 @@ class SqlUnitOfWork:
         self.sessions = SqlSessionRepository(self._connection)
         self.one_time_tokens = SqlOneTimeTokenRepository(self._connection)
         self.service_accounts = SqlServiceAccountRepository(self._connection)
+        self.providers = SqlProviderRepository(self._connection)
+        self.connections = SqlConnectionRepository(self._connection, self._database.aead)
         return self
 
     async def __aexit__(

@@ -1,0 +1,125 @@
+"""The provider catalog: external data providers reached by OAuth 2.0 or an API key."""
+
+from __future__ import annotations
+
+import enum
+import ipaddress
+import re
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Protocol
+from urllib.parse import urlsplit
+
+from keyhold.domain.errors import FieldViolation, InvalidArgument
+from keyhold.domain.provider import DOMAIN
+
+SLUG = re.compile(r"^[a-z][a-z0-9-]{1,62}$")
+_LOOPBACK_NAMES = {"localhost"}
+
+
+class AuthType(enum.StrEnum):
+    OAUTH2 = "oauth2"
+    API_KEY = "api_key"
+
+
+@dataclass(frozen=True, slots=True)
+class Provider:
+    slug: str
+    display_name: str
+    auth_type: AuthType
+    authorization_endpoint: str
+    token_endpoint: str
+    revocation_endpoint: str
+    client_id: str
+    default_scopes: tuple[str, ...]
+    has_client_secret: bool
+    created_at: datetime
+    updated_at: datetime
+
+    @property
+    def name(self) -> str:
+        return f"providers/{self.slug}"
+
+
+def invalid(reason: str, field: str, description: str) -> InvalidArgument:
+    return InvalidArgument(
+        reason, f"{field}: {description}", [FieldViolation(field, description)], domain=DOMAIN
+    )
+
+
+def slug_from_name(name: str, field: str = "name") -> str:
+    collection, _, slug = name.partition("/")
+    if collection != "providers" or not SLUG.match(slug):
+        raise invalid("RESOURCE_NAME_INVALID", field, "expected providers/{slug}")
+    return slug
+
+
+def validate_slug(slug: str, field: str = "provider_id") -> str:
+    if not SLUG.match(slug):
+        raise invalid(
+            "PROVIDER_ID_INVALID", field, "2-63 of a-z, 0-9 and -, starting with a letter"
+        )
+    return slug
+
+
+def is_loopback(host: str) -> bool:
+    if host in _LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def validate_endpoint(url: str, field: str, *, required: bool) -> str:
+    """https, or http on a loopback address (development and tests only)."""
+    if not url:
+        if required:
+            raise invalid("ENDPOINT_INVALID", field, "is required")
+        return ""
+    if len(url) > 2048 or any(ch.isspace() for ch in url):
+        raise invalid("ENDPOINT_INVALID", field, "must be an https URL")
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    secure = parts.scheme == "https"
+    local_http = parts.scheme == "http" and is_loopback(host)
+    if not host or not (secure or local_http) or parts.username or parts.password or parts.fragment:
+        raise invalid("ENDPOINT_INVALID", field, "must be https (http only on loopback)")
+    return url
+
+
+def validate_scope_list(scopes: list[str], field: str) -> tuple[str, ...]:
+    for scope in scopes:
+        if not scope or len(scope) > 200 or any(ch.isspace() or ord(ch) < 0x21 for ch in scope):
+            raise invalid("SCOPE_INVALID", field, "scopes are non-empty tokens without spaces")
+    return tuple(dict.fromkeys(scopes))
+
+
+class ProviderRepository(Protocol):
+    async def add(
+        self, provider: Provider, sealed_secret: bytes | None, secret_key_id: str
+    ) -> None:
+        """Raises ProviderExists for a duplicate slug."""
+        ...
+
+    async def get(self, slug: str) -> Provider | None: ...
+
+    async def client_secret(self, slug: str) -> tuple[bytes, str] | None:
+        """The sealed client secret and the id of the key that sealed it."""
+        ...
+
+    async def page(self, after: str | None, limit: int) -> list[Provider]: ...
+
+    async def update(
+        self, provider: Provider, sealed_secret: bytes | None, secret_key_id: str
+    ) -> None:
+        """Replace the fields; the secret too when `sealed_secret` is given."""
+        ...
+
+    async def delete(self, slug: str) -> bool: ...
+
+    async def has_connections(self, slug: str) -> bool: ...
+
+
+class ProviderExists(Exception):
+    """A provider with that slug exists."""
