@@ -20,7 +20,9 @@ from keyhold.adapters.crypto.argon2_hasher import Argon2Hasher, Argon2Parameters
 from keyhold.adapters.crypto.checkpoints import JwsCheckpointSigner
 from keyhold.adapters.crypto.es256 import Es256KeyGenerator
 from keyhold.adapters.crypto.key_ring import KeyRing
+from keyhold.adapters.crypto.sealer import AeadSealer
 from keyhold.adapters.data import common_passwords
+from keyhold.adapters.oauth.client import HttpOAuthClient
 from keyhold.adapters.persistence.audit_feed import LocalAuditFeed
 from keyhold.adapters.persistence.audit_trail import SqlAuditTrail
 from keyhold.adapters.persistence.audit_writer import BatchingAuditAppender
@@ -35,6 +37,7 @@ from keyhold.adapters.persistence.notifications import (
     PostgresRevocationNotices,
     parse_revocation,
 )
+from keyhold.adapters.persistence.refresh_lock import SqlRefreshLock
 from keyhold.adapters.persistence.refresh_rotation import SqlRefreshTokenRotator
 from keyhold.adapters.persistence.service_accounts import SqlServiceAccountLookup
 from keyhold.adapters.persistence.session_state import SqlSessionState
@@ -50,7 +53,7 @@ from keyhold.api.reflection import enable_reflection
 from keyhold.api.registration import register_service
 from keyhold.api.servicers.audit import AuditServicer
 from keyhold.api.servicers.identity import IdentityServicer, IdentityUseCases
-from keyhold.api.servicers.provider import ProviderServicer
+from keyhold.api.servicers.provider import ProviderServicer, ProviderUseCases
 from keyhold.application.audit.recorder import AuditRecorder
 from keyhold.application.audit.trail import AuditTrailReader
 from keyhold.application.identity.introspection import TokenIntrospection
@@ -62,6 +65,8 @@ from keyhold.application.identity.sessions import SessionLifetimes, Sessions
 from keyhold.application.identity.signing_keys import SigningKeyRotation, SigningKeys
 from keyhold.application.identity.users import Users
 from keyhold.application.identity.verification import EmailVerification
+from keyhold.application.provider.catalog import ProviderCatalog
+from keyhold.application.provider.connections import Connections
 from keyhold.audit.v1 import audit_service_pb2
 from keyhold.domain.clock import Clock, SystemClock
 from keyhold.domain.errors import Unavailable
@@ -108,6 +113,8 @@ class KeyholdServer:
     audit_reader: AuditTrailReader
     audit_listener: PostgresListener | None
     identity: IdentityUseCases
+    providers: ProviderUseCases
+    oauth: HttpOAuthClient
     hasher: Argon2Hasher
     port: int = 0
     _key_refresher: asyncio.Task[None] | None = None
@@ -147,6 +154,7 @@ class KeyholdServer:
         if self.audit_listener is not None:
             await self.audit_listener.stop()
         await self.database.dispose()
+        await self.oauth.close()
         self.hasher.close()
         log.info("stopped")
 
@@ -286,6 +294,26 @@ async def build_server(settings: Settings, clock: Clock | None = None) -> Keyhol
             settings.resolved_database_url,
             {AUDIT_CHANNEL: audit_feed.announced, REVOCATION_CHANNEL: revocation_announced},
         )
+    oauth = HttpOAuthClient(
+        timeout_seconds=settings.provider_timeout_seconds,
+        retries=settings.provider_retries,
+        breaker_threshold=settings.provider_breaker_threshold,
+        breaker_cooldown_seconds=settings.provider_breaker_cooldown_seconds,
+    )
+    sealer = AeadSealer(database.aead)
+    connections = Connections(
+        unit_of_work,
+        oauth,
+        sealer,
+        SqlRefreshLock(database),
+        audit_recorder,
+        clock,
+        refresh_margin=timedelta(seconds=settings.provider_refresh_margin_seconds),
+    )
+    authorizer.register_owner_resolver("connections", connections.owner_of)
+    provider_use_cases = ProviderUseCases(
+        ProviderCatalog(unit_of_work, sealer, audit_recorder, clock), connections
+    )
     interceptor = PolicyInterceptor(
         policies,
         Authenticator(access_tokens),
@@ -303,12 +331,10 @@ async def build_server(settings: Settings, clock: Clock | None = None) -> Keyhol
             ("grpc.so_reuseport", 0),
         ],
     )
-    # Methods not built yet fall through to the generated base classes, which answer
-    # UNIMPLEMENTED; the stubs mark them abstract.
     servicers = (
         IdentityServicer(identity),
         AuditServicer(audit_reader),
-        ProviderServicer(),  # type: ignore[abstract]
+        ProviderServicer(provider_use_cases),
     )
     for service, servicer in zip(SERVICES, servicers, strict=True):
         register_service(server, service, servicer, interceptor)
@@ -331,6 +357,8 @@ async def build_server(settings: Settings, clock: Clock | None = None) -> Keyhol
         audit_reader=audit_reader,
         audit_listener=audit_listener,
         identity=identity,
+        providers=provider_use_cases,
+        oauth=oauth,
         hasher=hasher,
     )
 

@@ -82,6 +82,13 @@ class Settings(BaseSettings):
     session_cache_seconds: float = Field(
         5.0, ge=0, le=300, description="how long a session's liveness is cached per process"
     )
+    provider_refresh_margin_seconds: int = Field(
+        60, ge=0, le=3600, description="refresh upstream tokens expiring within this"
+    )
+    provider_timeout_seconds: float = Field(10.0, gt=0, le=120, description="per HTTP call")
+    provider_retries: int = Field(2, ge=0, le=5, description="retries for network errors and 5xx")
+    provider_breaker_threshold: int = Field(5, ge=1, le=100, description="failures to open")
+    provider_breaker_cooldown_seconds: float = Field(30.0, gt=0, le=3600)
     shutdown_grace_seconds: float = Field(10.0, ge=0, le=300)
     health_check_interval_seconds: float = Field(5.0, gt=0, le=300)
     audit_retention_days: int = Field(

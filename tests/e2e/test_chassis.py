@@ -13,6 +13,9 @@ from keyhold.identity.v1 import identity_service_pb2 as pb
 from keyhold.identity.v1 import identity_service_pb2_grpc as pb_grpc
 from keyhold.provider.v1 import provider_service_pb2 as provider_pb
 from keyhold.provider.v1 import provider_service_pb2_grpc as provider_grpc
+from keyhold.api.interceptor import PolicyInterceptor
+from keyhold.api.pipeline.authentication import Authenticator
+from keyhold.api.policy import load_policies
 from keyhold.server import SERVICES, KeyholdServer
 from tests.support.servers import bearer, service_token, signed_in
 from tests.support.status import rich_error
@@ -119,16 +122,51 @@ async def test_admin_passes_the_role_check(server: Server) -> None:
     assert [user.email for user in response.users] == ["admin@example.com"]
 
 
-async def test_unbuilt_methods_answer_unimplemented_after_the_interceptors(
+async def test_a_method_not_built_answers_unimplemented_after_the_pipeline(
     server: Server,
 ) -> None:
-    app, channel = server
-    with pytest.raises(grpc.aio.AioRpcError) as caught:
-        await provider_grpc.ProviderServiceStub(channel).ListProviders(
-            provider_pb.ListProvidersRequest(), metadata=bearer(await user_token(app))
-        )
-    error = rich_error(caught.value)
-    assert (error.code, error.reason) == (grpc.StatusCode.UNIMPLEMENTED, "NOT_IMPLEMENTED")
+    """The generated base servicer raises NotImplementedError; behind the pipeline that
+    becomes UNIMPLEMENTED with an ErrorInfo, once the caller passed authentication."""
+    app, _ = server
+    token = await user_token(app)
+    interceptor = PolicyInterceptor(
+        load_policies(SERVICES),
+        Authenticator(app.access_tokens),
+        app.authorizer,
+        app.rate_limit_gate,
+    )
+    base = provider_grpc.ProviderServiceServicer()  # nothing overridden
+    handler = grpc.unary_unary_rpc_method_handler(base.ListProviders)
+    wrapped = interceptor.wrap("/keyhold.provider.v1.ProviderService/ListProviders", handler)
+
+    class Context:
+        def invocation_metadata(self) -> tuple[tuple[str, str], ...]:
+            return (("authorization", f"Bearer {token}"),)
+
+        def peer(self) -> str:
+            return "ipv4:127.0.0.1:1"
+
+        def set_trailing_metadata(self, metadata: object) -> None:
+            pass
+
+        def set_code(self, code: object) -> None:  # the generated base class sets these
+            pass
+
+        def set_details(self, details: object) -> None:
+            pass
+
+        async def abort(self, code: grpc.StatusCode, details: str, trailing: object) -> None:
+            raise AbortedWith(code, details)
+
+    with pytest.raises(AbortedWith) as caught:
+        await wrapped.unary_unary(provider_pb.ListProvidersRequest(), Context())
+    assert caught.value.code is grpc.StatusCode.UNIMPLEMENTED
+    assert "not implemented" in caught.value.details
+
+
+class AbortedWith(Exception):
+    def __init__(self, code: grpc.StatusCode, details: str) -> None:
+        self.code, self.details = code, details
 
 
 async def test_scope_is_required_and_granted(server: Server) -> None:
@@ -144,7 +182,7 @@ async def test_scope_is_required_and_granted(server: Server) -> None:
             request,
             metadata=bearer(await a_service_token(app, scopes=("provider.credentials.read",))),
         )
-    assert caught.value.code() is grpc.StatusCode.UNIMPLEMENTED
+    assert rich_error(caught.value).reason == "CONNECTION_NOT_FOUND"  # past the scope check
 
 
 async def test_streaming_method_passes_the_pipeline(server: Server) -> None:

@@ -30,6 +30,14 @@ class Action(StrEnum):
     SERVICE_ACCOUNT_CREATE = "identity.service_account.create"
     SERVICE_ACCOUNT_DELETE = "identity.service_account.delete"
     SERVICE_TOKEN_CREATE = "identity.service_token.create"
+    PROVIDER_CREATE = "provider.provider.create"
+    PROVIDER_UPDATE = "provider.provider.update"
+    PROVIDER_DELETE = "provider.provider.delete"
+    CONNECTION_START = "provider.connection.start"
+    CONNECTION_COMPLETE = "provider.connection.complete"
+    CONNECTION_REFRESH = "provider.connection.refresh"
+    CONNECTION_DELETE = "provider.connection.delete"
+    CREDENTIAL_READ = "provider.credential.read"
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +49,7 @@ class ActionInfo:
 
 _AUDIT = "/keyhold.audit.v1.AuditService/"
 _IDENTITY = "/keyhold.identity.v1.IdentityService/"
+_PROVIDER = "/keyhold.provider.v1.ProviderService/"
 
 REGISTRY: dict[Action, ActionInfo] = {
     Action.ACCESS_DENIED: ActionInfo(
@@ -85,6 +94,24 @@ REGISTRY: dict[Action, ActionInfo] = {
     ),
     Action.SERVICE_TOKEN_CREATE: ActionInfo(
         "service-account", _IDENTITY + "CreateServiceToken", "client-credentials grant"
+    ),
+    Action.PROVIDER_CREATE: ActionInfo("provider", _PROVIDER + "CreateProvider", "catalog"),
+    Action.PROVIDER_UPDATE: ActionInfo("provider", _PROVIDER + "UpdateProvider", "catalog"),
+    Action.PROVIDER_DELETE: ActionInfo("provider", _PROVIDER + "DeleteProvider", "catalog"),
+    Action.CONNECTION_START: ActionInfo(
+        "connection", _PROVIDER + "StartConnection", "OAuth authorization or API key link"
+    ),
+    Action.CONNECTION_COMPLETE: ActionInfo(
+        "connection", _PROVIDER + "CompleteConnection", "authorization code exchanged"
+    ),
+    Action.CONNECTION_REFRESH: ActionInfo(
+        "connection", None, "upstream tokens refreshed (RefreshConnection, or before a read)"
+    ),
+    Action.CONNECTION_DELETE: ActionInfo(
+        "connection", _PROVIDER + "DeleteConnection", "credentials wiped, upstream revoked"
+    ),
+    Action.CREDENTIAL_READ: ActionInfo(
+        "connection", _PROVIDER + "GetConnectionCredential", "an upstream credential read"
     ),
 }
 

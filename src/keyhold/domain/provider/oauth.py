@@ -14,7 +14,7 @@ class TokenSet:
     refresh_token: str = field(default="", repr=False)
     expires_in: int | None = None
     scope: str | None = None
-    token_type: str = "Bearer"
+    token_type: str = "Bearer"  # noqa: S105 - a token type name, not a secret
 
 
 class OAuthError(Exception):

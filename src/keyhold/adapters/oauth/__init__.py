@@ -1,0 +1,1 @@
+"""Calling providers' OAuth 2.0 endpoints over HTTP."""

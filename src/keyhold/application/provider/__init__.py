@@ -1,0 +1,1 @@
+"""Provider use cases: the catalog, connecting, and keeping credentials fresh."""
