@@ -7,15 +7,15 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from keyhold.api.interceptor import PolicyInterceptor
+from keyhold.api.pipeline.authentication import Authenticator
+from keyhold.api.policy import load_policies
 from keyhold.audit.v1 import audit_service_pb2 as audit_pb
 from keyhold.audit.v1 import audit_service_pb2_grpc as audit_grpc
 from keyhold.identity.v1 import identity_service_pb2 as pb
 from keyhold.identity.v1 import identity_service_pb2_grpc as pb_grpc
 from keyhold.provider.v1 import provider_service_pb2 as provider_pb
 from keyhold.provider.v1 import provider_service_pb2_grpc as provider_grpc
-from keyhold.api.interceptor import PolicyInterceptor
-from keyhold.api.pipeline.authentication import Authenticator
-from keyhold.api.policy import load_policies
 from keyhold.server import SERVICES, KeyholdServer
 from tests.support.servers import bearer, service_token, signed_in
 from tests.support.status import rich_error
