@@ -131,6 +131,16 @@ def _keys_rotate(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _rotate_vault(settings: Settings, args: argparse.Namespace) -> int:
+    from keyhold.adapters.persistence.vault_rotation import reseal_all
+
+    async def reseal(app: KeyholdServer) -> str:
+        return str(await reseal_all(app.database))
+
+    print(f"re-encrypted {_offline(settings, reseal)} rows under the newest key")
+    return 0
+
+
 def _create_admin(settings: Settings, args: argparse.Namespace) -> int:
     from keyhold.domain.errors import DomainError
 
@@ -186,6 +196,10 @@ def _parser() -> argparse.ArgumentParser:
     keys.add_parser("rotate", help="make a new signing key the signer").set_defaults(
         run=_keys_rotate
     )
+    keys.add_parser(
+        "rotate-vault",
+        help="re-encrypt every sealed secret under the newest KEYHOLD_KEY_ENCRYPTION_KEYS key",
+    ).set_defaults(run=_rotate_vault)
     users = commands.add_parser("users", help="users").add_subparsers(
         dest="users_command", required=True
     )
