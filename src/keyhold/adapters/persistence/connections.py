@@ -93,7 +93,7 @@ class SqlConnectionRepository:
             values.update(
                 state_hash=pending.state_hash,
                 verifier_ciphertext=self._seal(
-                    connection.id, "code_verifier", pending.code_verifier
+                    connection.id, "verifier", pending.code_verifier
                 ),
                 authorize_expires_at=pending.expires_at,
             )
@@ -117,7 +117,7 @@ class SqlConnectionRepository:
         pending = PendingAuthorization(
             state_hash=state_hash,
             code_verifier=self._open(
-                row.id, "code_verifier", row.verifier_ciphertext, row.credential_key_id
+                row.id, "verifier", row.verifier_ciphertext, row.credential_key_id
             ),
             redirect_uri=row.redirect_uri,
             expires_at=row.authorize_expires_at,
