@@ -92,9 +92,7 @@ class SqlConnectionRepository:
         if pending is not None:
             values.update(
                 state_hash=pending.state_hash,
-                verifier_ciphertext=self._seal(
-                    connection.id, "verifier", pending.code_verifier
-                ),
+                verifier_ciphertext=self._seal(connection.id, "verifier", pending.code_verifier),
                 authorize_expires_at=pending.expires_at,
             )
         if credentials is not None:

@@ -318,9 +318,10 @@ class Connections:
             if current is None or credentials is None:
                 raise connection_not_found(connection.name)
             self._require_active(current)
-            refreshed_meanwhile = current.last_refresh_at != connection.last_refresh_at
-            if (refreshed_meanwhile or not force) and not self._expiring(current):
+            if current.last_refresh_at != connection.last_refresh_at:
                 return current, credentials  # another caller refreshed while we waited
+            if not force and not self._expiring(current):
+                return current, credentials
             if not credentials.refresh_token:
                 raise FailedPrecondition(
                     "NOT_REFRESHABLE", "the provider gave no refresh token", domain=DOMAIN
