@@ -486,3 +486,70 @@ async def test_a_failing_provider_opens_its_breaker_and_other_rpcs_carry_on(
         )
         assert who.subject.startswith("users/")
         provider.reset_faults()
+
+
+async def test_every_provider_rpc_is_audited(world: World, provider: FakeOAuthProvider) -> None:
+    await world.create_oauth_provider(provider)
+    connection = await world.connect(provider)
+    await world.stub.ListProviders(pb.ListProvidersRequest(), metadata=world.user)
+    await world.stub.GetConnection(
+        pb.GetConnectionRequest(name=connection.name), metadata=world.user
+    )
+    await world.stub.ListConnections(
+        pb.ListConnectionsRequest(parent="users/me"), metadata=world.user
+    )
+    await world.credential(connection.name)
+    async with world.app.database.engine.connect() as db:
+        actions = set(
+            (await db.execute(text("SELECT action FROM audit_events WHERE outcome = 'succeeded'")))
+            .scalars()
+            .all()
+        )
+    assert {
+        "provider.provider.create",
+        "provider.connection.start",
+        "provider.connection.complete",
+        "provider.providers.list",
+        "provider.connection.get",
+        "provider.connections.list",
+        "provider.credential.read",
+    } <= actions
+
+
+async def test_rotate_vault_reseals_everything_under_the_newest_key(
+    tmp_path: Path, provider: FakeOAuthProvider
+) -> None:
+    import base64
+    import os
+
+    from keyhold.adapters.persistence.vault_rotation import reseal_all
+    from keyhold.server import build_server
+
+    old = "k1:" + base64.b64encode(os.urandom(32)).decode()
+    async with running_server(settings_for(tmp_path, key_encryption_keys=old)) as (app, channel):
+        world = await World(app, channel).setup()
+        await world.create_oauth_provider(provider)
+        connection = await world.connect(provider)
+    both = old + ",k2:" + base64.b64encode(os.urandom(32)).decode()
+    rotated = await build_server(settings_for(tmp_path, key_encryption_keys=both))
+    try:
+        assert await reseal_all(rotated.database) >= 3  # signing key, provider, connection
+        assert await reseal_all(rotated.database) == 0  # nothing left under k1
+        async with rotated.database.engine.connect() as db:
+            key_ids = set(
+                (await db.execute(text("SELECT credential_key_id FROM connections"))).scalars()
+            ) | set(
+                (await db.execute(text("SELECT encryption_key_id FROM signing_keys"))).scalars()
+            )
+        assert key_ids == {"k2"}
+    finally:
+        await rotated.database.dispose()
+        rotated.hasher.close()
+        await rotated.oauth.close()
+    only_new = "k2:" + both.rpartition("k2:")[2]
+    async with running_server(settings_for(tmp_path, key_encryption_keys=only_new)) as (app, ch):
+        reader = bearer(await service_token(app, ("provider.credentials.read",)))
+        credential = await pb_grpc.ProviderServiceStub(ch).GetConnectionCredential(
+            pb.GetConnectionCredentialRequest(name=connection.name), metadata=reader
+        )
+        assert credential.access_token == provider.issued_access_tokens[-1]

@@ -174,7 +174,10 @@ class ProviderCatalog:
         cursor = decode_page_token(token, "providers")
         if cursor is not None and not isinstance(cursor, str):
             raise invalid("PAGE_TOKEN_INVALID", "page_token", "use next_page_token")
-        async with self._unit_of_work() as uow:
+        async with (
+            self._recorder.attempt(Action.PROVIDERS_LIST, "providers"),
+            self._unit_of_work() as uow,
+        ):
             found = await uow.providers.page(cursor, limit + 1)
         if len(found) <= limit:
             return found, ""

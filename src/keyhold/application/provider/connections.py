@@ -239,14 +239,18 @@ class Connections:
         return connection
 
     async def get(self, name: str) -> Connection:
-        return await self._owned(name)
+        async with self._recorder.attempt(Action.CONNECTION_GET, name[:256]):
+            return await self._owned(name)
 
     async def page(self, parent: str, size: int, token: str) -> tuple[list[Connection], str]:
         user_id = user_id_from_name(parent, current_call().principal.subject, "parent")
         limit = page_size(size)
         query = ["connections", user_id]
         before = time_id_cursor(decode_page_token(token, query))
-        async with self._unit_of_work() as uow:
+        async with (
+            self._recorder.attempt(Action.CONNECTIONS_LIST, f"users/{user_id}"),
+            self._unit_of_work() as uow,
+        ):
             found = await uow.connections.page(user_id, before, limit + 1)
         if len(found) <= limit:
             return found, ""

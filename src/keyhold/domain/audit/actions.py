@@ -38,6 +38,9 @@ class Action(StrEnum):
     CONNECTION_REFRESH = "provider.connection.refresh"
     CONNECTION_DELETE = "provider.connection.delete"
     CREDENTIAL_READ = "provider.credential.read"
+    PROVIDERS_LIST = "provider.providers.list"
+    CONNECTION_GET = "provider.connection.get"
+    CONNECTIONS_LIST = "provider.connections.list"
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,6 +116,9 @@ REGISTRY: dict[Action, ActionInfo] = {
     Action.CREDENTIAL_READ: ActionInfo(
         "connection", _PROVIDER + "GetConnectionCredential", "an upstream credential read"
     ),
+    Action.PROVIDERS_LIST: ActionInfo("provider", _PROVIDER + "ListProviders", "catalog read"),
+    Action.CONNECTION_GET: ActionInfo("connection", _PROVIDER + "GetConnection", "read"),
+    Action.CONNECTIONS_LIST: ActionInfo("connection", _PROVIDER + "ListConnections", "read"),
 }
 
 _BY_RPC = {info.rpc: action for action, info in REGISTRY.items() if info.rpc is not None}
