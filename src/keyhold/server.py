@@ -111,7 +111,7 @@ class KeyholdServer:
     audit_trail: SqlAuditTrail
     audit_recorder: AuditRecorder
     audit_reader: AuditTrailReader
-    audit_listener: PostgresListener | None
+    listener: PostgresListener | None  # audit appends, revocations, key rotations
     identity: IdentityUseCases
     providers: ProviderUseCases
     oauth: HttpOAuthClient
@@ -127,8 +127,8 @@ class KeyholdServer:
         await self.server.start()
         await self.monitor.check_now()
         self.monitor.start()
-        if self.audit_listener is not None:
-            self.audit_listener.start()
+        if self.listener is not None:
+            self.listener.start()
         self._key_refresher = asyncio.create_task(self._refresh_keys(), name="keyhold-keys")
         log.info("serving", address=self.settings.listen_address, port=self.port)
         return self.port
@@ -151,8 +151,8 @@ class KeyholdServer:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._key_refresher
         await self.server.stop(self.settings.shutdown_grace_seconds if grace is None else grace)
-        if self.audit_listener is not None:
-            await self.audit_listener.stop()
+        if self.listener is not None:
+            await self.listener.stop()
         await self.database.dispose()
         await self.oauth.close()
         self.hasher.close()
@@ -202,7 +202,7 @@ async def build_server(settings: Settings, clock: Clock | None = None) -> Keyhol
         clock,
         issuer=settings.issuer,
     )
-    audit_listener = None
+    listener = None
     hasher = Argon2Hasher(
         Argon2Parameters(
             settings.argon2_memory_kib, settings.argon2_time_cost, settings.argon2_parallelism
@@ -290,7 +290,7 @@ async def build_server(settings: Settings, clock: Clock | None = None) -> Keyhol
             else:
                 revocations.apply(kind, ids)
 
-        audit_listener = PostgresListener(
+        listener = PostgresListener(
             settings.resolved_database_url,
             {AUDIT_CHANNEL: audit_feed.announced, REVOCATION_CHANNEL: revocation_announced},
         )
@@ -355,7 +355,7 @@ async def build_server(settings: Settings, clock: Clock | None = None) -> Keyhol
         audit_trail=audit_trail,
         audit_recorder=audit_recorder,
         audit_reader=audit_reader,
-        audit_listener=audit_listener,
+        listener=listener,
         identity=identity,
         providers=provider_use_cases,
         oauth=oauth,

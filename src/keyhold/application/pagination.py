@@ -6,9 +6,13 @@ import base64
 import binascii
 import hashlib
 import json
+from collections.abc import Callable
 from datetime import datetime
+from typing import TypeVar
 
 from keyhold.domain.errors import FieldViolation, InvalidArgument
+
+T = TypeVar("T")
 
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 500
@@ -77,3 +81,12 @@ def time_id_cursor(cursor: object) -> tuple[str, str] | None:
 
 def time_id_token(created: datetime, identifier: str, query: object) -> str:
     return encode_page_token([created.isoformat(), identifier], query)
+
+
+def page_of(found: list[T], limit: int, token_for: Callable[[T], str]) -> tuple[list[T], str]:
+    """Cut a `limit + 1` fetch to a page: the items, and the token for the next page (from
+    the page's last item), empty when nothing follows."""
+    if len(found) <= limit:
+        return found, ""
+    page = found[:limit]
+    return page, token_for(page[-1])

@@ -37,13 +37,25 @@ class Database:
         self.engine = engine
         self.aead = aead
         self.on_unavailable = on_unavailable
+        self._autocommit_engine = engine.execution_options(isolation_level="AUTOCOMMIT")
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[AsyncConnection]:
         """A connection in a transaction of its own; connection failures → Unavailable."""
+        async with self._translating(), self.engine.begin() as connection:
+            yield connection
+
+    @asynccontextmanager
+    async def autocommit(self) -> AsyncIterator[AsyncConnection]:
+        """A connection whose statements commit one by one (no BEGIN/COMMIT round trips),
+        for single reads and single atomic statements; connection failures → Unavailable."""
+        async with self._translating(), self._autocommit_engine.connect() as connection:
+            yield connection
+
+    @asynccontextmanager
+    async def _translating(self) -> AsyncIterator[None]:
         try:
-            async with self.engine.begin() as connection:
-                yield connection
+            yield
         except Exception as exc:
             translated = self.translate(exc)
             if translated is exc:

@@ -76,7 +76,6 @@ class PostgresRevocationNotices:
 
     def __init__(self, database: Database) -> None:
         self._database = database
-        self._autocommit = database.engine.execution_options(isolation_level="AUTOCOMMIT")
 
     async def publish(self, kind: str, ids: list[str]) -> None:
         chunks: list[list[str]] = [[]]
@@ -85,7 +84,7 @@ class PostgresRevocationNotices:
                 chunks.append([])
             chunks[-1].append(identifier)
         try:
-            async with self._autocommit.connect() as connection:
+            async with self._database.autocommit() as connection:
                 for chunk in chunks:
                     await connection.execute(
                         text("SELECT pg_notify(:channel, :payload)"),

@@ -56,7 +56,6 @@ class SqlRefreshTokenRotator:
     def __init__(self, database: Database, unit_of_work: Callable[[], SqlUnitOfWork]) -> None:
         self._database = database
         self._unit_of_work = unit_of_work
-        self._autocommit = database.engine.execution_options(isolation_level="AUTOCOMMIT")
 
     async def rotate(
         self, old_hash: bytes, new_hash: bytes, now: datetime, idle_until: datetime
@@ -69,13 +68,10 @@ class SqlRefreshTokenRotator:
         self, old_hash: bytes, new_hash: bytes, now: datetime, idle_until: datetime
     ) -> Rotation:
         params = {"old": old_hash, "new": new_hash, "now": now, "idle_until": idle_until}
-        try:
-            async with self._autocommit.connect() as connection:
-                row = (await connection.execute(_POSTGRES_ROTATION, params)).first()
-                if row is None:
-                    return await self._why_not_spent(connection, old_hash)
-        except Exception as exc:
-            raise self._database.translate(exc) from exc
+        async with self._database.autocommit() as connection:
+            row = (await connection.execute(_POSTGRES_ROTATION, params)).first()
+            if row is None:
+                return await self._why_not_spent(connection, old_hash)
         if row.id is None:
             return Rotation(RotationOutcome.ENDED, row.spent_session)
         session = Session(

@@ -72,14 +72,10 @@ class SqlServiceAccountRepository:
 class SqlServiceAccountLookup:
     def __init__(self, database: Database) -> None:
         self._database = database
-        self._autocommit = database.engine.execution_options(isolation_level="AUTOCOMMIT")
 
     async def _first(self, query: Any) -> Row[Any] | None:
-        try:
-            async with self._autocommit.connect() as connection:
-                return (await connection.execute(query)).first()
-        except Exception as exc:
-            raise self._database.translate(exc) from exc
+        async with self._database.autocommit() as connection:
+            return (await connection.execute(query)).first()
 
     async def by_client_id(self, client_id: str) -> ServiceAccount | None:
         row = await self._first(

@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 from keyhold.application.audit.recorder import AuditRecorder
-from keyhold.application.pagination import decode_page_token, encode_page_token, page_size
+from keyhold.application.pagination import decode_page_token, encode_page_token, page_of, page_size
 from keyhold.domain.audit.actions import Action
 from keyhold.domain.audit.chain import GENESIS_HASH, verify_chain
 from keyhold.domain.audit.events import AuditEvent, AuditFilter
@@ -120,10 +120,10 @@ class AuditTrailReader:
         async with self._recorder.attempt(Action.AUDIT_EVENTS_LIST, "audit-events", details) as at:
             events = await self._trail.newest_first(where, cursor, limit + 1)
             at.details["returned"] = str(min(len(events), limit))
-        if len(events) <= limit:
-            return AuditPage(events, "")
-        events = events[:limit]
-        return AuditPage(events, encode_page_token(events[-1].sequence, query))
+        page, next_token = page_of(
+            events, limit, lambda last: encode_page_token(last.sequence, query)
+        )
+        return AuditPage(page, next_token)
 
     async def get(self, sequence: int) -> AuditEvent:
         name = f"audit-events/{sequence}"

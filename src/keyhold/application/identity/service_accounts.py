@@ -12,6 +12,7 @@ from keyhold.application.identity.revocations import Revocations
 from keyhold.application.identity.secrets import MAX_SECRET_LENGTH, new_secret, secret_hash
 from keyhold.application.pagination import (
     decode_page_token,
+    page_of,
     page_size,
     time_id_cursor,
     time_id_token,
@@ -90,10 +91,9 @@ class ServiceAccounts:
         after = time_id_cursor(decode_page_token(token, "service-accounts"))
         async with self._unit_of_work() as uow:
             found = await uow.service_accounts.page(after, limit + 1)
-        if len(found) <= limit:
-            return found, ""
-        last = found[limit - 1]
-        return found[:limit], time_id_token(last.created_at, last.id, "service-accounts")
+        return page_of(
+            found, limit, lambda last: time_id_token(last.created_at, last.id, "service-accounts")
+        )
 
     async def delete(self, name: str) -> None:
         account_id = account_id_from_name(name)

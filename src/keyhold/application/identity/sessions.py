@@ -18,6 +18,7 @@ from keyhold.application.identity.secrets import (
 )
 from keyhold.application.pagination import (
     decode_page_token,
+    page_of,
     page_size,
     time_id_cursor,
     time_id_token,
@@ -190,10 +191,7 @@ class Sessions:
         before = time_id_cursor(decode_page_token(token, query))
         async with self._unit_of_work() as uow:
             found = await uow.sessions.live_for_user(user_id, self._clock.now(), before, limit + 1)
-        if len(found) <= limit:
-            return found, ""
-        last = found[limit - 1]
-        return found[:limit], time_id_token(last.created_at, last.id, query)
+        return page_of(found, limit, lambda last: time_id_token(last.created_at, last.id, query))
 
     async def delete(self, name: str) -> None:
         principal = current_call().principal

@@ -9,6 +9,7 @@ from keyhold.application.audit.recorder import AuditRecorder
 from keyhold.application.identity.revocations import Revocations
 from keyhold.application.pagination import (
     decode_page_token,
+    page_of,
     page_size,
     time_id_cursor,
     time_id_token,
@@ -117,10 +118,7 @@ class Users:
         after = time_id_cursor(cursor)
         async with self._unit_of_work() as uow:
             found = await uow.users.page(after, limit + 1)
-        if len(found) <= limit:
-            return found, ""
-        last = found[limit - 1]
-        return found[:limit], time_id_token(last.created_at, last.id, "users")
+        return page_of(found, limit, lambda last: time_id_token(last.created_at, last.id, "users"))
 
     async def update(self, name: str, patch: UserPatch, mask: list[str]) -> User:
         principal = current_call().principal

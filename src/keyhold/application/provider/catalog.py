@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from keyhold.application.audit.recorder import AuditRecorder
-from keyhold.application.pagination import decode_page_token, encode_page_token, page_size
+from keyhold.application.pagination import decode_page_token, encode_page_token, page_of, page_size
 from keyhold.domain.audit.actions import Action
 from keyhold.domain.clock import Clock
 from keyhold.domain.errors import AlreadyExists, FailedPrecondition, NotFound
@@ -179,6 +179,4 @@ class ProviderCatalog:
             self._unit_of_work() as uow,
         ):
             found = await uow.providers.page(cursor, limit + 1)
-        if len(found) <= limit:
-            return found, ""
-        return found[:limit], encode_page_token(found[limit - 1].slug, "providers")
+        return page_of(found, limit, lambda last: encode_page_token(last.slug, "providers"))

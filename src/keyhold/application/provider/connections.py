@@ -14,6 +14,7 @@ from urllib.parse import urlencode
 from keyhold.application.audit.recorder import AuditRecorder
 from keyhold.application.pagination import (
     decode_page_token,
+    page_of,
     page_size,
     time_id_cursor,
     time_id_token,
@@ -252,10 +253,7 @@ class Connections:
             self._unit_of_work() as uow,
         ):
             found = await uow.connections.page(user_id, before, limit + 1)
-        if len(found) <= limit:
-            return found, ""
-        last = found[limit - 1]
-        return found[:limit], time_id_token(last.created_at, last.id, query)
+        return page_of(found, limit, lambda last: time_id_token(last.created_at, last.id, query))
 
     async def owner_of(self, name: str) -> str | None:
         collection, _, connection_id = name.partition("/")
