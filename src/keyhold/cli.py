@@ -24,6 +24,15 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
 
     if args.address:
         settings = settings.model_copy(update={"listen_address": args.address})
+    workers = args.workers or settings.workers
+    if workers > 1:
+        from keyhold.workers import WorkerConfigError, supervise
+
+        try:
+            return supervise(settings, workers)
+        except WorkerConfigError as error:
+            print(f"keyhold serve: {error}", file=sys.stderr)
+            return 2
     asyncio.run(serve(settings))
     return 0
 
@@ -168,11 +177,23 @@ def _create_admin(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="keyhold", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     serve = commands.add_parser("serve", help="run the gRPC server")
     serve.add_argument("--address", help="host:port to listen on (KEYHOLD_LISTEN_ADDRESS)")
+    serve.add_argument(
+        "--workers",
+        type=_positive,
+        help="server processes sharing the port (KEYHOLD_WORKERS)",
+    )
     serve.set_defaults(run=_serve)
     migrate = commands.add_parser("migrate", help="apply database migrations")
     migrate.set_defaults(run=_migrate)

@@ -26,6 +26,6 @@ def configure_logging(log_format: Literal["json", "console"], level: str = "info
         wrapper_class=structlog.make_filtering_bound_logger(
             logging.getLevelNamesMapping()[level.upper()]
         ),
-        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
+        logger_factory=structlog.WriteLoggerFactory(sys.stderr),  # one write per line
         cache_logger_on_first_use=True,
     )

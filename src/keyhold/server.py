@@ -327,8 +327,9 @@ async def build_server(settings: Settings, clock: Clock | None = None) -> Keyhol
             # Equal soft and hard limits: between them gRPC rejects at random.
             ("grpc.max_metadata_size", settings.max_metadata_bytes),
             ("grpc.absolute_max_metadata_size", settings.max_metadata_bytes),
-            # A port already in use is an error, not a silent share with its holder.
-            ("grpc.so_reuseport", 0),
+            # One process: a port already in use is an error, not a silent share with
+            # its holder. Several workers share the port on purpose.
+            ("grpc.so_reuseport", 1 if settings.workers > 1 else 0),
         ],
     )
     servicers = (

@@ -29,7 +29,16 @@ class Settings(BaseSettings):
         description="SQLAlchemy async URL; default: SQLite file in data_dir. "
         "PostgreSQL: postgresql+asyncpg://user:password@host:5432/db",
     )
-    database_pool_size: int = Field(10, ge=1, le=200, description="PostgreSQL pool size")
+    database_pool_size: int = Field(
+        10, ge=1, le=200, description="PostgreSQL pool size, shared by all the workers"
+    )
+    workers: int = Field(
+        1,
+        ge=1,
+        le=64,
+        description="server processes sharing the listen port (SO_REUSEPORT); more than "
+        "one needs PostgreSQL",
+    )
     database_connect_timeout_seconds: float = Field(5.0, gt=0, le=60)
     database_statement_timeout_seconds: float = Field(10.0, gt=0, le=600)
     migrate_on_start: bool | None = Field(

@@ -1,0 +1,143 @@
+"""`keyhold serve --workers N`: N server processes sharing one listening port.
+
+The supervisor prepares the database once (migrations, the first signing key), then
+forks the workers before any gRPC object exists in it: gRPC core must not be running in
+a process that forks. Each worker runs its own event loop, gRPC server (bound with
+SO_REUSEPORT, so the kernel spreads new connections across them) and database pool, sized
+to share the configured total. SIGTERM or SIGINT to the supervisor drains every worker;
+a worker that dies on its own is restarted.
+
+Several workers need PostgreSQL: revocations and key rotations reach the other
+processes by NOTIFY, and the audit chain's appends are serialised by an advisory lock.
+The embedded SQLite database has neither, so it is served by one process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import sys
+import time
+from datetime import timedelta
+
+import structlog
+
+from keyhold.settings import Settings
+
+log = structlog.get_logger(__name__)
+RESTART_DELAY_SECONDS = 1.0
+
+
+class WorkerConfigError(ValueError):
+    """The settings cannot be served by several processes."""
+
+
+def worker_settings(settings: Settings, workers: int) -> Settings:
+    """One worker's settings: its share of the database pool, the port shared."""
+    if workers > 1 and settings.is_sqlite:
+        raise WorkerConfigError(
+            "several workers need PostgreSQL (KEYHOLD_DATABASE_URL): revocations and the "
+            "audit chain are coordinated through it; SQLite is served by one process"
+        )
+    if workers > 1 and settings.listen_address.rsplit(":", 1)[-1] == "0":
+        raise WorkerConfigError("several workers need a fixed port to share, not port 0")
+    return settings.model_copy(
+        update={
+            "workers": workers,
+            "database_pool_size": max(1, settings.database_pool_size // workers),
+            "migrate_on_start": False,
+        }
+    )
+
+
+async def prepare_database(settings: Settings) -> None:
+    """What must happen once, before the workers start: migrations and the first key."""
+    from keyhold.adapters.crypto.es256 import Es256KeyGenerator
+    from keyhold.adapters.persistence.database import Database
+    from keyhold.adapters.persistence.engine import create_engine
+    from keyhold.adapters.persistence.migrate import migrate
+    from keyhold.adapters.persistence.unit_of_work import unit_of_work_factory
+    from keyhold.application.identity.signing_keys import SigningKeys
+    from keyhold.domain.clock import SystemClock
+    from keyhold.server import encryption_keys
+
+    database = Database(create_engine(settings), encryption_keys(settings))
+    try:
+        if settings.should_migrate_on_start:
+            await migrate(database.engine)
+        window = timedelta(
+            seconds=settings.access_token_lifetime_seconds + settings.token_leeway_seconds
+        )
+        keys = SigningKeys(
+            unit_of_work_factory(database), Es256KeyGenerator(), SystemClock(), window
+        )
+        await keys.ensure_signer()
+    finally:
+        await database.dispose()
+
+
+def _run_worker(settings: Settings, index: int) -> None:
+    """The child's whole life; never returns."""
+    from keyhold.server import serve
+
+    code = 0
+    try:
+        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            signal.signal(signum, signal.SIG_DFL)
+        structlog.contextvars.bind_contextvars(worker=index)
+        asyncio.run(serve(settings))
+    except BaseException:  # the child must never unwind into the supervisor's code
+        log.exception("worker_failed", worker=index)
+        code = 1
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+
+
+def _spawn(settings: Settings, index: int) -> int:
+    pid = os.fork()
+    if pid == 0:
+        _run_worker(settings, index)
+    log.info("worker_started", worker=index, pid=pid)
+    return pid
+
+
+def supervise(settings: Settings, workers: int) -> int:
+    """Fork `workers` servers and wait; returns the exit code for the command."""
+    shared = worker_settings(settings, workers)
+    asyncio.run(prepare_database(settings))
+    stopping = False
+
+    def stop(signum: int, _frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+        for pid in running:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signum)
+
+    running: dict[int, int] = {}  # pid -> worker index
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, stop)
+    for index in range(workers):
+        running[_spawn(shared, index)] = index
+    failed = False
+    while running:
+        try:
+            pid, status = os.wait()
+        except ChildProcessError:
+            break
+        if pid not in running:
+            continue
+        index = running.pop(pid)
+        code = os.waitstatus_to_exitcode(status)
+        if stopping:  # a worker still starting up dies of the signal itself: also clean
+            failed |= code not in (0, -signal.SIGTERM, -signal.SIGINT)
+            continue
+        log.error("worker_exited", worker=index, pid=pid, exit_code=code)
+        time.sleep(RESTART_DELAY_SECONDS)
+        if not stopping:
+            running[_spawn(shared, index)] = index
+    return 1 if failed else 0
