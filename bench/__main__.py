@@ -11,6 +11,7 @@ import sys
 BENCHMARKS = {
     "audit-append": "bench.audit_append",
     "audit-query": "bench.audit_query",
+    "chart": "bench.chart",
     "client-verify": "bench.client_verify",
     "rpc": "bench.rpc",
 }

@@ -19,6 +19,7 @@ the `CallSpec` to load it with, preparing whatever state it needs through the RP
 from __future__ import annotations
 
 import argparse
+import asyncio
 import datetime as dt
 import json
 import os
@@ -27,7 +28,7 @@ import secrets
 import shutil
 import tempfile
 from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -42,14 +43,20 @@ from bench.serve_under_test import (
     keyhold_server,
     new_key_encryption_key,
 )
+from keyhold.audit.v1 import audit_service_pb2 as audit_pb
+from keyhold.audit.v1 import audit_service_pb2_grpc as audit_grpc
 from keyhold.identity.v1 import identity_service_pb2 as identity_pb
 from keyhold.identity.v1 import identity_service_pb2_grpc as identity_grpc
+from keyhold.provider.v1 import provider_service_pb2 as provider_pb
+from keyhold.provider.v1 import provider_service_pb2_grpc as provider_grpc
 from keyhold.server import KeyholdServer, build_server
 from keyhold.settings import Settings
 
 OWN_JSON_OPTION = True  # `--json PATH` is ours, not the dispatcher's flag
 ADMIN_DSN = "postgresql://postgres@127.0.0.1:5432/test"
 IDENTITY = "/keyhold.identity.v1.IdentityService/"
+AUDIT = "/keyhold.audit.v1.AuditService/"
+PROVIDER = "/keyhold.provider.v1.ProviderService/"
 
 ServerKind = Literal["bare", "keyhold"]
 
@@ -96,12 +103,16 @@ def bearer(token: str) -> list[tuple[str, str]]:
 Prepare = Callable[[Target], Awaitable[CallSpec]]
 
 
+Measure = Callable[[Target, ServerProcess, "LoadConfig"], Awaitable[list["Row"]]]
+
+
 @dataclass(frozen=True)
 class Scenario:
     name: str
     server: ServerKind
     summary: str
-    prepare: Prepare
+    prepare: Prepare | None = None  # one closed-loop load of one CallSpec
+    measure: Measure | None = None  # or a measurement of its own making
 
 
 SCENARIOS: dict[str, Scenario] = {}
@@ -109,8 +120,16 @@ SCENARIOS: dict[str, Scenario] = {}
 
 def scenario(name: str, server: ServerKind, summary: str) -> Callable[[Prepare], Prepare]:
     def register(prepare: Prepare) -> Prepare:
-        SCENARIOS[name] = Scenario(name, server, summary, prepare)
+        SCENARIOS[name] = Scenario(name, server, summary, prepare=prepare)
         return prepare
+
+    return register
+
+
+def measurement(name: str, server: ServerKind, summary: str) -> Callable[[Measure], Measure]:
+    def register(measure: Measure) -> Measure:
+        SCENARIOS[name] = Scenario(name, server, summary, measure=measure)
+        return measure
 
     return register
 
@@ -282,12 +301,110 @@ async def _bulk_sessions(app: KeyholdServer, email: str, count: int) -> list[str
     return tokens
 
 
+async def _service_bearer(target: Target, scopes: list[str]) -> list[tuple[str, str]]:
+    app = target._tokens()
+    account, secret = await app.identity.service_accounts.create("bench", scopes)
+    issued = await app.identity.service_accounts.issue_token(account.client_id, secret, [])
+    return bearer(issued.token.token)
+
+
+@scenario(
+    "audit-list",
+    "keyhold",
+    "AuditService/ListAuditEvents, a page of 50 of the newest events (scope audit.read)",
+)
+async def audit_list(target: Target) -> CallSpec:
+    metadata = await _service_bearer(target, ["audit.read"])
+    for _ in range(30):  # at least a page of events, even when this scenario runs first
+        await _bench_user(target)
+    request = audit_pb.ListAuditEventsRequest(page_size=50)
+    stub: Any = audit_grpc.AuditServiceStub(target.channel)
+    page = await stub.ListAuditEvents(request, metadata=metadata, timeout=10.0)
+    assert len(page.events) == 50, page
+    return CallSpec.of(AUDIT + "ListAuditEvents", request.SerializeToString(), metadata)
+
+
+@scenario(
+    "credential",
+    "keyhold",
+    "ProviderService/GetConnectionCredential of a fresh (API-key) connection: owner and "
+    "scope checks, decryption, an audited read",
+)
+async def credential(target: Target) -> CallSpec:
+    app = target._tokens()
+    suffix = secrets.token_hex(3)
+    admin_email, user_email = f"admin-{suffix}@example.com", f"user-{suffix}@example.com"
+    await app.identity.users.create(
+        admin_email, BENCH_PASSWORD, "Admin", roles=frozenset({"admin", "user"})
+    )
+    await app.identity.users.create(user_email, BENCH_PASSWORD, "User", roles=frozenset({"user"}))
+    admin = await app.identity.sessions.login(admin_email, BENCH_PASSWORD, "bench")
+    user = await app.identity.sessions.login(user_email, BENCH_PASSWORD, "bench")
+    stub: Any = provider_grpc.ProviderServiceStub(target.channel)
+    await stub.CreateProvider(
+        provider_pb.CreateProviderRequest(
+            provider_id=f"broker-{suffix}",
+            provider=provider_pb.Provider(
+                display_name="Broker", auth_type=provider_pb.AUTH_TYPE_API_KEY
+            ),
+        ),
+        metadata=bearer(admin.access_token.token),
+        timeout=10.0,
+    )
+    started = await stub.StartConnection(
+        provider_pb.StartConnectionRequest(
+            provider=f"providers/broker-{suffix}", api_key="bench-api-key-" + suffix
+        ),
+        metadata=bearer(user.access_token.token),
+        timeout=10.0,
+    )
+    metadata = await _service_bearer(target, ["provider.credentials.read"])
+    request = provider_pb.GetConnectionCredentialRequest(name=started.connection.name)
+    check = await stub.GetConnectionCredential(request, metadata=metadata, timeout=10.0)
+    assert check.access_token == "bench-api-key-" + suffix, check
+    return CallSpec.of(
+        PROVIDER + "GetConnectionCredential", request.SerializeToString(), metadata
+    )
+
+
 @scenario("jwks", "keyhold", "IdentityService/GetJwks, public, no token")
 async def jwks(target: Target) -> CallSpec:
     request = identity_pb.GetJwksRequest()
     response = await target.identity.GetJwks(request, timeout=5.0)
     assert response.keys, response
     return CallSpec.of(IDENTITY + "GetJwks", request.SerializeToString())
+
+
+# The cheap RPC's load during the storm is light (it must not saturate the server by
+# itself, or its p99 would measure its own queue); the storm is closed-loop logins.
+STORM_CHEAP_LOAD = {"channels": 1, "concurrency": 4}
+STORM_LOGIN_LOAD = {"channels": 2, "concurrency": 8}
+
+
+@measurement(
+    "login-storm",
+    "keyhold",
+    "p99 of WhoAmI (1x4 outstanding) alone, then during a closed-loop CreateSession storm "
+    "(2x8 outstanding, Argon2id m=7 MiB t=5)",
+)
+async def login_storm(target: Target, server: ServerProcess, config: LoadConfig) -> list[Row]:
+    cheap = await whoami(target)
+    logins = await login(target)
+    light = replace(config, processes=1, **STORM_CHEAP_LOAD)
+    quiet = await run_load(server.address, cheap, light, sample=server.cpu_seconds)
+    rows = [_row("whoami-quiet", quiet, server)]
+    _print_row(rows[-1])
+    during, storm = await asyncio.gather(
+        run_load(server.address, cheap, light, sample=server.cpu_seconds),
+        run_load(server.address, logins, replace(config, processes=1, **STORM_LOGIN_LOAD)),
+    )
+    for name, result in (("whoami-storm", during), ("login-storm", storm)):
+        rows.append(_row(name, result, server))
+        _print_row(rows[-1])
+    rows[1].calls_per_server_cpu_second = None  # the server's CPU went to both loads
+    ratio = during.latency_ms["p99"] / quiet.latency_ms["p99"]
+    print(f"whoami p99 during the login storm / without it: {ratio:.2f} (target <= 3)")
+    return rows
 
 
 @dataclass
@@ -302,7 +419,8 @@ class Row:
     calls: int
     warmup_calls: int
     server_cpu_seconds: float | None
-    server_peak_rss_mb: float
+    server_peak_rss_mb: float  # the largest server process's, with several workers
+    group: str = ""  # the scenario that produced the row
 
 
 def _row(name: str, result: LoadResult, server: ServerProcess) -> Row:
@@ -327,10 +445,19 @@ async def _measure(
 ) -> list[Row]:
     rows = []
     for each in scenarios:
+        if each.measure is not None:
+            produced = await each.measure(target, server, config)
+            for row in produced:
+                row.group = each.name
+            rows += produced
+            server.check_alive()
+            continue
+        assert each.prepare is not None
         spec = await each.prepare(target)
         result = await run_load(server.address, spec, config, sample=server.cpu_seconds)
         server.check_alive()
         rows.append(_row(each.name, result, server))
+        rows[-1].group = each.name
         _print_row(rows[-1])
     return rows
 
@@ -344,10 +471,15 @@ async def _run_bare(scenarios: list[Scenario], config: LoadConfig, tmp: Path) ->
 
 
 async def _run_keyhold(
-    scenarios: list[Scenario], config: LoadConfig, tmp: Path, database_url: str | None
+    scenarios: list[Scenario],
+    config: LoadConfig,
+    tmp: Path,
+    database_url: str | None,
+    workers: int = 1,
 ) -> list[Row]:
     key = new_key_encryption_key()
-    async with keyhold_server(tmp, key, database_url, extra_env=ARGON2_ENV) as server:
+    env = {**ARGON2_ENV, "KEYHOLD_WORKERS": str(workers)}
+    async with keyhold_server(tmp, key, database_url, extra_env=env) as server:
         # The same database and key as the server: its signing key signs our tokens.
         settings = Settings(
             _env_file=None,
@@ -379,8 +511,8 @@ def _print_row(row: Row) -> None:
     errors = ", ".join(f"{code} {count}" for code, count in row.errors.items()) or "0"
     print(
         f"{row.scenario:<12} {row.calls_per_second:>9,.0f} "
-        f"{per_cpu if per_cpu is None else format(per_cpu, ',.0f'):>15} "
-        f"{row.server_cores:>9} {row.load_cores:>10} "
+        f"{'-' if per_cpu is None else format(per_cpu, ',.0f'):>15} "
+        f"{'-' if row.server_cores is None else row.server_cores:>9} {row.load_cores:>10} "
         f"{latency['p50']:>7.2f} {latency['p90']:>7.2f} {latency['p99']:>7.2f} "
         f"{latency['p99.9']:>8.2f} {row.server_peak_rss_mb:>7.1f}  {errors}",
         flush=True,
@@ -430,7 +562,11 @@ def _parser() -> argparse.ArgumentParser:
     database.add_argument(
         "--postgres", action="store_true", help="a throwaway database on the local PostgreSQL"
     )
+    parser.add_argument(
+        "--workers", type=int, default=1, help="keyhold serve --workers (needs PostgreSQL)"
+    )
     parser.add_argument("--json", metavar="PATH", type=Path, help="write the results here")
+    parser.add_argument("--chart", metavar="PNG", type=Path, help="draw the results here")
     return parser
 
 
@@ -457,7 +593,7 @@ async def run(argv: list[str]) -> dict[str, Any]:
         f"{config.processes} load process(es) x {config.channels} channels x "
         f"{config.concurrency} outstanding; {config.warmup_seconds:g} s warm-up, "
         f"{config.seconds:g} s measured; database: "
-        f"{(database_url or 'sqlite').split(':', 1)[0]}"
+        f"{(database_url or 'sqlite').split(':', 1)[0]}; keyhold workers: {args.workers}"
     )
     print(HEADER, flush=True)
     rows: list[Row] = []
@@ -467,7 +603,7 @@ async def run(argv: list[str]) -> dict[str, Any]:
             if kind == "bare":
                 rows += await _run_bare(group, config, tmp)
             else:
-                rows += await _run_keyhold(group, config, tmp, database_url)
+                rows += await _run_keyhold(group, config, tmp, database_url, args.workers)
     except BaseException:
         print(f"failed; server logs kept in {tmp}")
         raise
@@ -476,8 +612,8 @@ async def run(argv: list[str]) -> dict[str, Any]:
     finally:
         if throwaway:
             await _drop_postgres(throwaway)
+    rows.sort(key=lambda row: names.index(row.group))  # stable: a group keeps its order
     by_name = {row.scenario: row for row in rows}
-    rows = [by_name[name] for name in names]
     ratio = None
     bare_row, whoami_row = by_name.get("bare"), by_name.get("whoami")
     bare_rate = bare_row.calls_per_server_cpu_second if bare_row else None
@@ -497,10 +633,16 @@ async def run(argv: list[str]) -> dict[str, Any]:
         },
         "config": asdict(config),
         "database": (database_url or "sqlite").split(":", 1)[0],
+        "workers": args.workers,
         "scenarios": [asdict(row) for row in rows],
         "whoami_over_bare_calls_per_server_cpu_second": ratio,
     }
     if args.json:
         args.json.write_text(json.dumps(results, indent=2) + "\n")
         print(f"results written to {args.json}")
+    if args.chart:
+        from bench.chart import draw
+
+        draw(results, args.chart)
+        print(f"chart written to {args.chart}")
     return results

@@ -81,10 +81,14 @@ def process_tree_cpu_seconds(pid: int) -> float:
 
 def peak_rss_mb(pid: int) -> float:
     """VmHWM (peak resident set size) of one process, in MB (10^6 bytes)."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except (FileNotFoundError, ProcessLookupError):
+        return 0.0
+    for line in status.splitlines():
         if line.startswith("VmHWM:"):
             return int(line.split()[1]) * 1024 / 1_000_000
-    return float("nan")
+    return 0.0
 
 
 @dataclass
@@ -102,7 +106,8 @@ class ServerProcess:
         return process_tree_cpu_seconds(self.pid)
 
     def peak_rss_mb(self) -> float:
-        return peak_rss_mb(self.pid)
+        """The largest peak of any process in the tree (a worker, when there are several)."""
+        return max(peak_rss_mb(each) for each in (self.pid, *_descendants(self.pid)))
 
     def log_tail(self, lines: int = 20) -> str:
         try:
