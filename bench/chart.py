@@ -58,7 +58,7 @@ async def run(argv: list[str]) -> dict[str, Any]:
     if len(argv) < 2:
         print(__doc__, file=sys.stderr)
         raise SystemExit(2)
-    runs = [json.loads(Path(each).read_text()) for each in argv[1:]]
+    runs = [json.loads(Path(each).read_text()) for each in argv[1:]]  # noqa: ASYNC240
     draw_runs(runs, Path(argv[0]))
     print(f"chart written to {argv[0]}")
     return {"chart": argv[0], "runs": argv[1:]}

@@ -362,9 +362,7 @@ async def credential(target: Target) -> CallSpec:
     request = provider_pb.GetConnectionCredentialRequest(name=started.connection.name)
     check = await stub.GetConnectionCredential(request, metadata=metadata, timeout=10.0)
     assert check.access_token == "bench-api-key-" + suffix, check
-    return CallSpec.of(
-        PROVIDER + "GetConnectionCredential", request.SerializeToString(), metadata
-    )
+    return CallSpec.of(PROVIDER + "GetConnectionCredential", request.SerializeToString(), metadata)
 
 
 @scenario("jwks", "keyhold", "IdentityService/GetJwks, public, no token")
