@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import os
 import signal
 import sys
@@ -28,6 +29,7 @@ from keyhold.settings import Settings
 
 log = structlog.get_logger(__name__)
 RESTART_DELAY_SECONDS = 1.0
+PR_SET_PDEATHSIG = 1  # <sys/prctl.h>
 
 
 class WorkerConfigError(ValueError):
@@ -78,7 +80,16 @@ async def prepare_database(settings: Settings) -> None:
         await database.dispose()
 
 
-def _run_worker(settings: Settings, index: int) -> None:
+def _die_with_supervisor(supervisor: int) -> None:
+    """Ask Linux to SIGTERM this worker when its supervisor dies, even by SIGKILL."""
+    if sys.platform == "linux":
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    if os.getppid() != supervisor:  # it died before the request took effect
+        os._exit(0)
+
+
+def _run_worker(settings: Settings, index: int, supervisor: int) -> None:
     """The child's whole life; never returns."""
     from keyhold.server import serve
 
@@ -86,6 +97,7 @@ def _run_worker(settings: Settings, index: int) -> None:
     try:
         for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             signal.signal(signum, signal.SIG_DFL)
+        _die_with_supervisor(supervisor)
         structlog.contextvars.bind_contextvars(worker=index)
         asyncio.run(serve(settings))
     except BaseException:  # the child must never unwind into the supervisor's code
@@ -98,9 +110,10 @@ def _run_worker(settings: Settings, index: int) -> None:
 
 
 def _spawn(settings: Settings, index: int) -> int:
+    supervisor = os.getpid()
     pid = os.fork()
     if pid == 0:
-        _run_worker(settings, index)
+        _run_worker(settings, index, supervisor)
     log.info("worker_started", worker=index, pid=pid)
     return pid
 

@@ -128,16 +128,8 @@ async def supervisor(tmp_path: Path) -> AsyncIterator[tuple[subprocess.Popen[byt
             yield process, port
         finally:
             if process.poll() is None:
-                process.kill()
+                process.kill()  # the workers follow it (PR_SET_PDEATHSIG)
                 await asyncio.to_thread(process.wait, 10)
-                for pid in _children_left(process.pid):
-                    os.kill(pid, signal.SIGKILL)
-
-
-def _children_left(pid: int) -> list[int]:
-    with contextlib.suppress(FileNotFoundError):
-        return _children(pid)
-    return []
 
 
 async def test_workers_share_the_port_and_each_serves_connections(
@@ -183,6 +175,27 @@ async def test_a_dead_worker_is_replaced_and_sigterm_stops_them_all(
     process.send_signal(signal.SIGTERM)
     assert await asyncio.to_thread(process.wait, 20) == 0
     assert not any(os.path.exists(f"/proc/{pid}") for pid in workers)  # noqa: ASYNC240
+
+
+async def test_workers_die_with_a_killed_supervisor(
+    supervisor: tuple[subprocess.Popen[bytes], int],
+) -> None:
+    process, _port = supervisor
+    workers = await _wait_for_workers(process, 2)
+    process.kill()
+    await asyncio.to_thread(process.wait, 10)
+    deadline = time.monotonic() + 15
+    while any(_alive(pid) for pid in workers):
+        assert time.monotonic() < deadline, "orphaned workers kept running"
+        await asyncio.sleep(0.1)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return False
+    return state != "Z"
 
 
 async def test_several_workers_on_sqlite_are_refused(tmp_path: Path) -> None:
