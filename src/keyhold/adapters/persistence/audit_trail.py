@@ -106,7 +106,7 @@ class SqlAuditTrail:
         return events
 
     async def _fetch(self, query: Select[Any]) -> list[AuditEvent]:
-        async with self._database.transaction() as connection:
+        async with self._database.autocommit() as connection:  # one read: no BEGIN/COMMIT
             return [_event(row) for row in await connection.execute(query)]
 
     async def head(self) -> AuditEvent | None:
@@ -150,7 +150,7 @@ class SqlAuditTrail:
         )
 
     async def first_sequence(self) -> int | None:
-        async with self._database.transaction() as connection:
+        async with self._database.autocommit() as connection:
             first: int | None = await connection.scalar(select(func.min(audit_events.c.sequence)))
             return first
 

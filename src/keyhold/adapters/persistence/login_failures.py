@@ -22,7 +22,7 @@ class SqlLoginFailureStore:
         self._database = database
 
     async def get(self, key: str) -> FailureCount:
-        async with self._database.transaction() as connection:
+        async with self._database.autocommit() as connection:
             row = (
                 await connection.execute(
                     select(login_failures.c.failures, login_failures.c.locked_until).where(
@@ -67,7 +67,7 @@ class SqlLoginFailureStore:
         return FailureCount(failures, locked_until)
 
     async def reset(self, key: str) -> None:
-        async with self._database.transaction() as connection:
+        async with self._database.autocommit() as connection:
             await connection.execute(
                 delete(login_failures).where(login_failures.c.key == _key(key))
             )

@@ -28,7 +28,7 @@ class SqlSessionState:
                 users.c.state == "active",
             )
         )
-        async with self._database.transaction() as connection:
+        async with self._database.autocommit() as connection:
             row = (await connection.execute(query)).first()
         now = self._now()
         return (
