@@ -4,6 +4,8 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 PY_PATHS := src tests scripts $(wildcard bench)
+# `make bench` runs the recorded RPC benchmark; `make bench BENCH_ARGS="rpc --help"` one part.
+BENCH_ARGS ?= report
 
 .PHONY: install generate lint format test run bench clean
 
