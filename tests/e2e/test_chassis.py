@@ -146,6 +146,9 @@ async def test_a_method_not_built_answers_unimplemented_after_the_pipeline(
         def peer(self) -> str:
             return "ipv4:127.0.0.1:1"
 
+        def auth_context(self) -> dict[str, list[bytes]]:
+            return {"transport_security_type": [b"insecure"]}
+
         def set_trailing_metadata(self, metadata: object) -> None:
             pass
 

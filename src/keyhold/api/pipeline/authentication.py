@@ -1,10 +1,13 @@
-"""Authentication: the bearer token in `authorization` metadata becomes the principal."""
+"""Authentication: the bearer token in `authorization` metadata becomes the principal,
+and the connection's TLS properties become the call's transport identity."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from typing import Protocol
 
 from keyhold.api.policy import MethodPolicy
+from keyhold.domain.call import TransportIdentity
 from keyhold.domain.errors import Unauthenticated
 from keyhold.domain.principal import ANONYMOUS, Principal
 
@@ -23,6 +26,26 @@ def _bearer_token(header: str) -> str:
             "CREDENTIALS_MALFORMED", "authorization must be `Bearer <token>`", domain=_DOMAIN
         )
     return token
+
+
+def _text(values: Iterable[bytes]) -> tuple[str, ...]:
+    return tuple(value.decode("utf-8", "replace") for value in values)
+
+
+def transport_identity(auth_context: Mapping[str, Iterable[bytes]]) -> TransportIdentity:
+    """The identity gRPC established for the connection (`ServicerContext.auth_context()`).
+
+    gRPC sets the `x509_*` properties only for a client certificate that passed
+    verification against the server's client CA.
+    """
+    security_type = _text(auth_context.get("transport_security_type", ()))
+    common_name = _text(auth_context.get("x509_common_name", ()))
+    return TransportIdentity(
+        security_type=security_type[0] if security_type else "",
+        client_certificate="x509_pem_cert" in auth_context,
+        common_name=common_name[0] if common_name else "",
+        subject_alternative_names=_text(auth_context.get("x509_subject_alternative_name", ())),
+    )
 
 
 class Authenticator:
