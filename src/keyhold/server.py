@@ -196,14 +196,20 @@ class KeyholdServer:
 
 
 def _certificates(settings: Settings) -> ReloadingCertificates | None:
-    if settings.tls_cert_file is not None and settings.tls_key_file is not None:
-        return ReloadingCertificates(
-            CertificateFiles(
-                settings.tls_cert_file, settings.tls_key_file, settings.tls_client_ca_file
-            )
-        )
-    if settings.allow_plaintext or is_loopback(settings.listen_address):
+    if settings.tls_cert_file is None or settings.tls_key_file is None:
+        check_plaintext_allowed(settings)
         return None
+    return ReloadingCertificates(
+        CertificateFiles(settings.tls_cert_file, settings.tls_key_file, settings.tls_client_ca_file)
+    )
+
+
+def check_plaintext_allowed(settings: Settings) -> None:
+    """Without TLS, serve only on loopback unless `allow_plaintext` says otherwise."""
+    if settings.tls_cert_file is not None or settings.allow_plaintext:
+        return
+    if is_loopback(settings.listen_address):
+        return
     raise TlsConfigurationError(
         f"refusing to serve plaintext on {settings.listen_address}: set KEYHOLD_TLS_CERT_FILE "
         "and KEYHOLD_TLS_KEY_FILE, listen on a loopback address, or set "
@@ -417,6 +423,7 @@ async def build_server(settings: Settings, clock: Clock | None = None) -> Keyhol
 
 async def serve(settings: Settings) -> None:
     """Run until SIGTERM or SIGINT, then shut down gracefully; SIGHUP rereads TLS files."""
+    check_plaintext_allowed(settings)  # before migrations, not only at start()
     app = await build_server(settings)
     try:
         await app.start()

@@ -7,15 +7,11 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import os
-import socket
-import ssl
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import grpc
 import pytest
-from cryptography import x509
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from keyhold.api.policy import MethodPolicy
@@ -26,65 +22,11 @@ from keyhold.domain.call import current_call
 from keyhold.identity.v1 import identity_service_pb2 as pb
 from keyhold.identity.v1 import identity_service_pb2_grpc as pb_grpc
 from keyhold.server import build_server
-from tests.support.pki import CertificateAuthority, Issued
+from tests.support.pki import CertificateAuthority, Pki, make_pki, served_serial
 from tests.support.servers import bearer, running_server, settings_for, signed_in
 from tests.support.status import rich_error
 
 WHOAMI = "/keyhold.identity.v1.IdentityService/WhoAmI"
-
-
-@dataclass
-class Pki:
-    """A CA with a server and a client certificate, and an unrelated CA's client."""
-
-    directory: Path
-    ca: CertificateAuthority
-    ca_file: Path
-    server_cert: Path
-    server_key: Path
-    server: Issued
-    client_cert: Path
-    client_key: Path
-    stranger_cert: Path
-    stranger_key: Path
-
-    def credentials(self, client: str | None = "client") -> grpc.ChannelCredentials:
-        if client is None:
-            return tls_channel_credentials(self.ca_file)
-        return tls_channel_credentials(
-            self.ca_file, self.directory / f"{client}.crt", self.directory / f"{client}.key"
-        )
-
-    def replace_server_certificate(self, issued: Issued) -> None:
-        """Swap both files by atomic renames, as a certificate manager does."""
-        for suffix, pem in (("key", issued.key_pem), ("crt", issued.cert_pem)):
-            staged = self.directory / f"server.{suffix}.new"
-            staged.write_bytes(pem)
-            os.replace(staged, self.directory / f"server.{suffix}")
-
-
-def make_pki(directory: Path) -> Pki:
-    ca = CertificateAuthority("Keyhold Test CA")
-    server = ca.server()
-    server_cert, server_key = server.write(directory, "server")
-    client_cert, client_key = ca.client(
-        "billing-service", uri="spiffe://example.test/ns/prod/sa/billing"
-    ).write(directory, "client")
-    stranger_cert, stranger_key = (
-        CertificateAuthority("Somebody Else's CA").client("billing-service").write(directory, "x")
-    )
-    return Pki(
-        directory,
-        ca,
-        ca.write(directory, "ca"),
-        server_cert,
-        server_key,
-        server,
-        client_cert,
-        client_key,
-        stranger_cert,
-        stranger_key,
-    )
 
 
 @pytest.fixture(scope="module")
@@ -130,19 +72,6 @@ async def refused_connection(target: str, credentials: grpc.ChannelCredentials |
     return caught.value.details() or ""
 
 
-def served_serial(port: int, pki: Pki) -> int:
-    """Serial number of the certificate a new TLS connection to `port` is shown."""
-    context = ssl.create_default_context(cafile=pki.ca_file)
-    context.load_cert_chain(pki.client_cert, pki.client_key)
-    with (
-        socket.create_connection(("127.0.0.1", port), timeout=5) as raw,
-        context.wrap_socket(raw, server_hostname="localhost") as secured,
-    ):
-        der = secured.getpeercert(binary_form=True)
-    assert der is not None
-    return x509.load_der_x509_certificate(der).serial_number
-
-
 async def test_calls_succeed_over_tls_and_plaintext_clients_are_refused(
     tmp_path: Path, pki: Pki
 ) -> None:
@@ -168,7 +97,7 @@ async def test_mutual_tls_admits_only_clients_with_a_certificate_from_the_client
         assert await check_health(channel) == health_pb2.HealthCheckResponse.SERVING
         target = f"127.0.0.1:{app.port}"
         await refused_connection(target, pki.credentials(client=None))
-        await refused_connection(target, pki.credentials(client="x"))
+        await refused_connection(target, pki.credentials(client="stranger"))
         await refused_connection(target, None)
 
 

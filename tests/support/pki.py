@@ -3,14 +3,21 @@
 from __future__ import annotations
 
 import ipaddress
+import os
+import socket
+import ssl
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Literal
 
+import grpc
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from keyhold.client import tls_channel_credentials
 
 
 @dataclass(frozen=True)
@@ -114,3 +121,71 @@ class CertificateAuthority:
         if names:
             builder = builder.add_extension(x509.SubjectAlternativeName(names), critical=False)
         return Issued(builder.sign(self._key, hashes.SHA256()), _key_pem(key))
+
+
+@dataclass
+class Pki:
+    """A CA with a server and a client certificate, and an unrelated CA's client."""
+
+    directory: Path
+    ca: CertificateAuthority
+    ca_file: Path
+    server_cert: Path
+    server_key: Path
+    server: Issued
+    client_cert: Path
+    client_key: Path
+
+    def credentials(
+        self, client: Literal["client", "stranger"] | None = "client"
+    ) -> grpc.ChannelCredentials:
+        """Trusting the CA; presenting its client certificate, the unrelated CA's, or none."""
+        if client is None:
+            return tls_channel_credentials(self.ca_file)
+        return tls_channel_credentials(
+            self.ca_file, self.directory / f"{client}.crt", self.directory / f"{client}.key"
+        )
+
+    def replace_server_certificate(self, issued: Issued) -> None:
+        """Swap both files by atomic renames, as a certificate manager does."""
+        for suffix, pem in (("key", issued.key_pem), ("crt", issued.cert_pem)):
+            staged = self.directory / f"server.{suffix}.new"
+            staged.write_bytes(pem)
+            os.replace(staged, self.directory / f"server.{suffix}")
+
+
+def make_pki(directory: Path) -> Pki:
+    """A fresh CA's files in `directory`: ca.crt, server.crt/.key (localhost and 127.0.0.1),
+    client.crt/.key, and stranger.crt/.key from an unrelated CA."""
+    ca = CertificateAuthority("Keyhold Test CA")
+    server = ca.server()
+    server_cert, server_key = server.write(directory, "server")
+    client_cert, client_key = ca.client(
+        "billing-service", uri="spiffe://example.test/ns/prod/sa/billing"
+    ).write(directory, "client")
+    CertificateAuthority("Somebody Else's CA").client("billing-service").write(
+        directory, "stranger"
+    )
+    return Pki(
+        directory,
+        ca,
+        ca.write(directory, "ca"),
+        server_cert,
+        server_key,
+        server,
+        client_cert,
+        client_key,
+    )
+
+
+def served_serial(port: int, pki: Pki) -> int:
+    """Serial number of the certificate a new TLS connection to `port` is shown."""
+    context = ssl.create_default_context(cafile=pki.ca_file)
+    context.load_cert_chain(pki.client_cert, pki.client_key)
+    with (
+        socket.create_connection(("127.0.0.1", port), timeout=5) as raw,
+        context.wrap_socket(raw, server_hostname="localhost") as secured,
+    ):
+        der = secured.getpeercert(binary_form=True)
+    assert der is not None
+    return x509.load_der_x509_certificate(der).serial_number
