@@ -28,8 +28,11 @@ def _bearer_token(header: str) -> str:
     return token
 
 
-def _text(values: Iterable[bytes]) -> tuple[str, ...]:
-    return tuple(value.decode("utf-8", "replace") for value in values)
+def _text(value: bytes) -> str:
+    return value.decode("utf-8", "replace")
+
+
+_WITHOUT_CERTIFICATE: dict[bytes, TransportIdentity] = {}
 
 
 def transport_identity(auth_context: Mapping[str, Iterable[bytes]]) -> TransportIdentity:
@@ -38,13 +41,21 @@ def transport_identity(auth_context: Mapping[str, Iterable[bytes]]) -> Transport
     gRPC sets the `x509_*` properties only for a client certificate that passed
     verification against the server's client CA.
     """
-    security_type = _text(auth_context.get("transport_security_type", ()))
-    common_name = _text(auth_context.get("x509_common_name", ()))
+    security_type = next(iter(auth_context.get("transport_security_type", ())), b"")
+    if "x509_pem_cert" not in auth_context:  # the common case: one shared value per kind
+        known = _WITHOUT_CERTIFICATE.get(security_type)
+        if known is None:
+            known = _WITHOUT_CERTIFICATE.setdefault(
+                security_type, TransportIdentity(_text(security_type))
+            )
+        return known
     return TransportIdentity(
-        security_type=security_type[0] if security_type else "",
-        client_certificate="x509_pem_cert" in auth_context,
-        common_name=common_name[0] if common_name else "",
-        subject_alternative_names=_text(auth_context.get("x509_subject_alternative_name", ())),
+        security_type=_text(security_type),
+        client_certificate=True,
+        common_name=_text(next(iter(auth_context.get("x509_common_name", ())), b"")),
+        subject_alternative_names=tuple(
+            map(_text, auth_context.get("x509_subject_alternative_name", ()))
+        ),
     )
 
 
