@@ -15,6 +15,7 @@ BENCHMARKS = {
     "client-verify": "bench.client_verify",
     "report": "bench.report",
     "rpc": "bench.rpc",
+    "transport-identity": "bench.transport_identity",
 }
 
 

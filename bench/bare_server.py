@@ -25,10 +25,11 @@ async def echo_with_context(
     request: bytes, context: grpc.aio.ServicerContext[bytes, bytes]
 ) -> bytes:
     """What any policy pipeline must ask of gRPC per call, with no Keyhold code: read
-    the metadata and the peer, echo a request id in the trailers."""
+    the metadata, the peer and its auth context, echo a request id in the trailers."""
     for _key, _value in context.invocation_metadata() or ():
         pass
     context.peer()
+    context.auth_context()
     context.set_trailing_metadata((("x-request-id", secrets.token_hex(16)),))
     return request
 

@@ -20,20 +20,22 @@ if TYPE_CHECKING:
 
 
 def _serve(settings: Settings, args: argparse.Namespace) -> int:
+    from keyhold.api.tls import TlsConfigurationError
     from keyhold.server import serve
+    from keyhold.workers import WorkerConfigError
 
     if args.address:
         settings = settings.model_copy(update={"listen_address": args.address})
     workers = args.workers or settings.workers
-    if workers > 1:
-        from keyhold.workers import WorkerConfigError, supervise
+    try:
+        if workers > 1:
+            from keyhold.workers import supervise
 
-        try:
             return supervise(settings, workers)
-        except WorkerConfigError as error:
-            print(f"keyhold serve: {error}", file=sys.stderr)
-            return 2
-    asyncio.run(serve(settings))
+        asyncio.run(serve(settings))
+    except (TlsConfigurationError, WorkerConfigError) as error:
+        print(f"keyhold: {error}", file=sys.stderr)
+        return 2
     return 0
 
 
@@ -53,16 +55,36 @@ def _migrate(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _health_channel(settings: Settings, address: str) -> grpc.Channel:
+    """Plaintext, or TLS (with a client certificate if configured) when the server has TLS."""
+    if settings.tls_cert_file is None:
+        return grpc.insecure_channel(address)
+    from keyhold.client.tls import tls_channel_credentials
+
+    credentials = tls_channel_credentials(
+        settings.tls_health_ca_file,
+        settings.tls_health_client_cert_file,
+        settings.tls_health_client_key_file,
+    )
+    options = []
+    if settings.tls_health_server_name:
+        options.append(("grpc.ssl_target_name_override", settings.tls_health_server_name))
+    return grpc.secure_channel(address, credentials, options)
+
+
 def _health(settings: Settings, args: argparse.Namespace) -> int:
     address = args.address or settings.listen_address
     try:
-        with grpc.insecure_channel(address) as channel:
+        with _health_channel(settings, address) as channel:
             stub: Any = health_pb2_grpc.HealthStub(channel)  # the typeshed stub omits Check
             response = stub.Check(
                 health_pb2.HealthCheckRequest(service=args.service), timeout=args.timeout
             )
     except grpc.RpcError as error:
-        print(f"{address}: {error.code().name}", file=sys.stderr)
+        print(f"{address}: {error.code().name} {error.details() or ''}".rstrip(), file=sys.stderr)
+        return 1
+    except OSError as error:  # an unreadable TLS file
+        print(f"{address}: {error}", file=sys.stderr)
         return 1
     status = health_pb2.HealthCheckResponse.ServingStatus.Name(response.status)
     print(f"{address}: {status}")

@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import signal
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 
 import structlog
@@ -54,6 +54,12 @@ from keyhold.api.registration import register_service
 from keyhold.api.servicers.audit import AuditServicer
 from keyhold.api.servicers.identity import IdentityServicer, IdentityUseCases
 from keyhold.api.servicers.provider import ProviderServicer, ProviderUseCases
+from keyhold.api.tls import (
+    CertificateFiles,
+    ReloadingCertificates,
+    TlsConfigurationError,
+    is_loopback,
+)
 from keyhold.application.audit.recorder import AuditRecorder
 from keyhold.application.audit.trail import AuditTrailReader
 from keyhold.application.identity.introspection import TokenIntrospection
@@ -117,21 +123,51 @@ class KeyholdServer:
     oauth: HttpOAuthClient
     hasher: Argon2Hasher
     port: int = 0
+    certificates: ReloadingCertificates | None = None
     _key_refresher: asyncio.Task[None] | None = None
+    _reloads: set[asyncio.Task[bool]] = field(default_factory=set)
 
     async def start(self) -> int:
+        """Bind and serve. Raises TlsConfigurationError for unusable TLS files, or for
+        plaintext on a non-loopback address without `allow_plaintext`."""
+        self.certificates = await asyncio.to_thread(_certificates, self.settings)
         self.key_ring.replace(await self.signing_keys.ensure_signer())
-        self.port = self.server.add_insecure_port(self.settings.listen_address)
+        address = self.settings.listen_address
+        if self.certificates is None:
+            self.port = self.server.add_insecure_port(address)
+        else:
+            self.port = self.server.add_secure_port(address, self.certificates.credentials())
         if self.port == 0:
-            raise OSError(f"cannot listen on {self.settings.listen_address}")
+            raise OSError(f"cannot listen on {address}")
         await self.server.start()
         await self.monitor.check_now()
         self.monitor.start()
         if self.listener is not None:
             self.listener.start()
         self._key_refresher = asyncio.create_task(self._refresh_keys(), name="keyhold-keys")
-        log.info("serving", address=self.settings.listen_address, port=self.port)
+        log.info("serving", address=address, port=self.port, **self._transport_fields())
         return self.port
+
+    def _transport_fields(self) -> dict[str, object]:
+        if self.certificates is None:
+            return {"tls": False}
+        current = self.certificates.current
+        return {
+            "tls": True,
+            "client_certificates": self.certificates.requires_client_certificate,
+            "certificate_serial": hex(current.serial_number),
+            "certificate_not_after": current.not_after.isoformat(),
+        }
+
+    def reload_certificates(self) -> asyncio.Task[bool] | None:
+        """SIGHUP: reread the TLS files off the event loop; new connections get them."""
+        if self.certificates is None:
+            log.info("tls_reload_skipped", reason="TLS is not configured")
+            return None
+        task = asyncio.create_task(asyncio.to_thread(self.certificates.reload))
+        self._reloads.add(task)
+        task.add_done_callback(self._reloads.discard)
+        return task
 
     async def _refresh_keys(self) -> None:
         """A backstop for missed rotation notices: reread the key ring every minute."""
@@ -157,6 +193,34 @@ class KeyholdServer:
         await self.oauth.close()
         self.hasher.close()
         log.info("stopped")
+
+
+def _certificates(settings: Settings) -> ReloadingCertificates | None:
+    if settings.tls_cert_file is None or settings.tls_key_file is None:
+        check_plaintext_allowed(settings)
+        return None
+    return ReloadingCertificates(
+        CertificateFiles(settings.tls_cert_file, settings.tls_key_file, settings.tls_client_ca_file)
+    )
+
+
+def check_transport(settings: Settings) -> None:
+    """Raise TlsConfigurationError now if `start()` would (for a supervisor, before it
+    forks workers that would each fail)."""
+    _certificates(settings)
+
+
+def check_plaintext_allowed(settings: Settings) -> None:
+    """Without TLS, serve only on loopback unless `allow_plaintext` says otherwise."""
+    if settings.tls_cert_file is not None or settings.allow_plaintext:
+        return
+    if is_loopback(settings.listen_address):
+        return
+    raise TlsConfigurationError(
+        f"refusing to serve plaintext on {settings.listen_address}: set KEYHOLD_TLS_CERT_FILE "
+        "and KEYHOLD_TLS_KEY_FILE, listen on a loopback address, or set "
+        "KEYHOLD_ALLOW_PLAINTEXT=true if something in front of Keyhold encrypts the traffic"
+    )
 
 
 async def build_server(settings: Settings, clock: Clock | None = None) -> KeyholdServer:
@@ -365,13 +429,19 @@ async def build_server(settings: Settings, clock: Clock | None = None) -> Keyhol
 
 
 async def serve(settings: Settings) -> None:
-    """Run until SIGTERM or SIGINT, then shut down gracefully."""
+    """Run until SIGTERM or SIGINT, then shut down gracefully; SIGHUP rereads TLS files."""
+    check_plaintext_allowed(settings)  # before migrations, not only at start()
     app = await build_server(settings)
-    await app.start()
+    try:
+        await app.start()
+    except BaseException:
+        await app.stop(grace=0)
+        raise
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, app.reload_certificates)
     await stop.wait()
     log.info("shutting_down", grace_seconds=settings.shutdown_grace_seconds)
     await app.stop()

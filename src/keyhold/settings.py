@@ -20,6 +20,46 @@ class Settings(BaseSettings):
     listen_address: str = Field(
         "127.0.0.1:50051", description="host:port the gRPC server listens on"
     )
+    tls_cert_file: Path | None = Field(
+        None,
+        description="PEM certificate chain the server presents, its own certificate first; "
+        "with tls_key_file, turns TLS on. Reread, with the key and client CA, when a file "
+        "changes (checked at each new connection) or on SIGHUP",
+    )
+    tls_key_file: Path | None = Field(
+        None, description="unencrypted PEM private key of the first certificate in tls_cert_file"
+    )
+    tls_client_ca_file: Path | None = Field(
+        None,
+        description="PEM CA certificate(s); when set, every client must present a certificate "
+        "issued by one of them (mutual TLS), and its names reach the policy layer",
+    )
+    allow_plaintext: bool = Field(
+        False,
+        description="serve without TLS on a non-loopback address (e.g. behind a mesh sidecar "
+        "that terminates TLS). Without TLS and without this, the server serves only on "
+        "127.0.0.0/8, ::1 or localhost and refuses to start otherwise",
+    )
+    tls_health_ca_file: Path | None = Field(
+        None,
+        description="`keyhold health` (TLS on when tls_cert_file is set): PEM CA "
+        "certificate(s) to verify the server with; default: gRPC's bundled public roots",
+    )
+    tls_health_server_name: str | None = Field(
+        None,
+        description="`keyhold health`: the name to expect in the server's certificate "
+        "(default: the probed host), e.g. when probing 127.0.0.1 with a certificate for a "
+        "DNS name",
+    )
+    tls_health_client_cert_file: Path | None = Field(
+        None,
+        description="`keyhold health`: PEM client certificate it presents to a server that "
+        "requires one (tls_client_ca_file), issued by that CA for client authentication; "
+        "the server's own certificate serves only if it was issued so",
+    )
+    tls_health_client_key_file: Path | None = Field(
+        None, description="`keyhold health`: PEM private key of tls_health_client_cert_file"
+    )
     data_dir: Path = Field(
         Path(".keyhold"),
         description="directory for the embedded database and generated keys; created if missing",
@@ -120,6 +160,18 @@ class Settings(BaseSettings):
         if value is not None and not value.startswith(("sqlite+aiosqlite:", "postgresql+asyncpg:")):
             raise ValueError("must start with sqlite+aiosqlite: or postgresql+asyncpg:")
         return value
+
+    @model_validator(mode="after")
+    def _tls_files_pair_up(self) -> Settings:
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            raise ValueError("tls_cert_file and tls_key_file go together")
+        if self.tls_client_ca_file is not None and self.tls_cert_file is None:
+            raise ValueError("tls_client_ca_file needs tls_cert_file and tls_key_file")
+        if (self.tls_health_client_cert_file is None) != (self.tls_health_client_key_file is None):
+            raise ValueError(
+                "tls_health_client_cert_file and tls_health_client_key_file go together"
+            )
+        return self
 
     @model_validator(mode="after")
     def _token_lifetimes_fit(self) -> Settings:

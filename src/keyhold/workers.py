@@ -95,8 +95,9 @@ def _run_worker(settings: Settings, index: int, supervisor: int) -> None:
 
     code = 0
     try:
-        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, signal.SIG_DFL)
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)  # until the server handles it
         _die_with_supervisor(supervisor)
         structlog.contextvars.bind_contextvars(worker=index)
         asyncio.run(serve(settings))
@@ -120,7 +121,10 @@ def _spawn(settings: Settings, index: int) -> int:
 
 def supervise(settings: Settings, workers: int) -> int:
     """Fork `workers` servers and wait; returns the exit code for the command."""
+    from keyhold.server import check_transport
+
     shared = worker_settings(settings, workers)
+    check_transport(settings)
     asyncio.run(prepare_database(settings))
     stopping = False
 
@@ -131,9 +135,15 @@ def supervise(settings: Settings, workers: int) -> int:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signum)
 
+    def reload(signum: int, _frame: object) -> None:
+        for pid in running:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signum)  # each worker rereads its TLS files
+
     running: dict[int, int] = {}  # pid -> worker index
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, stop)
+    signal.signal(signal.SIGHUP, reload)
     for index in range(workers):
         running[_spawn(shared, index)] = index
     failed = False

@@ -20,12 +20,14 @@ from keyhold.client import (
     TokenVerifier,
     current_principal,
     keyhold_channel,
+    tls_channel_credentials,
 )
 from keyhold.domain.errors import Unauthenticated
 from keyhold.identity.v1 import identity_service_pb2 as pb
 from keyhold.identity.v1 import identity_service_pb2_grpc as pb_grpc
 from keyhold.server import KeyholdServer, build_server
-from tests.support.servers import settings_for, signed_in
+from tests.support.pki import make_pki
+from tests.support.servers import running_server, settings_for, signed_in
 from tests.support.status import rich_error
 
 LOCAL = grpc.LocalConnectionType.LOCAL_TCP
@@ -95,6 +97,36 @@ async def test_call_credentials_over_a_local_credentials_channel(
         answer = await pb_grpc.IdentityServiceStub(channel).WhoAmI(pb.WhoAmIRequest())
     assert answer.subject == name
     assert list(answer.scopes) == ["audit.read"]
+
+
+async def test_call_credentials_over_mutual_tls(tmp_path: Path) -> None:
+    """PEM files in, a channel out: the token request and the call both go over mTLS."""
+    pki = make_pki(tmp_path)
+    settings = settings_for(
+        tmp_path,
+        tls_cert_file=pki.server_cert,
+        tls_key_file=pki.server_key,
+        tls_client_ca_file=pki.ca_file,
+    )
+    async with running_server(settings, pki.credentials()) as (app, _):
+        client_id, secret, name = await account(app, "audit.read")
+        credentials = ServiceAccountCredentials(client_id, secret)
+        tls = tls_channel_credentials(pki.ca_file, pki.client_cert, pki.client_key)
+        async with keyhold_channel(
+            f"localhost:{app.port}", credentials, channel_credentials=tls
+        ) as channel:
+            answer = await pb_grpc.IdentityServiceStub(channel).WhoAmI(pb.WhoAmIRequest())
+        assert answer.subject == name
+        assert credentials.requests == 1
+        without_certificate = tls_channel_credentials(pki.ca_file)
+        async with keyhold_channel(
+            f"localhost:{app.port}",
+            ServiceAccountCredentials(client_id, secret),
+            channel_credentials=without_certificate,
+        ) as channel:
+            with pytest.raises(grpc.aio.AioRpcError) as caught:
+                await pb_grpc.IdentityServiceStub(channel).WhoAmI(pb.WhoAmIRequest())
+        assert caught.value.code() is grpc.StatusCode.UNAVAILABLE
 
 
 async def test_wrong_client_secret_surfaces_as_unauthenticated(

@@ -31,11 +31,17 @@ def settings_for(data_dir: Path, database_url: str | None = None, **overrides: A
 
 @asynccontextmanager
 async def running_server(
-    settings: Settings,
+    settings: Settings, channel_credentials: grpc.ChannelCredentials | None = None
 ) -> AsyncIterator[tuple[KeyholdServer, grpc.aio.Channel]]:
+    """The server and a channel to it: plaintext, or secured with `channel_credentials`."""
     app = await build_server(settings)
     port = await app.start()
-    channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
+    target = f"127.0.0.1:{port}"
+    channel = (
+        grpc.aio.insecure_channel(target)
+        if channel_credentials is None
+        else grpc.aio.secure_channel(target, channel_credentials)
+    )
     try:
         yield app, channel
     finally:

@@ -54,7 +54,9 @@ def test_policies_match_the_api_table() -> None:
     assert not who.scopes
 
 
-def _service(options: str | None, pool: descriptor_pool.DescriptorPool, name: str):  # type: ignore[no-untyped-def]
+def _service(  # type: ignore[no-untyped-def]
+    options: str | policy_pb2.AuthPolicy | None, pool: descriptor_pool.DescriptorPool, name: str
+):
     file = descriptor_pb2.FileDescriptorProto(name=f"test/{name}.proto", package=f"test.{name}")
     file.dependency.append("keyhold/policy/v1/policy.proto")
     file.message_type.add(name="PingRequest").field.add(
@@ -68,7 +70,7 @@ def _service(options: str | None, pool: descriptor_pool.DescriptorPool, name: st
     )
     if options is not None:
         method.options.Extensions[policy_pb2.auth].CopyFrom(
-            policy_pb2.AuthPolicy(owner_field=options)
+            policy_pb2.AuthPolicy(owner_field=options) if isinstance(options, str) else options
         )
     pool.Add(descriptor_pb2.FileDescriptorProto.FromString(file.SerializeToString()))
     return pool.FindServiceByName(f"test.{name}.PingService")
@@ -93,6 +95,14 @@ def test_an_owner_field_that_does_not_exist_is_refused() -> None:
     service = _service("nope", _pool(), "owner")
     with pytest.raises(PolicyError, match="request has no field 'nope'"):
         load_policies([service])
+
+
+def test_require_mtls_is_read_from_the_options_and_allowed_on_public_methods() -> None:
+    pool = _pool()
+    guarded = _service(policy_pb2.AuthPolicy(public=True, require_mtls=True), pool, "mtls")
+    plain = _service(policy_pb2.AuthPolicy(public=True), pool, "plain")
+    assert load_policies([guarded])["/test.mtls.PingService/Ping"].require_mtls
+    assert not load_policies([plain])["/test.plain.PingService/Ping"].require_mtls
 
 
 async def test_the_server_refuses_to_start_when_a_method_lacks_a_policy(

@@ -18,7 +18,7 @@ import structlog
 from grpc import aio
 
 from keyhold.api import errors as status_mapping
-from keyhold.api.pipeline.authentication import Authenticator
+from keyhold.api.pipeline.authentication import Authenticator, transport_identity
 from keyhold.api.pipeline.authorization import Authorizer
 from keyhold.api.pipeline.rate_limit import RateLimitGate
 from keyhold.api.pipeline.request_id import request_id_from, trace_id_from
@@ -114,6 +114,7 @@ class PolicyInterceptor:
             elif key == "traceparent":
                 traceparent = value if isinstance(value, str) else None
         peer = context.peer()
+        transport = transport_identity(context.auth_context())
         rid = request_id_from(request_id)
         # Echoed with the status: no extra send operation per call.
         context.set_trailing_metadata((("x-request-id", rid),))
@@ -121,15 +122,15 @@ class PolicyInterceptor:
         try:
             principal = await self._authenticator.authenticate(policy, authorization)
         except DomainError as error:
-            call = CallContext(ANONYMOUS, peer, agent, rid, trace_id, policy.full_method)
+            call = CallContext(ANONYMOUS, peer, agent, rid, trace_id, policy.full_method, transport)
             set_current_call(call)
             if isinstance(error, _DENIALS):
                 await self._on_denied(call, error)
             await self._abort_with(error, call, context)
-        call = CallContext(principal, peer, agent, rid, trace_id, policy.full_method)
+        call = CallContext(principal, peer, agent, rid, trace_id, policy.full_method, transport)
         set_current_call(call)
         try:
-            await self._authorizer.authorize(policy, principal, request)
+            await self._authorizer.authorize(policy, principal, request, transport)
             await self._rate_limits.check(policy, call, request)
         except DomainError as error:
             if isinstance(error, _DENIALS):

@@ -41,6 +41,7 @@ class MethodPolicy:
     owner_field: tuple[str, ...]  # path into the request message; empty when unused
     rate_limits: tuple[RateLimit, ...]
     server_streaming: bool
+    require_mtls: bool
 
 
 def _rate_limit(method: str, option: policy_pb2.RateLimitPolicy) -> RateLimit:
@@ -85,6 +86,7 @@ def _method_policy(service: ServiceDescriptor, method_name: str) -> MethodPolicy
         owner_field=owner_path,
         rate_limits=limits,
         server_streaming=method.server_streaming,
+        require_mtls=auth.require_mtls,
     )
 
 

@@ -5,6 +5,8 @@
   calls are waiting), attached to calls as gRPC call credentials.
 - `keyhold_channel`: a grpc.aio channel to Keyhold or to any service that accepts
   Keyhold tokens, with those credentials attached.
+- `tls_channel_credentials`: TLS channel credentials (server CA, client certificate for
+  mutual TLS) from PEM files, for `keyhold_channel`.
 - `TokenVerifier`: verifies Keyhold access tokens locally against Keyhold's published
   keys (GetJwks), with the same rules as Keyhold itself.
 - `RequireKeyholdToken`: a grpc.aio server interceptor for a downstream service that
@@ -14,6 +16,7 @@
 from keyhold.client.channels import keyhold_channel
 from keyhold.client.credentials import ServiceAccountCredentials
 from keyhold.client.interceptor import RequireKeyholdToken, current_principal
+from keyhold.client.tls import tls_channel_credentials
 from keyhold.client.verifier import TokenVerifier
 
 __all__ = [
@@ -22,4 +25,5 @@ __all__ = [
     "TokenVerifier",
     "current_principal",
     "keyhold_channel",
+    "tls_channel_credentials",
 ]

@@ -72,7 +72,8 @@ def keyhold_channel(
 ) -> grpc.aio.Channel:
     """A channel to `target` whose calls carry `credentials`' token.
 
-    `channel_credentials`: TLS (`grpc.ssl_channel_credentials(...)`) or
+    `channel_credentials`: TLS (`tls_channel_credentials(...)` from PEM files, with a
+    client certificate for mutual TLS, or `grpc.ssl_channel_credentials(...)`) or
     `grpc.local_channel_credentials()`; the token is then attached as call credentials.
     Without it the channel is plaintext and the token is added by an interceptor.
     Tokens are requested from `keyhold_target` (default: `target`) over a channel of

@@ -9,6 +9,24 @@ from keyhold.domain.principal import ANONYMOUS, Principal
 
 
 @dataclass(frozen=True, slots=True)
+class TransportIdentity:
+    """How the call's connection is secured and, under mutual TLS, who the client
+    certificate names. Set from the connection, never from anything the caller sends."""
+
+    security_type: str = ""  # "ssl", "insecure", "local"; "" when unknown
+    client_certificate: bool = False  # a client certificate verified in the handshake
+    common_name: str = ""
+    subject_alternative_names: tuple[str, ...] = ()
+
+    @property
+    def is_mutual_tls(self) -> bool:
+        return self.security_type == "ssl" and self.client_certificate
+
+
+NO_TRANSPORT = TransportIdentity()
+
+
+@dataclass(frozen=True, slots=True)
 class CallContext:
     """The caller and where the call came from. Never holds a secret."""
 
@@ -18,6 +36,7 @@ class CallContext:
     request_id: str = ""
     trace_id: str = ""
     method: str = ""
+    transport: TransportIdentity = NO_TRANSPORT
 
     @property
     def peer_ip(self) -> str:

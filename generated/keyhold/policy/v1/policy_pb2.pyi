@@ -83,8 +83,9 @@ Global___RateLimitKey: _TypeAlias = RateLimitKey  # noqa: Y015
 
 @_typing.final
 class AuthPolicy(_message.Message):
-    """Who may call a method. The checks are applied in field order; a caller with the
-    role `admin` passes the `roles`, `scopes` and `owner_field` checks.
+    """Who may call a method. The checks are applied in field order (`require_mtls`
+    first); a caller with the role `admin` passes the `roles`, `scopes` and
+    `owner_field` checks.
     """
 
     DESCRIPTOR: _descriptor.Descriptor
@@ -94,6 +95,7 @@ class AuthPolicy(_message.Message):
     ROLES_FIELD_NUMBER: _builtins.int
     SCOPES_FIELD_NUMBER: _builtins.int
     OWNER_FIELD_FIELD_NUMBER: _builtins.int
+    REQUIRE_MTLS_FIELD_NUMBER: _builtins.int
     public: _builtins.bool
     """The method needs no credentials. When true, every other field must be unset.
     A valid token sent anyway identifies the caller (for the audit trail); an
@@ -103,6 +105,14 @@ class AuthPolicy(_message.Message):
     owner_field: _builtins.str
     """The name of the request field holding a resource name (such as `name` or
     `parent`); the caller must own that resource.
+    """
+    require_mtls: _builtins.bool
+    """The call must arrive over mutual TLS: on a connection whose client presented
+    a certificate signed by the server's client CA (`tls_client_ca_file`).
+    Otherwise it is refused UNAUTHENTICATED with reason MTLS_REQUIRED, even on a
+    public method and whatever token it carries. A server that requires client
+    certificates refuses other connections in the handshake already; this option
+    keeps a method closed when a deployment forgets to configure that.
     """
     @_builtins.property
     def principal_types(self) -> _containers.RepeatedScalarFieldContainer[Global___PrincipalType.ValueType]:
@@ -124,10 +134,11 @@ class AuthPolicy(_message.Message):
         roles: _abc.Iterable[_builtins.str] | None = ...,
         scopes: _abc.Iterable[_builtins.str] | None = ...,
         owner_field: _builtins.str = ...,
+        require_mtls: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["owner_field", b"owner_field", "principal_types", b"principal_types", "public", b"public", "roles", b"roles", "scopes", b"scopes"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["owner_field", b"owner_field", "principal_types", b"principal_types", "public", b"public", "require_mtls", b"require_mtls", "roles", b"roles", "scopes", b"scopes"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

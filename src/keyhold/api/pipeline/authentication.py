@@ -1,10 +1,13 @@
-"""Authentication: the bearer token in `authorization` metadata becomes the principal."""
+"""Authentication: the bearer token in `authorization` metadata becomes the principal,
+and the connection's TLS properties become the call's transport identity."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from typing import Protocol
 
 from keyhold.api.policy import MethodPolicy
+from keyhold.domain.call import TransportIdentity
 from keyhold.domain.errors import Unauthenticated
 from keyhold.domain.principal import ANONYMOUS, Principal
 
@@ -23,6 +26,37 @@ def _bearer_token(header: str) -> str:
             "CREDENTIALS_MALFORMED", "authorization must be `Bearer <token>`", domain=_DOMAIN
         )
     return token
+
+
+def _text(value: bytes) -> str:
+    return value.decode("utf-8", "replace")
+
+
+_WITHOUT_CERTIFICATE: dict[bytes, TransportIdentity] = {}
+
+
+def transport_identity(auth_context: Mapping[str, Iterable[bytes]]) -> TransportIdentity:
+    """The identity gRPC established for the connection (`ServicerContext.auth_context()`).
+
+    gRPC sets the `x509_*` properties only for a client certificate that passed
+    verification against the server's client CA.
+    """
+    security_type = next(iter(auth_context.get("transport_security_type", ())), b"")
+    if "x509_pem_cert" not in auth_context:  # the common case: one shared value per kind
+        known = _WITHOUT_CERTIFICATE.get(security_type)
+        if known is None:
+            known = _WITHOUT_CERTIFICATE.setdefault(
+                security_type, TransportIdentity(_text(security_type))
+            )
+        return known
+    return TransportIdentity(
+        security_type=_text(security_type),
+        client_certificate=True,
+        common_name=_text(next(iter(auth_context.get("x509_common_name", ())), b"")),
+        subject_alternative_names=tuple(
+            map(_text, auth_context.get("x509_subject_alternative_name", ()))
+        ),
+    )
 
 
 class Authenticator:

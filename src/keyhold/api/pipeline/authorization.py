@@ -1,4 +1,5 @@
-"""Authorization: principal types, roles, scopes and resource ownership from the policy.
+"""Authorization: mutual TLS, principal types, roles, scopes and resource ownership from
+the policy.
 
 Ownership of `users/...` names is decided here; other collections (sessions,
 connections) register an owner resolver that looks the resource up. A resource whose
@@ -11,7 +12,13 @@ import re
 from collections.abc import Awaitable, Callable
 
 from keyhold.api.policy import MethodPolicy
-from keyhold.domain.errors import FieldViolation, InvalidArgument, PermissionDenied
+from keyhold.domain.call import TransportIdentity
+from keyhold.domain.errors import (
+    FieldViolation,
+    InvalidArgument,
+    PermissionDenied,
+    Unauthenticated,
+)
 from keyhold.domain.principal import Principal
 
 OwnerResolver = Callable[[str], Awaitable[str | None]]
@@ -39,7 +46,19 @@ class Authorizer:
     def register_owner_resolver(self, collection: str, resolver: OwnerResolver) -> None:
         self._resolvers[collection] = resolver
 
-    async def authorize(self, policy: MethodPolicy, principal: Principal, request: object) -> None:
+    async def authorize(
+        self,
+        policy: MethodPolicy,
+        principal: Principal,
+        request: object,
+        transport: TransportIdentity,
+    ) -> None:
+        if policy.require_mtls and not transport.is_mutual_tls:
+            raise Unauthenticated(
+                "MTLS_REQUIRED",
+                "this method needs a connection with a verified client certificate (mutual TLS)",
+                domain="keyhold.identity",
+            )
         if policy.public:
             return
         if policy.principal_types and principal.type not in policy.principal_types:
