@@ -154,6 +154,11 @@ async def test_workers_share_the_port_and_each_serves_connections(
         for channel in channels:
             await channel.close()
 
+    process.send_signal(signal.SIGHUP)  # passed on: each worker rereads its TLS files
+    await asyncio.sleep(1.0)
+    assert sorted(_children(process.pid)) == sorted(workers)
+    await _wait_serving(address)
+
 
 async def test_a_dead_worker_is_replaced_and_sigterm_stops_them_all(
     supervisor: tuple[subprocess.Popen[bytes], int],
