@@ -24,13 +24,12 @@ FROM ${PYTHON_IMAGE} AS runtime
 LABEL org.opencontainers.image.title="keyhold" \
       org.opencontainers.image.description="Identity, provider-connection and audit platform spoken to over gRPC" \
       org.opencontainers.image.licenses="Apache-2.0"
-ENV PIP_NO_CACHE_DIR=1 \
-    PIP_DISABLE_PIP_VERSION_CHECK=1
 # The wheels are bind-mounted from the build stage, never copied into a layer; the
 # environment gets no pip of its own (the base image's pip installs into it).
 RUN --mount=type=bind,from=build,source=/wheels,target=/wheels \
     python -m venv --without-pip /opt/keyhold \
- && python -m pip --python /opt/keyhold/bin/python install --no-index --find-links /wheels keyhold \
+ && python -m pip --python /opt/keyhold/bin/python install \
+      --no-cache-dir --disable-pip-version-check --no-index --find-links /wheels keyhold \
  && groupadd --system --gid 10001 keyhold \
  && useradd --system --uid 10001 --gid keyhold --no-log-init \
       --home-dir /var/lib/keyhold --create-home --shell /usr/sbin/nologin keyhold

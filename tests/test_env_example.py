@@ -94,3 +94,13 @@ def test_the_docs_name_only_real_commands(document: Path) -> None:
         assert first in commands, f"keyhold {words}"
         if any(command.startswith(f"{first} ") for command in commands):
             assert words in commands, f"keyhold {words}"
+
+
+def test_the_readme_table_shows_the_real_defaults() -> None:
+    rows = re.findall(
+        r"^\| `(KEYHOLD_\w+)` \| `([^`]*)` \|", (ROOT / "README.md").read_text(), re.M
+    )
+    assert rows
+    entries = _entries()
+    for name, default in rows:
+        assert entries[name] == (False, default), name
