@@ -3,6 +3,7 @@
     python -m bench rpc [--scenarios bare,whoami,jwks] [--seconds 5] [--warmup 2]
                         [--channels 4] [--concurrency 8] [--processes 1]
                         [--database-url URL | --postgres] [--json PATH]
+                        [--server-env KEYHOLD_X=VALUE ...]
 
 The server under test runs in its own process (`keyhold serve`, or the bare grpc.aio
 baseline for `bare`); the closed-loop load runs in other processes (`bench.loadgen`).
@@ -344,10 +345,15 @@ async def _run_bare(scenarios: list[Scenario], config: LoadConfig, tmp: Path) ->
 
 
 async def _run_keyhold(
-    scenarios: list[Scenario], config: LoadConfig, tmp: Path, database_url: str | None
+    scenarios: list[Scenario],
+    config: LoadConfig,
+    tmp: Path,
+    database_url: str | None,
+    server_env: dict[str, str],
 ) -> list[Row]:
     key = new_key_encryption_key()
-    async with keyhold_server(tmp, key, database_url, extra_env=ARGON2_ENV) as server:
+    environment = {**ARGON2_ENV, **server_env}
+    async with keyhold_server(tmp, key, database_url, extra_env=environment) as server:
         # The same database and key as the server: its signing key signs our tokens.
         settings = Settings(
             _env_file=None,
@@ -431,6 +437,14 @@ def _parser() -> argparse.ArgumentParser:
         "--postgres", action="store_true", help="a throwaway database on the local PostgreSQL"
     )
     parser.add_argument("--json", metavar="PATH", type=Path, help="write the results here")
+    parser.add_argument(
+        "--server-env",
+        metavar="NAME=VALUE",
+        action="append",
+        default=[],
+        help="a setting for the Keyhold server, e.g. KEYHOLD_LOG_LEVEL=info (logs go to a "
+        "file) or KEYHOLD_METRICS_ADDRESS=127.0.0.1:0; repeatable",
+    )
     return parser
 
 
@@ -442,6 +456,10 @@ async def run(argv: list[str]) -> dict[str, Any]:
     if unknown:
         parser.error(f"unknown scenarios {unknown}; known: {', '.join(SCENARIOS)}")
     chosen = [SCENARIOS[name] for name in names]
+    malformed = [each for each in args.server_env if "=" not in each]
+    if malformed:
+        parser.error(f"--server-env takes NAME=VALUE, not {malformed}")
+    server_env = dict(each.split("=", 1) for each in args.server_env)
     config = LoadConfig(
         channels=args.channels,
         concurrency=args.concurrency,
@@ -467,7 +485,7 @@ async def run(argv: list[str]) -> dict[str, Any]:
             if kind == "bare":
                 rows += await _run_bare(group, config, tmp)
             else:
-                rows += await _run_keyhold(group, config, tmp, database_url)
+                rows += await _run_keyhold(group, config, tmp, database_url, server_env)
     except BaseException:
         print(f"failed; server logs kept in {tmp}")
         raise

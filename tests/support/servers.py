@@ -31,9 +31,10 @@ def settings_for(data_dir: Path, database_url: str | None = None, **overrides: A
 
 @asynccontextmanager
 async def running_server(
-    settings: Settings,
+    settings: Settings, **build_options: Any
 ) -> AsyncIterator[tuple[KeyholdServer, grpc.aio.Channel]]:
-    app = await build_server(settings)
+    """`build_options`: passed to `build_server` (e.g. `tracer_provider`)."""
+    app = await build_server(settings, **build_options)
     port = await app.start()
     channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
     try:

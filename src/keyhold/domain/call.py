@@ -18,6 +18,7 @@ class CallContext:
     request_id: str = ""
     trace_id: str = ""
     method: str = ""
+    span_id: str = ""  # this call's server span, or the caller's span without tracing
 
     @property
     def peer_ip(self) -> str:
