@@ -12,6 +12,7 @@ BENCHMARKS = {
     "audit-append": "bench.audit_append",
     "audit-query": "bench.audit_query",
     "client-verify": "bench.client_verify",
+    "pipeline": "bench.pipeline",
     "rpc": "bench.rpc",
 }
 
