@@ -133,9 +133,9 @@ class KeyholdServer:
         self.port = self.server.add_insecure_port(self.settings.listen_address)
         if self.port == 0:
             raise OSError(f"cannot listen on {self.settings.listen_address}")
-        await self.server.start()
         if self.metrics is not None:
             self.metrics_port = self.metrics.start()
+        await self.server.start()
         await self.monitor.check_now()
         self.monitor.start()
         if self.listener is not None:

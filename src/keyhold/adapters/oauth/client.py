@@ -48,7 +48,8 @@ class HttpOAuthClient:
         return self._breakers[slug]
 
     def breaker_states(self) -> dict[str, CircuitState]:
-        return {slug: breaker.state for slug, breaker in self._breakers.items()}
+        # A copy first: a metrics scrape reads this from another thread.
+        return {slug: breaker.state for slug, breaker in list(self._breakers.items())}
 
     async def close(self) -> None:
         await self._http.aclose()
