@@ -13,6 +13,7 @@ BENCHMARKS = {
     "audit-query": "bench.audit_query",
     "chart": "bench.chart",
     "client-verify": "bench.client_verify",
+    "pipeline": "bench.pipeline",
     "report": "bench.report",
     "rpc": "bench.rpc",
     "transport-identity": "bench.transport_identity",

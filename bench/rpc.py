@@ -3,6 +3,7 @@
     python -m bench rpc [--scenarios bare,whoami,jwks] [--seconds 5] [--warmup 2]
                         [--channels 4] [--concurrency 8] [--processes 1]
                         [--database-url URL | --postgres] [--json PATH]
+                        [--server-env KEYHOLD_X=VALUE ...]
 
 The server under test runs in its own process (`keyhold serve`, or the bare grpc.aio
 baseline for `bare`); the closed-loop load runs in other processes (`bench.loadgen`).
@@ -473,11 +474,12 @@ async def _run_keyhold(
     config: LoadConfig,
     tmp: Path,
     database_url: str | None,
+    server_env: dict[str, str],
     workers: int = 1,
 ) -> list[Row]:
     key = new_key_encryption_key()
-    env = {**ARGON2_ENV, "KEYHOLD_WORKERS": str(workers)}
-    async with keyhold_server(tmp, key, database_url, extra_env=env) as server:
+    environment = {**ARGON2_ENV, **server_env, "KEYHOLD_WORKERS": str(workers)}
+    async with keyhold_server(tmp, key, database_url, extra_env=environment) as server:
         # The same database and key as the server: its signing key signs our tokens.
         settings = Settings(
             _env_file=None,
@@ -565,6 +567,14 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--json", metavar="PATH", type=Path, help="write the results here")
     parser.add_argument("--chart", metavar="PNG", type=Path, help="draw the results here")
+    parser.add_argument(
+        "--server-env",
+        metavar="NAME=VALUE",
+        action="append",
+        default=[],
+        help="a setting for the Keyhold server, e.g. KEYHOLD_LOG_LEVEL=info (logs go to a "
+        "file) or KEYHOLD_METRICS_ADDRESS=127.0.0.1:0; repeatable",
+    )
     return parser
 
 
@@ -576,6 +586,10 @@ async def run(argv: list[str]) -> dict[str, Any]:
     if unknown:
         parser.error(f"unknown scenarios {unknown}; known: {', '.join(SCENARIOS)}")
     chosen = [SCENARIOS[name] for name in names]
+    malformed = [each for each in args.server_env if "=" not in each]
+    if malformed:
+        parser.error(f"--server-env takes NAME=VALUE, not {malformed}")
+    server_env = dict(each.split("=", 1) for each in args.server_env)
     config = LoadConfig(
         channels=args.channels,
         concurrency=args.concurrency,
@@ -601,7 +615,9 @@ async def run(argv: list[str]) -> dict[str, Any]:
             if kind == "bare":
                 rows += await _run_bare(group, config, tmp)
             else:
-                rows += await _run_keyhold(group, config, tmp, database_url, args.workers)
+                rows += await _run_keyhold(
+                    group, config, tmp, database_url, server_env, args.workers
+                )
     except BaseException:
         print(f"failed; server logs kept in {tmp}")
         raise

@@ -9,7 +9,17 @@ from pathlib import Path
 import pytest
 
 SRC = Path(__file__).resolve().parent.parent / "src" / "keyhold"
-FRAMEWORKS = ("grpc", "google.protobuf", "google.rpc", "sqlalchemy", "jwt", "alembic", "limits")
+FRAMEWORKS = (
+    "grpc",
+    "google.protobuf",
+    "google.rpc",
+    "sqlalchemy",
+    "jwt",
+    "alembic",
+    "limits",
+    "prometheus_client",
+    "opentelemetry",
+)
 GENERATED = ("keyhold.identity", "keyhold.audit", "keyhold.provider", "keyhold.policy")
 
 FORBIDDEN = {

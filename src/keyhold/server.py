@@ -13,6 +13,8 @@ import structlog
 from google.protobuf.descriptor import ServiceDescriptor
 from grpc import aio
 from grpc_health.v1 import health_pb2_grpc
+from opentelemetry.trace import TracerProvider
+from prometheus_client import CollectorRegistry
 
 from keyhold.adapters.crypto.access_tokens import AccessTokens
 from keyhold.adapters.crypto.aead import AeadKeyRing
@@ -43,6 +45,9 @@ from keyhold.adapters.persistence.service_accounts import SqlServiceAccountLooku
 from keyhold.adapters.persistence.session_state import SqlSessionState
 from keyhold.adapters.persistence.unit_of_work import SqlUnitOfWork, unit_of_work_factory
 from keyhold.adapters.ratelimit.storage import create_rate_limiter
+from keyhold.adapters.telemetry.metrics_endpoint import MetricsEndpoint
+from keyhold.adapters.telemetry.prometheus import PrometheusTelemetry, RpcMetrics, ScrapedFigures
+from keyhold.adapters.telemetry.tracing import Tracing, tracing_for
 from keyhold.api.health import DatabaseMonitor, HealthReporter
 from keyhold.api.interceptor import PolicyInterceptor
 from keyhold.api.pipeline.authentication import Authenticator
@@ -73,6 +78,7 @@ from keyhold.application.identity.users import Users
 from keyhold.application.identity.verification import EmailVerification
 from keyhold.application.provider.catalog import ProviderCatalog
 from keyhold.application.provider.connections import Connections
+from keyhold.application.telemetry import NO_TELEMETRY, Telemetry
 from keyhold.audit.v1 import audit_service_pb2
 from keyhold.domain.clock import Clock, SystemClock
 from keyhold.domain.errors import Unavailable
@@ -122,8 +128,11 @@ class KeyholdServer:
     providers: ProviderUseCases
     oauth: HttpOAuthClient
     hasher: Argon2Hasher
+    metrics: MetricsEndpoint | None = None
+    tracing: Tracing | None = None
     port: int = 0
     certificates: ReloadingCertificates | None = None
+    metrics_port: int = 0
     _key_refresher: asyncio.Task[None] | None = None
     _reloads: set[asyncio.Task[bool]] = field(default_factory=set)
 
@@ -139,13 +148,22 @@ class KeyholdServer:
             self.port = self.server.add_secure_port(address, self.certificates.credentials())
         if self.port == 0:
             raise OSError(f"cannot listen on {address}")
+        if self.metrics is not None:
+            self.metrics_port = self.metrics.start()
         await self.server.start()
         await self.monitor.check_now()
         self.monitor.start()
         if self.listener is not None:
             self.listener.start()
         self._key_refresher = asyncio.create_task(self._refresh_keys(), name="keyhold-keys")
-        log.info("serving", address=address, port=self.port, **self._transport_fields())
+        log.info(
+            "serving",
+            address=address,
+            port=self.port,
+            metrics_port=self.metrics_port or None,
+            tracing=self.tracing is not None,
+            **self._transport_fields(),
+        )
         return self.port
 
     def _transport_fields(self) -> dict[str, object]:
@@ -192,6 +210,10 @@ class KeyholdServer:
         await self.database.dispose()
         await self.oauth.close()
         self.hasher.close()
+        if self.metrics is not None:
+            await self.metrics.stop()
+        if self.tracing is not None:
+            await asyncio.to_thread(self.tracing.shutdown)
         log.info("stopped")
 
 
@@ -223,11 +245,23 @@ def check_plaintext_allowed(settings: Settings) -> None:
     )
 
 
-async def build_server(settings: Settings, clock: Clock | None = None) -> KeyholdServer:
+async def build_server(
+    settings: Settings,
+    clock: Clock | None = None,
+    *,
+    tracer_provider: TracerProvider | None = None,
+) -> KeyholdServer:
+    """`tracer_provider`: trace with it (tests); otherwise traces are exported only when
+    `OTEL_EXPORTER_OTLP_ENDPOINT` is set, and nothing is instrumented when it is not."""
     clock = clock or SystemClock()
+    tracing = tracing_for(tracer_provider)
+    registry = CollectorRegistry() if settings.metrics_address else None
+    telemetry: Telemetry = NO_TELEMETRY if registry is None else PrometheusTelemetry(registry)
     policies = load_policies(SERVICES)
     health = HealthReporter([service.full_name for service in SERVICES])
     database = Database(create_engine(settings), encryption_keys(settings))
+    if tracing is not None:
+        tracing.instrument_engine(database.engine)
     unit_of_work = unit_of_work_factory(database)
     if settings.should_migrate_on_start:
         await migrate(database.engine)
@@ -257,7 +291,9 @@ async def build_server(settings: Settings, clock: Clock | None = None) -> Keyhol
     )
     audit_trail = SqlAuditTrail(database)
     audit_feed = LocalAuditFeed()
-    audit_recorder = AuditRecorder(BatchingAuditAppender(audit_trail, audit_feed.published), clock)
+    audit_recorder = AuditRecorder(
+        BatchingAuditAppender(audit_trail, audit_feed.published), clock, telemetry
+    )
     audit_reader = AuditTrailReader(
         audit_trail,
         audit_feed,
@@ -297,6 +333,7 @@ async def build_server(settings: Settings, clock: Clock | None = None) -> Keyhol
             max_cooldown=timedelta(seconds=settings.lockout_max_seconds),
         ),
         clock,
+        telemetry,
     )
     sessions = Sessions(
         unit_of_work,
@@ -311,6 +348,7 @@ async def build_server(settings: Settings, clock: Clock | None = None) -> Keyhol
             idle=timedelta(seconds=settings.session_idle_timeout_seconds),
         ),
         SqlRefreshTokenRotator(database, unit_of_work),
+        telemetry,
     )
     authorizer.register_owner_resolver("sessions", sessions.owner_of)
     identity = IdentityUseCases(
@@ -337,7 +375,13 @@ async def build_server(settings: Settings, clock: Clock | None = None) -> Keyhol
         ),
         key_ring=key_ring,
         service_accounts=ServiceAccounts(
-            unit_of_work, account_lookup, access_tokens, audit_recorder, revocations, clock
+            unit_of_work,
+            account_lookup,
+            access_tokens,
+            audit_recorder,
+            revocations,
+            clock,
+            telemetry,
         ),
         introspection=TokenIntrospection(access_tokens),
     )
@@ -363,6 +407,7 @@ async def build_server(settings: Settings, clock: Clock | None = None) -> Keyhol
         retries=settings.provider_retries,
         breaker_threshold=settings.provider_breaker_threshold,
         breaker_cooldown_seconds=settings.provider_breaker_cooldown_seconds,
+        instrument=None if tracing is None else tracing.instrument_http,
     )
     sealer = AeadSealer(database.aead)
     connections = Connections(
@@ -373,6 +418,7 @@ async def build_server(settings: Settings, clock: Clock | None = None) -> Keyhol
         audit_recorder,
         clock,
         refresh_margin=timedelta(seconds=settings.provider_refresh_margin_seconds),
+        telemetry=telemetry,
     )
     authorizer.register_owner_resolver("connections", connections.owner_of)
     provider_use_cases = ProviderUseCases(
@@ -384,8 +430,16 @@ async def build_server(settings: Settings, clock: Clock | None = None) -> Keyhol
         authorizer,
         rate_limit_gate,
         on_denied=audit_recorder.record_denial,
+        metrics=None if registry is None else RpcMetrics(registry),
+        tracer=None if tracing is None else tracing.tracer,
     )
+    metrics = None
+    if registry is not None and settings.metrics_address:
+        registry.register(ScrapedFigures(rate_limit_gate, oauth))
+        metrics = MetricsEndpoint(settings.metrics_address, registry)
     server = aio.server(
+        # Tracing's span per call is a grpc.aio interceptor; without tracing there is none.
+        interceptors=None if tracing is None else tracing.server_interceptors(),
         options=[
             ("grpc.max_receive_message_length", settings.max_receive_message_bytes),
             # Equal soft and hard limits: between them gRPC rejects at random.
@@ -425,6 +479,8 @@ async def build_server(settings: Settings, clock: Clock | None = None) -> Keyhol
         providers=provider_use_cases,
         oauth=oauth,
         hasher=hasher,
+        metrics=metrics,
+        tracing=tracing,
     )
 
 

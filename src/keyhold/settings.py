@@ -10,6 +10,11 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
+def _is_host_port(value: str) -> bool:
+    host, sep, port = value.rpartition(":")
+    return bool(sep and host and port.isdigit() and 0 <= int(port) <= 65_535)
+
+
 class Settings(BaseSettings):
     """Everything Keyhold can be configured with; validated once at start-up."""
 
@@ -143,15 +148,32 @@ class Settings(BaseSettings):
     audit_retention_days: int = Field(
         7 * 365 + 2, ge=365, description="`keyhold audit prune` deletes records older than this"
     )
-    log_format: Literal["json", "console"] = Field("console")
-    log_level: Literal["debug", "info", "warning", "error"] = Field("info")
+    log_format: Literal["json", "console"] = Field(
+        "console", description="json: one JSON object a line (production); console: for people"
+    )
+    log_level: Literal["debug", "info", "warning", "error"] = Field(
+        "info", description="info logs one line per RPC"
+    )
+    metrics_address: str | None = Field(
+        None,
+        description="host:port serving Prometheus metrics over HTTP, e.g. 127.0.0.1:9464; "
+        "unset or empty: no metrics",
+    )
 
     @field_validator("listen_address")
     @classmethod
     def _has_port(cls, value: str) -> str:
-        host, sep, port = value.rpartition(":")
-        if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65_535:
+        if not _is_host_port(value):
             raise ValueError("must be host:port, e.g. 127.0.0.1:50051")
+        return value
+
+    @field_validator("metrics_address")
+    @classmethod
+    def _metrics_has_port(cls, value: str | None) -> str | None:
+        if not value:
+            return None
+        if not _is_host_port(value):
+            raise ValueError("must be host:port, e.g. 127.0.0.1:9464")
         return value
 
     @field_validator("database_url")

@@ -110,11 +110,21 @@ def _run_worker(settings: Settings, index: int, supervisor: int) -> None:
         os._exit(code)
 
 
+def metrics_address_of(settings: Settings, index: int) -> str | None:
+    """Worker `index` serves its metrics on the configured port + index (each process
+    has its own counters; scrape every port, or sum them in the query)."""
+    if not settings.metrics_address:
+        return None
+    host, port = settings.metrics_address.rsplit(":", 1)
+    return settings.metrics_address if port == "0" else f"{host}:{int(port) + index}"
+
+
 def _spawn(settings: Settings, index: int) -> int:
     supervisor = os.getpid()
+    own = settings.model_copy(update={"metrics_address": metrics_address_of(settings, index)})
     pid = os.fork()
     if pid == 0:
-        _run_worker(settings, index, supervisor)
+        _run_worker(own, index, supervisor)
     log.info("worker_started", worker=index, pid=pid)
     return pid
 

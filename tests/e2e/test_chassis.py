@@ -160,6 +160,9 @@ async def test_a_method_not_built_answers_unimplemented_after_the_pipeline(
         def set_details(self, details: object) -> None:
             pass
 
+        def code(self) -> None:  # read by the completion log
+            return None
+
         async def abort(self, code: grpc.StatusCode, details: str, trailing: object) -> None:
             raise AbortedWith(code, details)
 

@@ -4,6 +4,7 @@ finish within the grace period; `keyhold serve` does this on SIGTERM."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import socket
@@ -110,7 +111,8 @@ async def test_cli_serve_health_and_sigterm(tmp_path: Path) -> None:
         server.send_signal(signal.SIGTERM)
         _, err = await asyncio.wait_for(server.communicate(), timeout=20)
     assert server.returncode == 0
-    assert b'"event": "shutting_down"' in err
+    events = [json.loads(line)["event"] for line in err.splitlines()]  # JSON lines
+    assert "shutting_down" in events
     assert (tmp_path / "data" / "keyhold.db").exists()
 
 

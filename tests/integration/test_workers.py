@@ -21,6 +21,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from keyhold.identity.v1 import identity_service_pb2 as pb
 from keyhold.identity.v1 import identity_service_pb2_grpc as pb_grpc
+from keyhold.settings import Settings
+from keyhold.workers import metrics_address_of
 from tests.support.databases import postgres_database
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
@@ -201,6 +203,17 @@ def _alive(pid: int) -> bool:
     except FileNotFoundError:
         return False
     return state != "Z"
+
+
+def test_each_worker_serves_metrics_on_its_own_port(tmp_path: Path) -> None:
+    settings = Settings(_env_file=None, data_dir=tmp_path, metrics_address="127.0.0.1:9464")
+    assert [metrics_address_of(settings, index) for index in range(3)] == [
+        "127.0.0.1:9464",
+        "127.0.0.1:9465",
+        "127.0.0.1:9466",
+    ]
+    unset = Settings(_env_file=None, data_dir=tmp_path)
+    assert metrics_address_of(unset, 1) is None
 
 
 async def test_several_workers_on_sqlite_are_refused(tmp_path: Path) -> None:

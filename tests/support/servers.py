@@ -31,10 +31,13 @@ def settings_for(data_dir: Path, database_url: str | None = None, **overrides: A
 
 @asynccontextmanager
 async def running_server(
-    settings: Settings, channel_credentials: grpc.ChannelCredentials | None = None
+    settings: Settings,
+    channel_credentials: grpc.ChannelCredentials | None = None,
+    **build_options: Any,
 ) -> AsyncIterator[tuple[KeyholdServer, grpc.aio.Channel]]:
-    """The server and a channel to it: plaintext, or secured with `channel_credentials`."""
-    app = await build_server(settings)
+    """The server and a channel to it: plaintext, or secured with `channel_credentials`;
+    `build_options` go to `build_server` (e.g. `tracer_provider`)."""
+    app = await build_server(settings, **build_options)
     port = await app.start()
     target = f"127.0.0.1:{port}"
     channel = (

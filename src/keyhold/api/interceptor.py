@@ -1,6 +1,6 @@
 """The policy interceptor: every Keyhold method passes request id → authentication →
 authorization → rate limiting before its handler, and every failure leaves as a rich
-status.
+status. Each call is logged once when it completes (and counted, when metrics are on).
 
 It is applied once, when the methods are registered (see `registration`), rather than
 as a grpc.aio ServerInterceptor: that saves gRPC's per-call interceptor chain, about a
@@ -9,21 +9,25 @@ fifth of a cheap RPC's server CPU, and a call costs no lookup here at all.
 
 from __future__ import annotations
 
+import asyncio
 import inspect
+import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any, TypeAlias
+from time import perf_counter
+from typing import Any, Protocol, TypeAlias
 
 import grpc
 import structlog
 from grpc import aio
+from opentelemetry import trace
 
 from keyhold.api import errors as status_mapping
 from keyhold.api.pipeline.authentication import Authenticator, transport_identity
 from keyhold.api.pipeline.authorization import Authorizer
 from keyhold.api.pipeline.rate_limit import RateLimitGate
-from keyhold.api.pipeline.request_id import request_id_from, trace_id_from
+from keyhold.api.pipeline.request_id import request_id_from, trace_context_from
 from keyhold.api.policy import MethodPolicy, PolicyError
-from keyhold.domain.call import CallContext, set_current_call
+from keyhold.domain.call import CallContext, current_call, set_current_call
 from keyhold.domain.errors import DomainError, PermissionDenied, Unauthenticated
 from keyhold.domain.principal import ANONYMOUS
 
@@ -35,8 +39,30 @@ _DENIALS = (Unauthenticated, PermissionDenied)
 Denial = Callable[[CallContext, DomainError], Awaitable[None]]
 
 
+RpcObserver = Callable[[str, float], None]  # (status code name, seconds), once per call
+
+
+class RpcMetrics(Protocol):
+    def for_method(self, method: str) -> RpcObserver: ...
+
+
 async def _no_denial_hook(call: CallContext, error: DomainError) -> None:
     return None
+
+
+def _status_name(error: BaseException, context: aio.ServicerContext[Any, Any]) -> str:
+    if isinstance(error, asyncio.CancelledError | GeneratorExit):
+        return "CANCELLED"  # the client went away (GeneratorExit: from a stream)
+    code = context.code()
+    return code.name if isinstance(code, grpc.StatusCode) else "UNKNOWN"
+
+
+def _span_ids(traceparent: str | None) -> tuple[str, str]:
+    """The server span's ids (it continues the caller's trace, or starts one)."""
+    context = trace.get_current_span().get_span_context()
+    if not context.is_valid:
+        return trace_context_from(traceparent)
+    return format(context.trace_id, "032x"), format(context.span_id, "016x")
 
 
 class PolicyInterceptor:
@@ -47,12 +73,21 @@ class PolicyInterceptor:
         authorizer: Authorizer,
         rate_limits: RateLimitGate,
         on_denied: Denial = _no_denial_hook,
+        *,
+        metrics: RpcMetrics | None = None,
+        tracer: trace.Tracer | None = None,
     ) -> None:
         self._policies = policies
         self._authenticator = authenticator
         self._authorizer = authorizer
         self._rate_limits = rate_limits
         self._on_denied = on_denied
+        self._metrics = metrics
+        self._tracer = tracer
+        self._trace_ids = trace_context_from if tracer is None else _span_ids
+        self._log = log.bind()  # resolved once: the proxy would look it up on every call
+        is_enabled_for = getattr(self._log, "is_enabled_for", None)
+        self._log_calls = is_enabled_for is None or is_enabled_for(logging.INFO)
 
     def wrap(self, full_method: str, handler: Handler) -> Handler:
         """`handler` with the policy pipeline in front of it."""
@@ -62,18 +97,29 @@ class PolicyInterceptor:
         return self._wrap(handler, policy)
 
     def _wrap(self, handler: Any, policy: MethodPolicy) -> Handler:
+        method = policy.full_method
+        observe = None if self._metrics is None else self._metrics.for_method(method)
+        completed = self._completed
         if handler.unary_unary is not None:
-            behavior = handler.unary_unary
+            behavior = self._traced(handler.unary_unary, method)
             is_async = inspect.iscoroutinefunction(behavior)  # decided once, not per call
 
             async def unary(request: Any, context: aio.ServicerContext[Any, Any]) -> Any:
-                call = await self._admit(policy, request, context)
+                started = perf_counter()
+                code = "OK"
                 try:
-                    if is_async:
-                        return await behavior(request, context)
-                    return behavior(request, context)
-                except Exception as exc:
-                    await self._fail(exc, call, context)
+                    call = await self._admit(policy, request, context)
+                    try:
+                        if is_async:
+                            return await behavior(request, context)
+                        return behavior(request, context)
+                    except Exception as exc:
+                        await self._fail(exc, call, context)
+                except BaseException as error:
+                    code = _status_name(error, context)
+                    raise
+                finally:
+                    completed(method, code, started, observe)
 
             return grpc.unary_unary_rpc_method_handler(
                 unary,
@@ -81,17 +127,25 @@ class PolicyInterceptor:
                 response_serializer=handler.response_serializer,
             )
         if handler.unary_stream is not None:
-            stream_behavior = handler.unary_stream
+            stream_behavior = self._traced_stream(handler.unary_stream, method)
 
             async def stream(
                 request: Any, context: aio.ServicerContext[Any, Any]
             ) -> AsyncIterator[Any]:
-                call = await self._admit(policy, request, context)
+                started = perf_counter()
+                code = "OK"
                 try:
-                    async for response in stream_behavior(request, context):
-                        yield response
-                except Exception as exc:
-                    await self._fail(exc, call, context)
+                    call = await self._admit(policy, request, context)
+                    try:
+                        async for response in stream_behavior(request, context):
+                            yield response
+                    except Exception as exc:
+                        await self._fail(exc, call, context)
+                except BaseException as error:
+                    code = _status_name(error, context)
+                    raise
+                finally:
+                    completed(method, code, started, observe)
 
             return grpc.unary_stream_rpc_method_handler(
                 stream,
@@ -99,6 +153,59 @@ class PolicyInterceptor:
                 response_serializer=handler.response_serializer,
             )
         raise TypeError(f"{policy.full_method}: client-streaming methods are not supported")
+
+    def _completed(
+        self, method: str, code: str, started: float, observe: RpcObserver | None
+    ) -> None:
+        """The call's one log line (and its metrics): keyword arguments only, nothing bound."""
+        seconds = perf_counter() - started
+        if observe is not None:
+            observe(code, seconds)
+        if not self._log_calls:
+            return
+        call = current_call()
+        self._log.info(
+            "rpc_completed",
+            method=method,
+            code=code,
+            duration_ms=round(seconds * 1000.0, 3),
+            peer=call.peer,
+            principal=call.principal.subject or "anonymous",
+            request_id=call.request_id,
+            trace_id=call.trace_id,
+            span_id=call.span_id,
+        )
+
+    def _traced(self, behavior: Any, method: str) -> Any:
+        """With tracing, the handler in a span of its own under the server span."""
+        tracer = self._tracer
+        if tracer is None:
+            return behavior
+        name = method.rpartition("/")[2]
+        is_async = inspect.iscoroutinefunction(behavior)
+
+        async def traced(request: Any, context: aio.ServicerContext[Any, Any]) -> Any:
+            with tracer.start_as_current_span(name, attributes={"rpc.method": name}):
+                if is_async:
+                    return await behavior(request, context)
+                return behavior(request, context)
+
+        return traced
+
+    def _traced_stream(self, behavior: Any, method: str) -> Any:
+        tracer = self._tracer
+        if tracer is None:
+            return behavior
+        name = method.rpartition("/")[2]
+
+        async def traced(
+            request: Any, context: aio.ServicerContext[Any, Any]
+        ) -> AsyncIterator[Any]:
+            with tracer.start_as_current_span(name, attributes={"rpc.method": name}):
+                async for response in behavior(request, context):
+                    yield response
+
+        return traced
 
     async def _admit(
         self, policy: MethodPolicy, request: Any, context: aio.ServicerContext[Any, Any]
@@ -118,16 +225,21 @@ class PolicyInterceptor:
         rid = request_id_from(request_id)
         # Echoed with the status: no extra send operation per call.
         context.set_trailing_metadata((("x-request-id", rid),))
-        agent, trace_id = (user_agent or "")[:256], trace_id_from(traceparent)
+        agent = (user_agent or "")[:256]
+        trace_id, span_id = self._trace_ids(traceparent)
         try:
             principal = await self._authenticator.authenticate(policy, authorization)
         except DomainError as error:
-            call = CallContext(ANONYMOUS, peer, agent, rid, trace_id, policy.full_method, transport)
+            call = CallContext(
+                ANONYMOUS, peer, agent, rid, trace_id, policy.full_method, transport, span_id
+            )
             set_current_call(call)
             if isinstance(error, _DENIALS):
                 await self._on_denied(call, error)
             await self._abort_with(error, call, context)
-        call = CallContext(principal, peer, agent, rid, trace_id, policy.full_method, transport)
+        call = CallContext(
+            principal, peer, agent, rid, trace_id, policy.full_method, transport, span_id
+        )
         set_current_call(call)
         try:
             await self._authorizer.authorize(policy, principal, request, transport)

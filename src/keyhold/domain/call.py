@@ -37,6 +37,7 @@ class CallContext:
     trace_id: str = ""
     method: str = ""
     transport: TransportIdentity = NO_TRANSPORT
+    span_id: str = ""  # this call's server span, or the caller's span without tracing
 
     @property
     def peer_ip(self) -> str:

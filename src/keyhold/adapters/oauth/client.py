@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -26,12 +27,15 @@ class HttpOAuthClient:
         backoff_seconds: float = 0.2,
         breaker_threshold: int = 5,
         breaker_cooldown_seconds: float = 30.0,
+        instrument: Callable[[httpx.AsyncClient], None] | None = None,
     ) -> None:
         self._http = httpx.AsyncClient(
             timeout=httpx.Timeout(timeout_seconds),
             follow_redirects=False,
             headers={"accept": "application/json"},
         )
+        if instrument is not None:
+            instrument(self._http)  # tracing: a span per provider HTTP call
         self._retries = retries
         self._backoff = backoff_seconds
         self._threshold = breaker_threshold
@@ -44,7 +48,8 @@ class HttpOAuthClient:
         return self._breakers[slug]
 
     def breaker_states(self) -> dict[str, CircuitState]:
-        return {slug: breaker.state for slug, breaker in self._breakers.items()}
+        # A copy first: a metrics scrape reads this from another thread.
+        return {slug: breaker.state for slug, breaker in list(self._breakers.items())}
 
     async def close(self) -> None:
         await self._http.aclose()

@@ -13,11 +13,14 @@ from keyhold.settings import Settings
 
 
 def create_engine(settings: Settings) -> AsyncEngine:
+    """`hide_parameters`: a statement's values (emails, hashes, sealed credentials) stay
+    out of error messages, and so out of logged tracebacks."""
     url = make_url(settings.resolved_database_url)
     if url.get_backend_name() == "sqlite":
         return _sqlite_engine(url.database)
     return create_async_engine(
         url,
+        hide_parameters=True,
         pool_size=settings.database_pool_size,
         max_overflow=0,
         # No pre-ping (a round trip per checkout): a connection that turns out dead
@@ -34,7 +37,9 @@ def create_engine(settings: Settings) -> AsyncEngine:
 def _sqlite_engine(database: str | None) -> AsyncEngine:
     if database and database != ":memory:":
         Path(database).parent.mkdir(parents=True, exist_ok=True)
-    engine = create_async_engine(f"sqlite+aiosqlite:///{database or ':memory:'}")
+    engine = create_async_engine(
+        f"sqlite+aiosqlite:///{database or ':memory:'}", hide_parameters=True
+    )
 
     @event.listens_for(engine.sync_engine, "connect")
     def _pragmas(dbapi_connection: Any, _record: Any) -> None:

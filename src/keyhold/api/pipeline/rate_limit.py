@@ -1,12 +1,13 @@
 """Rate limiting with the `limits` library, keyed as each method's policy says.
 
 If the limit storage (Redis) cannot be reached, calls are let through and a warning
-is logged: losing the limiter must not take the service down.
+is logged and counted: losing the limiter must not take the service down.
 """
 
 from __future__ import annotations
 
 import time
+from collections import Counter
 
 import structlog
 from limits.aio.strategies import RateLimiter
@@ -27,6 +28,7 @@ class RateLimitGate:
         self._limiter = limiter
         self._enabled = enabled
         self.storage_failures = 0
+        self.rejections: Counter[str] = Counter()  # by method
 
     def _identity(self, limit: RateLimit, call: CallContext, request: object) -> str:
         if limit.key == policy_pb2.RATE_LIMIT_KEY_PEER:
@@ -54,6 +56,7 @@ class RateLimitGate:
                 self.storage_failures += 1
                 log.warning("rate_limit_storage_unavailable", error=type(exc).__name__)
                 return
+            self.rejections[policy.full_method] += 1
             raise ResourceExhausted(
                 "RATE_LIMITED",
                 f"too many calls: the limit is {limit.text}",

@@ -1,4 +1,4 @@
-"""Request ids (`x-request-id`, or generated) and W3C trace ids (`traceparent`)."""
+"""Request ids (`x-request-id`, or generated) and W3C trace context (`traceparent`)."""
 
 from __future__ import annotations
 
@@ -35,14 +35,15 @@ def request_id_from(header: str | None) -> str:
     return _generated.next()
 
 
-_TRACEPARENT = re.compile(r"^[0-9a-f]{2}-([0-9a-f]{32})-[0-9a-f]{16}-[0-9a-f]{2}$")
+_TRACEPARENT = re.compile(r"^(?!ff)[0-9a-f]{2}-([0-9a-f]{32})-([0-9a-f]{16})-[0-9a-f]{2}$")
+_NO_TRACE = ("", "")
 
 
-def trace_id_from(traceparent: str | None) -> str:
-    """The trace id of a W3C `traceparent` header, or empty."""
+def trace_context_from(traceparent: str | None) -> tuple[str, str]:
+    """(trace id, parent span id) of a W3C `traceparent` header, or empty strings."""
     if traceparent is None:
-        return ""
+        return _NO_TRACE
     match = _TRACEPARENT.match(traceparent.strip())
-    if match is None or match.group(1) == "0" * 32:
-        return ""
-    return match.group(1)
+    if match is None or match.group(1) == "0" * 32 or match.group(2) == "0" * 16:
+        return _NO_TRACE
+    return match.group(1), match.group(2)

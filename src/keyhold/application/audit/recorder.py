@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 
 import structlog
 
+from keyhold.application.telemetry import NO_TELEMETRY, Telemetry
 from keyhold.domain.audit.actions import REGISTRY, Action, action_for_rpc
 from keyhold.domain.audit.events import ActorType, AuditRecord, Outcome
 from keyhold.domain.audit.ports import AuditAppender
@@ -58,9 +59,12 @@ class AuditUnavailable(Unavailable):
 
 
 class AuditRecorder:
-    def __init__(self, appender: AuditAppender, clock: Clock) -> None:
+    def __init__(
+        self, appender: AuditAppender, clock: Clock, telemetry: Telemetry = NO_TELEMETRY
+    ) -> None:
         self._appender = appender
         self._clock = clock
+        self._telemetry = telemetry
 
     @asynccontextmanager
     async def attempt(
@@ -134,3 +138,4 @@ class AuditRecorder:
             await self._appender.append(record)
         except Unavailable as exc:
             raise AuditUnavailable() from exc
+        self._telemetry.audit_appended(outcome.value)

@@ -3,6 +3,7 @@ reset on success."""
 
 from __future__ import annotations
 
+from keyhold.application.telemetry import NO_TELEMETRY, Telemetry
 from keyhold.domain.clock import Clock
 from keyhold.domain.errors import ResourceExhausted
 from keyhold.domain.identity import DOMAIN
@@ -10,10 +11,17 @@ from keyhold.domain.identity.lockout import LockoutPolicy, LoginFailureStore
 
 
 class LoginLockout:
-    def __init__(self, store: LoginFailureStore, policy: LockoutPolicy, clock: Clock) -> None:
+    def __init__(
+        self,
+        store: LoginFailureStore,
+        policy: LockoutPolicy,
+        clock: Clock,
+        telemetry: Telemetry = NO_TELEMETRY,
+    ) -> None:
         self._store = store
         self._policy = policy
         self._clock = clock
+        self._telemetry = telemetry
 
     @staticmethod
     def _account(email: str, peer: str) -> str:
@@ -37,12 +45,16 @@ class LoginLockout:
 
     async def failed(self, email: str, peer: str) -> None:
         now = self._clock.now()
-        await self._store.record_failure(
+        account = await self._store.record_failure(
             self._account(email, peer), now, self._policy, self._policy.threshold
         )
-        await self._store.record_failure(
+        if account.locked_until is not None:
+            self._telemetry.login_locked("account")
+        whole_peer = await self._store.record_failure(
             self._peer(peer), now, self._policy, self._policy.peer_threshold
         )
+        if whole_peer.locked_until is not None:
+            self._telemetry.login_locked("peer")
 
     async def succeeded(self, email: str, peer: str) -> None:
         await self._store.reset(self._account(email, peer))

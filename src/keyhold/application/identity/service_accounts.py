@@ -17,6 +17,7 @@ from keyhold.application.pagination import (
     time_id_cursor,
     time_id_token,
 )
+from keyhold.application.telemetry import NO_TELEMETRY, Telemetry
 from keyhold.domain.audit.actions import Action
 from keyhold.domain.clock import Clock
 from keyhold.domain.errors import NotFound, PermissionDenied, Unauthenticated
@@ -56,7 +57,9 @@ class ServiceAccounts:
         recorder: AuditRecorder,
         revocations: Revocations,
         clock: Clock,
+        telemetry: Telemetry = NO_TELEMETRY,
     ) -> None:
+        self._telemetry = telemetry
         self._unit_of_work = unit_of_work
         self._lookup = lookup
         self._tokens = tokens
@@ -128,4 +131,5 @@ class ServiceAccounts:
             granted = requested or account.scopes
             attempt.details["scopes"] = ",".join(sorted(granted))
             token = self._tokens.issue(subject=account.name, scopes=granted)
+            self._telemetry.token_issued("service")
         return ServiceToken(token, granted)

@@ -23,6 +23,7 @@ from keyhold.application.pagination import (
     time_id_cursor,
     time_id_token,
 )
+from keyhold.application.telemetry import NO_TELEMETRY, Telemetry
 from keyhold.domain.audit.actions import Action
 from keyhold.domain.call import current_call
 from keyhold.domain.clock import Clock
@@ -78,6 +79,7 @@ class Sessions:
         clock: Clock,
         lifetimes: SessionLifetimes,
         rotator: RefreshTokenRotator,
+        telemetry: Telemetry = NO_TELEMETRY,
     ) -> None:
         self._unit_of_work = unit_of_work
         self._hasher = hasher
@@ -88,6 +90,7 @@ class Sessions:
         self._clock = clock
         self._lifetimes = lifetimes
         self._rotator = rotator
+        self._telemetry = telemetry
 
     async def login(self, email: str, password: str, user_agent: str) -> SessionTokens:
         email = normalize_email(email)
@@ -144,7 +147,12 @@ class Sessions:
             await uow.sessions.add(session)
             await uow.sessions.add_refresh_token(refresh_hash, session.id, now)
         access = self._tokens.issue(subject=user.name, roles=user.roles, session_id=session.id)
+        self._issued()
         return SessionTokens(session, access, refresh_token)
+
+    def _issued(self) -> None:
+        self._telemetry.token_issued("access")
+        self._telemetry.token_issued("refresh")
 
     async def refresh(self, refresh_token: str) -> SessionTokens:
         async with self._recorder.attempt(Action.SESSION_REFRESH) as attempt:
@@ -158,6 +166,7 @@ class Sessions:
             if rotation.session_id is not None:
                 attempt.resource_name = f"sessions/{rotation.session_id}"
             if rotation.outcome is RotationOutcome.REUSED and rotation.session_id is not None:
+                self._telemetry.refresh_reuse_detected()
                 await self._revoke_family(rotation.session_id, attempt.details)
                 raise Unauthenticated(
                     "REFRESH_TOKEN_REUSED",
@@ -174,6 +183,7 @@ class Sessions:
             access = self._tokens.issue(
                 subject=f"users/{session.user_id}", roles=rotation.roles, session_id=session.id
             )
+            self._issued()
         return SessionTokens(session, access, new_token)
 
     async def _revoke_family(self, session_id: str, details: dict[str, str]) -> None:

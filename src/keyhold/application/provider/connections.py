@@ -21,6 +21,7 @@ from keyhold.application.pagination import (
 )
 from keyhold.application.provider.catalog import not_found as provider_not_found
 from keyhold.application.provider.catalog import secret_context
+from keyhold.application.telemetry import NO_TELEMETRY, Telemetry
 from keyhold.domain.audit.actions import Action
 from keyhold.domain.call import current_call
 from keyhold.domain.clock import Clock
@@ -97,7 +98,9 @@ class Connections:
         *,
         refresh_margin: timedelta,
         authorization_lifetime: timedelta = timedelta(minutes=10),
+        telemetry: Telemetry = NO_TELEMETRY,
     ) -> None:
+        self._telemetry = telemetry
         self._unit_of_work = unit_of_work
         self._oauth = oauth
         self._sealer = sealer
@@ -333,6 +336,7 @@ class Connections:
                 try:
                     tokens = await self._oauth.refresh(provider, secret, credentials.refresh_token)
                 except OAuthError as error:
+                    self._telemetry.provider_refreshed(provider.slug, "rejected")
                     if error.error == "invalid_grant":
                         async with self._unit_of_work() as uow:
                             await uow.connections.save(
@@ -345,7 +349,9 @@ class Connections:
                             )
                     raise _rejected(error, "REFRESH_REJECTED") from error
                 except ProviderUnreachable as exc:
+                    self._telemetry.provider_refreshed(provider.slug, "unreachable")
                     raise _unreachable() from exc
+                self._telemetry.provider_refreshed(provider.slug, "succeeded")
                 refreshed = self._with_tokens(current, tokens, ConnectionState.ACTIVE)
                 fresh = self._credentials(tokens, credentials)
                 async with self._unit_of_work() as uow:
