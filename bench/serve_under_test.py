@@ -206,7 +206,9 @@ async def keyhold_server(
             "KEYHOLD_DATA_DIR": str(data_dir),
             "KEYHOLD_KEY_ENCRYPTION_KEYS": key_encryption_keys,
             "KEYHOLD_RATE_LIMITS_ENABLED": "false",
-            "KEYHOLD_LOG_LEVEL": "warning",
+            # As in production: one JSON line per RPC (to the log file in the data dir).
+            "KEYHOLD_LOG_LEVEL": "info",
+            "KEYHOLD_LOG_FORMAT": "json",
             "KEYHOLD_MIGRATE_ON_START": "true",  # also for PostgreSQL: a fresh database
             "KEYHOLD_SHUTDOWN_GRACE_SECONDS": "1",
         }
