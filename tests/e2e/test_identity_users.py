@@ -68,7 +68,8 @@ async def test_duplicate_email_is_already_exists(server: Server) -> None:
         ("not-an-email", PASSWORD, "EMAIL_INVALID", "email"),
         ("a@b", PASSWORD, "EMAIL_INVALID", "email"),
         ("a b@example.com", PASSWORD, "EMAIL_INVALID", "email"),
-        ("a@example.com\u0000", PASSWORD, "EMAIL_INVALID", "email"),
+        ("a@example.com\u0007", PASSWORD, "EMAIL_INVALID", "email"),
+        ("a@example.com\u0000", PASSWORD, "NUL_CHARACTER", "email"),  # refused for any field
         ("x" * 250 + "@example.com", PASSWORD, "EMAIL_INVALID", "email"),
         ("ada@example.com", "eleven-char", "PASSWORD_TOO_SHORT", "password"),
         ("ada@example.com", "p" * 129, "PASSWORD_TOO_LONG", "password"),

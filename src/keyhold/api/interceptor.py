@@ -24,8 +24,10 @@ from opentelemetry import trace
 from keyhold.api import errors as status_mapping
 from keyhold.api.pipeline.authentication import Authenticator, transport_identity
 from keyhold.api.pipeline.authorization import Authorizer
+from keyhold.api.pipeline.decoding import UndecodableRequest
 from keyhold.api.pipeline.rate_limit import RateLimitGate
 from keyhold.api.pipeline.request_id import request_id_from, trace_context_from
+from keyhold.api.pipeline.text import refuse_nul_characters
 from keyhold.api.policy import MethodPolicy, PolicyError
 from keyhold.domain.call import CallContext, current_call, set_current_call
 from keyhold.domain.errors import DomainError, PermissionDenied, Unauthenticated
@@ -242,6 +244,9 @@ class PolicyInterceptor:
         )
         set_current_call(call)
         try:
+            if isinstance(request, UndecodableRequest):
+                raise request.error()
+            refuse_nul_characters(request)
             await self._authorizer.authorize(policy, principal, request, transport)
             await self._rate_limits.check(policy, call, request)
         except DomainError as error:

@@ -10,6 +10,7 @@ from google.protobuf.descriptor import ServiceDescriptor
 from grpc import aio
 
 from keyhold.api.interceptor import Handler, PolicyInterceptor
+from keyhold.api.pipeline.decoding import lenient_parser
 
 
 def register_service(
@@ -35,7 +36,7 @@ def register_service(
         )
         base = make(
             behavior,
-            request_deserializer=request.FromString,
+            request_deserializer=lenient_parser(request),
             response_serializer=response.SerializeToString,
         )
         handlers[method.name] = interceptor.wrap(f"/{service.full_name}/{method.name}", base)

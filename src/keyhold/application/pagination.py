@@ -7,7 +7,7 @@ import binascii
 import hashlib
 import json
 from collections.abc import Callable
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import TypeVar
 
 from keyhold.domain.errors import FieldViolation, InvalidArgument
@@ -60,18 +60,19 @@ def decode_page_token(token: str, query: object) -> object | None:
 
 
 def time_id_cursor(cursor: object) -> tuple[str, str] | None:
-    """A decoded `[created_at ISO, id]` keyset cursor (None for the first page)."""
+    """A decoded `[created_at ISO, id]` keyset cursor (None for the first page), its time
+    in UTC. Tokens are opaque but not secret: a forged one may carry any time."""
     if cursor is None:
         return None
     if isinstance(cursor, list) and len(cursor) == 2:
         created, identifier = cursor
         if isinstance(created, str) and isinstance(identifier, str) and len(identifier) <= 64:
             try:
-                datetime.fromisoformat(created)
-            except ValueError:
+                moment = datetime.fromisoformat(created)
+                if moment.tzinfo is not None:  # the columns hold aware times only
+                    return moment.astimezone(UTC).isoformat(), identifier
+            except (ValueError, OverflowError):  # not a time, or beyond year 1..9999 in UTC
                 pass
-            else:
-                return created, identifier
     raise InvalidArgument(
         "PAGE_TOKEN_INVALID",
         "page_token is malformed",

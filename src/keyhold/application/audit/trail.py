@@ -18,6 +18,7 @@ from keyhold.domain.errors import FailedPrecondition, FieldViolation, InvalidArg
 _DOMAIN = "keyhold.audit"
 VERIFY_CHUNK = 1_000
 STREAM_CHUNK = 500
+MAX_SEQUENCE = 2**63 - 1  # the BIGINT column's range
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,7 +115,7 @@ class AuditTrailReader:
             )
         query = _filter_key(where)
         cursor = decode_page_token(token, query)
-        if cursor is not None and (type(cursor) is not int or cursor < 1):
+        if cursor is not None and (type(cursor) is not int or not 1 <= cursor <= MAX_SEQUENCE):
             raise InvalidArgument("PAGE_TOKEN_INVALID", "page_token is malformed", domain=_DOMAIN)
         details = {k: str(v) for k, v in query.items() if v}
         async with self._recorder.attempt(Action.AUDIT_EVENTS_LIST, "audit-events", details) as at:

@@ -79,7 +79,11 @@ def validate_endpoint(url: str, field: str, *, required: bool) -> str:
         return ""
     if len(url) > 2048 or any(ch.isspace() for ch in url):
         raise invalid("ENDPOINT_INVALID", field, "must be an https URL")
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError for a port out of range
+    except ValueError as exc:  # an unbalanced IPv6 bracket, a bad port
+        raise invalid("ENDPOINT_INVALID", field, "must be an https URL") from exc
     host = parts.hostname or ""
     secure = parts.scheme == "https"
     local_http = parts.scheme == "http" and is_loopback(host)
