@@ -305,7 +305,7 @@ async def build_server(settings: Settings, clock: Clock | None = None) -> Keyhol
         unit_of_work,
         oauth,
         sealer,
-        SqlRefreshLock(database),
+        SqlRefreshLock(database, max_holders=settings.database_pool_size // 2),
         audit_recorder,
         clock,
         refresh_margin=timedelta(seconds=settings.provider_refresh_margin_seconds),

@@ -126,6 +126,9 @@ class PolicyInterceptor:
             if isinstance(error, _DENIALS):
                 await self._on_denied(call, error)
             await self._abort_with(error, call, context)
+        except Exception as exc:  # a bug: INTERNAL with the request id, as in a handler
+            call = CallContext(ANONYMOUS, peer, agent, rid, trace_id, policy.full_method)
+            await self._fail(exc, call, context)
         call = CallContext(principal, peer, agent, rid, trace_id, policy.full_method)
         set_current_call(call)
         try:
@@ -135,6 +138,8 @@ class PolicyInterceptor:
             if isinstance(error, _DENIALS):
                 await self._on_denied(call, error)
             await self._abort_with(error, call, context)
+        except Exception as exc:
+            await self._fail(exc, call, context)
         return call
 
     async def _fail(

@@ -9,12 +9,14 @@ from contextlib import asynccontextmanager
 
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from keyhold.adapters.crypto.aead import AeadKeyRing
 from keyhold.domain.errors import Unavailable
 
-_CONNECTION_ERRORS = (OperationalError, InterfaceError, OSError, TimeoutError)
+# PoolTimeout: no pooled connection came free within the connect timeout.
+_CONNECTION_ERRORS = (OperationalError, InterfaceError, OSError, TimeoutError, PoolTimeout)
 # PostgreSQL refusing or ending a connection, which asyncpg raises as plain server errors:
 # class 08 (connection exception), 53300 too many connections, 57P01 admin shutdown,
 # 57P02 crash shutdown, 57P03 cannot connect now (starting up or shutting down).
