@@ -79,6 +79,8 @@ from keyhold.settings import Settings
 
 log = structlog.get_logger(__name__)
 KEY_RING_REFRESH_SECONDS = 60.0
+# After the grace period: how long cancelled handlers get to write their audit outcomes.
+HANDLER_CLEANUP_SECONDS = 5.0
 
 SERVICES: tuple[ServiceDescriptor, ...] = (
     identity_service_pb2.DESCRIPTOR.services_by_name["IdentityService"],
@@ -116,6 +118,7 @@ class KeyholdServer:
     providers: ProviderUseCases
     oauth: HttpOAuthClient
     hasher: Argon2Hasher
+    interceptor: PolicyInterceptor
     port: int = 0
     _key_refresher: asyncio.Task[None] | None = None
 
@@ -151,6 +154,7 @@ class KeyholdServer:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._key_refresher
         await self.server.stop(self.settings.shutdown_grace_seconds if grace is None else grace)
+        await self.interceptor.drain(HANDLER_CLEANUP_SECONDS)
         if self.listener is not None:
             await self.listener.stop()
         await self.database.dispose()
@@ -360,6 +364,7 @@ async def build_server(settings: Settings, clock: Clock | None = None) -> Keyhol
         providers=provider_use_cases,
         oauth=oauth,
         hasher=hasher,
+        interceptor=interceptor,
     )
 
 

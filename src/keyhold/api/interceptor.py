@@ -9,6 +9,7 @@ fifth of a cheap RPC's server CPU, and a call costs no lookup here at all.
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeAlias
@@ -53,6 +54,20 @@ class PolicyInterceptor:
         self._authorizer = authorizer
         self._rate_limits = rate_limits
         self._on_denied = on_denied
+        self._in_flight: set[asyncio.Task[Any]] = set()
+
+    def _track(self) -> None:
+        task = asyncio.current_task()
+        if task is not None:
+            self._in_flight.add(task)
+            task.add_done_callback(self._in_flight.discard)
+
+    async def drain(self, within_seconds: float) -> None:
+        """Wait, up to `within_seconds`, for the handlers still running. gRPC's stop returns once
+        the calls are over on the wire, but a call cancelled at the end of the grace
+        period still has its audit outcome to write: the database must outlive it."""
+        if self._in_flight:
+            await asyncio.wait(set(self._in_flight), timeout=within_seconds)
 
     def wrap(self, full_method: str, handler: Handler) -> Handler:
         """`handler` with the policy pipeline in front of it."""
@@ -67,6 +82,7 @@ class PolicyInterceptor:
             is_async = inspect.iscoroutinefunction(behavior)  # decided once, not per call
 
             async def unary(request: Any, context: aio.ServicerContext[Any, Any]) -> Any:
+                self._track()
                 call = await self._admit(policy, request, context)
                 try:
                     if is_async:
@@ -86,6 +102,7 @@ class PolicyInterceptor:
             async def stream(
                 request: Any, context: aio.ServicerContext[Any, Any]
             ) -> AsyncIterator[Any]:
+                self._track()
                 call = await self._admit(policy, request, context)
                 try:
                     async for response in stream_behavior(request, context):
