@@ -13,6 +13,7 @@ BENCHMARKS = {
     "audit-query": "bench.audit_query",
     "client-verify": "bench.client_verify",
     "rpc": "bench.rpc",
+    "soak": "bench.soak",
 }
 
 

@@ -42,6 +42,8 @@ from bench.serve_under_test import (
     keyhold_server,
     new_key_encryption_key,
 )
+from keyhold.audit.v1 import audit_service_pb2 as audit_pb
+from keyhold.audit.v1 import audit_service_pb2_grpc as audit_grpc
 from keyhold.identity.v1 import identity_service_pb2 as identity_pb
 from keyhold.identity.v1 import identity_service_pb2_grpc as identity_grpc
 from keyhold.server import KeyholdServer, build_server
@@ -50,6 +52,7 @@ from keyhold.settings import Settings
 OWN_JSON_OPTION = True  # `--json PATH` is ours, not the dispatcher's flag
 ADMIN_DSN = "postgresql://postgres@127.0.0.1:5432/test"
 IDENTITY = "/keyhold.identity.v1.IdentityService/"
+AUDIT = "/keyhold.audit.v1.AuditService/"
 
 ServerKind = Literal["bare", "keyhold"]
 
@@ -280,6 +283,20 @@ async def _bulk_sessions(app: KeyholdServer, email: str, count: int) -> list[str
             await uow.sessions.add_refresh_token(token_hash, session.id, now)
             tokens.append(token)
     return tokens
+
+
+@scenario("audit-list", "keyhold", "AuditService/ListAuditEvents, newest 20, itself audited")
+async def audit_list(target: Target) -> CallSpec:
+    app = target._tokens()
+    account, secret = await app.identity.service_accounts.create("bench", ["audit.read"])
+    reader = await app.identity.service_accounts.issue_token(account.client_id, secret, [])
+    metadata = bearer(reader.token.token)
+    request = audit_pb.ListAuditEventsRequest(page_size=20)
+    response = await audit_grpc.AuditServiceStub(target.channel).ListAuditEvents(
+        request, metadata=metadata, timeout=10.0
+    )
+    assert response.events, response
+    return CallSpec.of(AUDIT + "ListAuditEvents", request.SerializeToString(), metadata)
 
 
 @scenario("jwks", "keyhold", "IdentityService/GetJwks, public, no token")
