@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
@@ -30,9 +30,9 @@ TIMEOUT, COOLDOWN = 2.0, 1.0
 
 
 @pytest.fixture
-def provider() -> AsyncIterator[FakeOAuthProvider]:
+def provider() -> Iterator[FakeOAuthProvider]:
     with FakeOAuthProvider() as running:
-        yield running  # type: ignore[misc]
+        yield running
 
 
 async def _refresh(world: World, name: str) -> tuple[str, str | None, float]:
