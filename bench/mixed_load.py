@@ -67,12 +67,15 @@ class Window:
     calls: Counter[str] = field(default_factory=Counter)  # OK calls per scenario
     errors: Counter[str] = field(default_factory=Counter)  # "scenario CODE"
     latencies: array[float] = field(default_factory=lambda: array("d"))  # seconds
+    by_scenario: dict[str, array[float]] = field(default_factory=dict)  # seconds
     skipped: int = 0
 
     def merge(self, other: Window) -> None:
         self.calls.update(other.calls)
         self.errors.update(other.errors)
         self.latencies.extend(other.latencies)
+        for name, latencies in other.by_scenario.items():
+            self.by_scenario.setdefault(name, array("d")).extend(latencies)
         self.skipped += other.skipped
 
     def summary(self) -> dict[str, Any]:
@@ -185,6 +188,7 @@ async def _drive(
             else:
                 current.calls[entry.name] += 1
                 current.latencies.append(done - began)
+                current.by_scenario.setdefault(entry.name, array("d")).append(done - began)
 
         async def ticker() -> None:
             """Windows end on time even when no call completes (a server that hangs)."""

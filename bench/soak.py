@@ -31,6 +31,7 @@ import platform
 import shutil
 import tempfile
 import time
+from array import array
 from collections import Counter
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -39,7 +40,7 @@ from typing import Any
 import asyncpg
 import grpc
 
-from bench.loadgen import CallSpec
+from bench.loadgen import CallSpec, percentile
 from bench.mixed_load import MixConfig, MixEntry, closed_loop_rate, start_mix
 from bench.rpc import (
     ARGON2_ENV,
@@ -264,6 +265,7 @@ async def _soak(
     )
     monitor = await asyncpg.connect(database_dsn)
     samples: list[Sample] = []
+    latencies: dict[str, array[float]] = {}  # after the warm-up, per scenario
     try:
         run = await start_mix(server.address, config)
         try:
@@ -276,7 +278,11 @@ async def _soak(
                 rss, fds = _rss_mb(server.pid), _fds(server.pid)
                 connections = await _pg_connections(monitor)
                 cpu = server.cpu_seconds()
-                window = (await run.window(number)).summary()
+                merged = await run.window(number)
+                if number >= warmup:
+                    for scenario, each in merged.by_scenario.items():
+                        latencies.setdefault(scenario, array("d")).extend(each)
+                window = merged.summary()
                 samples.append(
                     Sample(
                         seconds=(number + 1) * args.sample_seconds,
@@ -313,7 +319,20 @@ async def _soak(
         f"{calls:,} OK, {sum(totals.errors.values())} errors "
         f"{dict(totals.errors) or ''}, {totals.skipped} not sent (too many outstanding)"
     )
-    print("by scenario: " + ", ".join(f"{k} {v:,}" for k, v in sorted(totals.calls.items())))
+    by_scenario = {
+        scenario: {
+            "ok": totals.calls[scenario],
+            "p50_ms": round(percentile(ordered, 50) * 1000, 2),
+            "p99_ms": round(percentile(ordered, 99) * 1000, 2),
+        }
+        for scenario, ordered in ((k, sorted(v)) for k, v in sorted(latencies.items()))
+    }
+    print("after the warm-up, by scenario (OK calls in the whole soak, latency p50 / p99 ms):")
+    for scenario, figures in by_scenario.items():
+        print(
+            f"  {scenario:<14} {figures['ok']:>9,} {figures['p50_ms']:>8.2f} "
+            f"{figures['p99_ms']:>8.2f}"
+        )
     print(
         f"audit chain {'OK' if chain.ok else 'BROKEN'} over {chain.checked_count:,} events "
         f"({verify_seconds:.1f} s)"
@@ -344,6 +363,7 @@ async def _soak(
             "lost": lost,
             "ok": calls,
             "ok_by_scenario": dict(sorted(totals.calls.items())),
+            "latency_after_warmup_by_scenario": by_scenario,
             "errors": dict(sorted(totals.errors.items())),
             "not_sent": totals.skipped,
         },
