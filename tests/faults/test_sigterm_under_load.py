@@ -76,7 +76,7 @@ async def _user_names(database_url: str) -> set[str]:
         await connection.close()
 
 
-@pytest.mark.parametrize(("grace", "drains"), [(8.0, True), (0.3, False)], ids=["drain", "cut"])
+@pytest.mark.parametrize(("grace", "drains"), [(8.0, True), (0.1, False)], ids=["drain", "cut"])
 async def test_sigterm_mid_load_loses_nothing(tmp_path: Path, grace: float, drains: bool) -> None:
     async with postgres_database() as url:
         env = _environment(url, grace)
