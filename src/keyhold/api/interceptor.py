@@ -63,9 +63,10 @@ class PolicyInterceptor:
             task.add_done_callback(self._in_flight.discard)
 
     async def drain(self, within_seconds: float) -> None:
-        """Wait, up to `within_seconds`, for the handlers still running. gRPC's stop returns once
-        the calls are over on the wire, but a call cancelled at the end of the grace
-        period still has its audit outcome to write: the database must outlive it."""
+        """Wait, up to `within_seconds`, for the handlers still running. gRPC's stop
+        returns once the calls are over on the wire, but a call cancelled at the end of
+        the grace period still has its audit outcome to write: the database must
+        outlive it."""
         if self._in_flight:
             await asyncio.wait(set(self._in_flight), timeout=within_seconds)
 

@@ -95,17 +95,15 @@ async def _see_through(work: Coroutine[Any, Any, None]) -> None:
     cancellation is then dropped: the call's work is done, and it goes on to record so.
     (Cancellation before the commit still stops the statements under way.)"""
     task = asyncio.ensure_future(work)
-    cancelled = 0
+    dropped = 0
     while not task.done():
         try:
             await asyncio.shield(task)
         except asyncio.CancelledError:
-            if task.done():
-                break
-            cancelled += 1
+            dropped += 1
     current = asyncio.current_task()
-    for _ in range(cancelled):
-        if current is not None:
+    if current is not None:
+        for _ in range(dropped):
             current.uncancel()
     task.result()
 
