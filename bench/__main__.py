@@ -17,6 +17,7 @@ BENCHMARKS = {
     "report": "bench.report",
     "rpc": "bench.rpc",
     "transport-identity": "bench.transport_identity",
+    "soak": "bench.soak",
 }
 
 

@@ -91,6 +91,8 @@ from keyhold.settings import Settings
 
 log = structlog.get_logger(__name__)
 KEY_RING_REFRESH_SECONDS = 60.0
+# After the grace period: how long cancelled handlers get to write their audit outcomes.
+HANDLER_CLEANUP_SECONDS = 5.0
 
 SERVICES: tuple[ServiceDescriptor, ...] = (
     identity_service_pb2.DESCRIPTOR.services_by_name["IdentityService"],
@@ -128,6 +130,7 @@ class KeyholdServer:
     providers: ProviderUseCases
     oauth: HttpOAuthClient
     hasher: Argon2Hasher
+    interceptor: PolicyInterceptor
     metrics: MetricsEndpoint | None = None
     tracing: Tracing | None = None
     port: int = 0
@@ -205,6 +208,7 @@ class KeyholdServer:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._key_refresher
         await self.server.stop(self.settings.shutdown_grace_seconds if grace is None else grace)
+        await self.interceptor.drain(HANDLER_CLEANUP_SECONDS)
         if self.listener is not None:
             await self.listener.stop()
         await self.database.dispose()
@@ -414,7 +418,7 @@ async def build_server(
         unit_of_work,
         oauth,
         sealer,
-        SqlRefreshLock(database),
+        SqlRefreshLock(database, max_holders=settings.database_pool_size // 2),
         audit_recorder,
         clock,
         refresh_margin=timedelta(seconds=settings.provider_refresh_margin_seconds),
@@ -481,6 +485,7 @@ async def build_server(
         hasher=hasher,
         metrics=metrics,
         tracing=tracing,
+        interceptor=interceptor,
     )
 
 

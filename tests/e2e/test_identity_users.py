@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from pathlib import Path
 
 import grpc
 import pytest
@@ -14,8 +13,7 @@ from keyhold.adapters.persistence.tables import audit_events, users
 from keyhold.identity.v1 import identity_service_pb2 as pb
 from keyhold.identity.v1 import identity_service_pb2_grpc as pb_grpc
 from keyhold.server import KeyholdServer
-from tests.support.databases import postgres_database
-from tests.support.servers import PASSWORD, bearer, running_server, settings_for, signed_in
+from tests.support.servers import PASSWORD, bearer, signed_in
 from tests.support.status import rich_error
 
 Server = tuple[KeyholdServer, grpc.aio.Channel]
@@ -231,17 +229,28 @@ async def test_delete_user_refuses_its_tokens_at_once_and_keeps_the_audit(server
     assert kept >= 2
 
 
-@pytest.mark.postgres
-async def test_concurrent_registration_with_one_email_has_one_winner(tmp_path: Path) -> None:
-    async with (
-        postgres_database() as url,
-        running_server(settings_for(tmp_path, url)) as (app, channel),
-    ):
-        results = await asyncio.gather(
-            *(create(channel, "race@example.com") for _ in range(20)), return_exceptions=True
-        )
-        winners = [r for r in results if isinstance(r, pb.User)]
-        losers = [r for r in results if isinstance(r, grpc.aio.AioRpcError)]
-        assert len(winners) == 1
-        assert {rich_error(e).reason for e in losers} == {"EMAIL_TAKEN"}
-        assert await count(app, users) == 1
+async def test_concurrent_registration_with_one_email_has_one_winner(any_server: Server) -> None:
+    app, channel = any_server
+    results = await asyncio.gather(
+        *(create(channel, "race@example.com") for _ in range(20)), return_exceptions=True
+    )
+    winners = [r for r in results if isinstance(r, pb.User)]
+    losers = [r for r in results if isinstance(r, grpc.aio.AioRpcError)]
+    assert len(winners) == 1
+    assert {(e.code(), rich_error(e).reason) for e in losers} == {
+        (grpc.StatusCode.ALREADY_EXISTS, "EMAIL_TAKEN")
+    }
+    assert len(losers) == 19
+    assert await count(app, users) == 1
+    async with app.database.engine.connect() as connection:
+        outcomes = (
+            await connection.execute(
+                select(audit_events.c.outcome, audit_events.c.reason, audit_events.c.resource_name)
+                .where(audit_events.c.action == "identity.user.create")
+                .where(audit_events.c.outcome != "attempted")
+            )
+        ).all()
+    assert sorted((o.outcome, o.reason) for o in outcomes) == [("failed", "EMAIL_TAKEN")] * 19 + [
+        ("succeeded", "")
+    ]
+    assert [o.resource_name for o in outcomes if o.outcome == "succeeded"] == [winners[0].name]

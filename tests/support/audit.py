@@ -9,6 +9,10 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import create_async_engine
+from sqlalchemy.pool import NullPool
+
 from keyhold.adapters.crypto.aead import AeadKeyRing
 from keyhold.adapters.persistence.audit_feed import LocalAuditFeed
 from keyhold.adapters.persistence.audit_trail import SqlAuditTrail
@@ -45,3 +49,50 @@ async def audit_stack(data_dir: Path, database_url: str | None) -> AsyncIterator
         yield AuditStack(database, trail, feed, appender, AuditRecorder(appender, clock), clock)
     finally:
         await database.dispose()
+
+
+@dataclass
+class Attempts:
+    """The audit records of one action, grouped by attempt: what each attempt's
+    resource was and which outcomes were recorded for it, in order."""
+
+    outcomes: dict[str, list[str]]  # attempt id → ["attempted", "succeeded"], …
+    resources: dict[str, str]  # attempt id → resource name of its last record
+
+    def resources_with(self, outcome: str) -> list[str]:
+        return [self.resources[a] for a, seen in self.outcomes.items() if outcome in seen]
+
+    def unfinished(self) -> list[str]:
+        """Attempts with an ATTEMPTED record and no outcome."""
+        return [a for a, seen in self.outcomes.items() if seen == ["attempted"]]
+
+    def malformed(self) -> list[str]:
+        """Attempts that do not read ATTEMPTED then at most one outcome."""
+        return [
+            a
+            for a, seen in self.outcomes.items()
+            if seen[0] != "attempted" or len(seen) > 2 or "attempted" in seen[1:]
+        ]
+
+
+async def attempts_of(database_url: str, action: str) -> Attempts:
+    """Read `action`'s audit records straight from the database at `database_url`."""
+    engine = create_async_engine(database_url, poolclass=NullPool)
+    try:
+        async with engine.connect() as connection:
+            rows = (
+                await connection.execute(
+                    text(
+                        "SELECT attempt_id, outcome, resource_name FROM audit_events "
+                        "WHERE action = :action ORDER BY sequence"
+                    ),
+                    {"action": action},
+                )
+            ).all()
+    finally:
+        await engine.dispose()
+    attempts = Attempts({}, {})
+    for attempt_id, outcome, resource_name in rows:
+        attempts.outcomes.setdefault(attempt_id, []).append(outcome)
+        attempts.resources[attempt_id] = resource_name
+    return attempts

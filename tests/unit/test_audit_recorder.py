@@ -123,15 +123,20 @@ async def test_unwritable_trail_stops_the_work(
     assert not ran
     assert caught.value.code == 14
     assert caught.value.reason == "AUDIT_UNAVAILABLE"
+    assert caught.value.metadata == {"performed": "false"}
+    assert "not performed" in caught.value.message
 
 
 async def test_unwritable_outcome_fails_the_action(
     recorder: AuditRecorder, appender: FakeAuditAppender
 ) -> None:
     appender.fail_after = 1
-    with pytest.raises(AuditUnavailable):
+    with pytest.raises(AuditUnavailable) as caught:
         async with recorder.attempt(Action.AUDIT_EVENTS_LIST):
             pass
+    # The work was done: the caller is told so, not that nothing happened.
+    assert caught.value.metadata == {"performed": "true"}
+    assert "the action was done" in caught.value.message
 
 
 async def test_unregistered_actions_are_refused(recorder: AuditRecorder) -> None:

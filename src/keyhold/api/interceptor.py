@@ -90,6 +90,21 @@ class PolicyInterceptor:
         self._log = log.bind()  # resolved once: the proxy would look it up on every call
         is_enabled_for = getattr(self._log, "is_enabled_for", None)
         self._log_calls = is_enabled_for is None or is_enabled_for(logging.INFO)
+        self._in_flight: set[asyncio.Task[Any]] = set()
+
+    def _track(self) -> None:
+        task = asyncio.current_task()
+        if task is not None:
+            self._in_flight.add(task)
+            task.add_done_callback(self._in_flight.discard)
+
+    async def drain(self, within_seconds: float) -> None:
+        """Wait, up to `within_seconds`, for the handlers still running. gRPC's stop
+        returns once the calls are over on the wire, but a call cancelled at the end of
+        the grace period still has its audit outcome to write: the database must
+        outlive it."""
+        if self._in_flight:
+            await asyncio.wait(set(self._in_flight), timeout=within_seconds)
 
     def wrap(self, full_method: str, handler: Handler) -> Handler:
         """`handler` with the policy pipeline in front of it."""
@@ -109,6 +124,7 @@ class PolicyInterceptor:
             async def unary(request: Any, context: aio.ServicerContext[Any, Any]) -> Any:
                 started = perf_counter()
                 code = "OK"
+                self._track()
                 try:
                     call = await self._admit(policy, request, context)
                     try:
@@ -136,6 +152,7 @@ class PolicyInterceptor:
             ) -> AsyncIterator[Any]:
                 started = perf_counter()
                 code = "OK"
+                self._track()
                 try:
                     call = await self._admit(policy, request, context)
                     try:
@@ -239,6 +256,11 @@ class PolicyInterceptor:
             if isinstance(error, _DENIALS):
                 await self._on_denied(call, error)
             await self._abort_with(error, call, context)
+        except Exception as exc:  # a bug: INTERNAL with the request id, as in a handler
+            call = CallContext(
+                ANONYMOUS, peer, agent, rid, trace_id, policy.full_method, transport, span_id
+            )
+            await self._fail(exc, call, context)
         call = CallContext(
             principal, peer, agent, rid, trace_id, policy.full_method, transport, span_id
         )
@@ -253,6 +275,8 @@ class PolicyInterceptor:
             if isinstance(error, _DENIALS):
                 await self._on_denied(call, error)
             await self._abort_with(error, call, context)
+        except Exception as exc:
+            await self._fail(exc, call, context)
         return call
 
     async def _fail(

@@ -9,18 +9,31 @@ from contextlib import asynccontextmanager
 
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from keyhold.adapters.crypto.aead import AeadKeyRing
 from keyhold.domain.errors import Unavailable
 
-_CONNECTION_ERRORS = (OperationalError, InterfaceError, OSError, TimeoutError)
+# PoolTimeout: no pooled connection came free within the connect timeout.
+_CONNECTION_ERRORS = (OperationalError, InterfaceError, OSError, TimeoutError, PoolTimeout)
+# PostgreSQL refusing or ending a connection, which asyncpg raises as plain server errors:
+# class 08 (connection exception), 53300 too many connections, 57P01 admin shutdown,
+# 57P02 crash shutdown, 57P03 cannot connect now (starting up or shutting down).
+_UNAVAILABLE_STATES = frozenset({"53300", "57P01", "57P02", "57P03"})
 
 
 def is_connection_failure(exc: BaseException) -> bool:
     if isinstance(exc, _CONNECTION_ERRORS):
         return True
-    return isinstance(exc, DBAPIError) and bool(exc.connection_invalidated)
+    if not isinstance(exc, DBAPIError):
+        return False
+    sqlstate = str(getattr(exc.orig, "sqlstate", None) or "")
+    return (
+        bool(exc.connection_invalidated)
+        or sqlstate.startswith("08")
+        or sqlstate in _UNAVAILABLE_STATES
+    )
 
 
 def _unavailable() -> Unavailable:

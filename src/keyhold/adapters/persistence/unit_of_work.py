@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from types import TracebackType
+from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncTransaction
 
@@ -62,22 +64,48 @@ class SqlUnitOfWork:
         exc: BaseException | None,
         traceback: TracebackType | None,
     ) -> None:
+        if exc is None:
+            # A COMMIT once sent may apply: it is seen through even if the call is
+            # cancelled meanwhile, so that what follows (the audit outcome) is the truth.
+            await _see_through(self._end(commit=True))
+            return
+        await self._end(commit=False)
+        if is_connection_failure(exc):
+            raise self._database.translate(exc) from exc
+
+    async def _end(self, *, commit: bool) -> None:
         assert self._connection is not None
         assert self._transaction is not None
         try:
-            if exc is None:
+            if commit:
                 await self._transaction.commit()
             else:
                 await self._transaction.rollback()
-        except Exception as commit_error:
-            if exc is None:
-                raise self._database.translate(commit_error) from commit_error
+        except Exception as error:
+            if commit:
+                raise self._database.translate(error) from error
         finally:
             # A broken connection may fail to close; the pool discards it either way.
             with contextlib.suppress(Exception):
                 await self._connection.close()
-        if exc is not None and is_connection_failure(exc):
-            raise self._database.translate(exc) from exc
+
+
+async def _see_through(work: Coroutine[Any, Any, None]) -> None:
+    """Run `work` to its end although the calling task is cancelled meanwhile; the
+    cancellation is then dropped: the call's work is done, and it goes on to record so.
+    (Cancellation before the commit still stops the statements under way.)"""
+    task = asyncio.ensure_future(work)
+    dropped = 0
+    while not task.done():
+        try:
+            await asyncio.shield(task)
+        except asyncio.CancelledError:
+            dropped += 1
+    current = asyncio.current_task()
+    if current is not None:
+        for _ in range(dropped):
+            current.uncancel()
+    task.result()
 
 
 def unit_of_work_factory(database: Database) -> Callable[[], SqlUnitOfWork]:

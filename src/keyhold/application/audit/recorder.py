@@ -50,11 +50,18 @@ class Attempt:
 
 
 class AuditUnavailable(Unavailable):
-    def __init__(self) -> None:
+    """`performed`: the work was done and only its SUCCEEDED record could not be
+    written; the caller must not be told that nothing happened."""
+
+    def __init__(self, *, performed: bool = False) -> None:
         super().__init__(
             "AUDIT_UNAVAILABLE",
-            "the audit trail cannot be written; the action was not performed",
+            "the action was done but its outcome could not be recorded in the audit trail; "
+            "check its effect before retrying"
+            if performed
+            else "the audit trail cannot be written; the action was not performed",
             domain="keyhold.audit",
+            metadata={"performed": "true" if performed else "false"},
         )
 
 
@@ -95,7 +102,10 @@ class AuditRecorder:
         except Exception:
             await self._write(attempt, Outcome.FAILED, INTERNAL, "INTERNAL")
             raise
-        await self._write(attempt, Outcome.SUCCEEDED, 0, "")
+        try:
+            await self._write(attempt, Outcome.SUCCEEDED, 0, "")
+        except AuditUnavailable as exc:
+            raise AuditUnavailable(performed=True) from exc.__cause__
 
     async def record_denial(self, call: CallContext, error: DomainError) -> None:
         """A call refused before its handler (authentication or authorization)."""
