@@ -273,19 +273,22 @@ class MixRun:
                 if time.monotonic() > deadline:
                     raise TimeoutError("load processes did not report in time") from None
 
+    def _absorb(self, kind: str, index: int, payload: Any) -> None:
+        if kind == "window":
+            seen, merged = self._pending.get(payload.index, (0, Window(payload.index)))
+            merged.merge(payload)
+            self._pending[payload.index] = (seen + 1, merged)
+        elif kind == "done":
+            self._totals.append(payload)
+        else:
+            raise RuntimeError(f"load process {index} failed: {payload}")
+
     async def window(self, number: int, within: float = 30.0) -> Window:
         """Window `number`, merged over every process, once all have reported it."""
         deadline = time.monotonic() + within
         while self._pending.get(number, (0, None))[0] < len(self._processes):
             kind, index, payload = await self._next(deadline)
-            if kind == "window":
-                seen, merged = self._pending.get(payload.index, (0, Window(payload.index)))
-                merged.merge(payload)
-                self._pending[payload.index] = (seen + 1, merged)
-            elif kind == "done":
-                self._totals.append(payload)
-            else:
-                raise RuntimeError(f"load process {index} failed: {payload}")
+            self._absorb(kind, index, payload)
         return self._pending.pop(number)[1]
 
     async def finish(self) -> tuple[Totals, list[Window]]:
@@ -293,14 +296,7 @@ class MixRun:
         deadline = time.monotonic() + 120.0
         while len(self._totals) < len(self._processes):
             kind, index, payload = await self._next(deadline)
-            if kind == "window":
-                seen, merged = self._pending.get(payload.index, (0, Window(payload.index)))
-                merged.merge(payload)
-                self._pending[payload.index] = (seen + 1, merged)
-            elif kind == "done":
-                self._totals.append(payload)
-            else:
-                raise RuntimeError(f"load process {index} failed: {payload}")
+            self._absorb(kind, index, payload)
         for process in self._processes:
             await asyncio.to_thread(process.join, 10.0)
         total = Totals()

@@ -30,7 +30,8 @@ import secrets
 import shutil
 import tempfile
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from contextlib import asynccontextmanager
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
@@ -510,10 +511,19 @@ async def _run_keyhold(
     server_env: dict[str, str],
     workers: int = 1,
 ) -> list[Row]:
-    key = new_key_encryption_key()
     environment = {**ARGON2_ENV, **server_env, "KEYHOLD_WORKERS": str(workers)}
+    async with keyhold_target(tmp, database_url, environment) as (server, target):
+        return await _measure(scenarios, target, server, config)
+
+
+@asynccontextmanager
+async def keyhold_target(
+    tmp: Path, database_url: str | None, environment: dict[str, str]
+) -> AsyncIterator[tuple[ServerProcess, Target]]:
+    """`keyhold serve` in its own process, and a Target whose built (never started) app
+    shares the server's database and key, so its signing key signs the scenarios' tokens."""
+    key = new_key_encryption_key()
     async with keyhold_server(tmp, key, database_url, extra_env=environment) as server:
-        # The same database and key as the server: its signing key signs our tokens.
         settings = Settings(
             _env_file=None,
             data_dir=tmp,
@@ -525,10 +535,10 @@ async def _run_keyhold(
         try:
             app.key_ring.replace(await app.signing_keys.ensure_signer())
             async with grpc.aio.insecure_channel(server.address) as channel:
-                target = Target("keyhold", server.address, channel, app)
-                return await _measure(scenarios, target, server, config)
+                yield server, Target("keyhold", server.address, channel, app)
         finally:
             await app.database.dispose()
+            app.hasher.close()
 
 
 HEADER = (

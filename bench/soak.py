@@ -51,12 +51,12 @@ from bench.rpc import (
     _bulk_sessions,
     _drop_postgres,
     _throwaway_postgres,
+    keyhold_target,
 )
-from bench.serve_under_test import ServerProcess, keyhold_server, new_key_encryption_key
+from bench.serve_under_test import ServerProcess
 from keyhold.application.audit.trail import verify_trail
 from keyhold.identity.v1 import identity_service_pb2 as identity_pb
-from keyhold.server import KeyholdServer, build_server
-from keyhold.settings import Settings
+from keyhold.server import KeyholdServer
 
 OWN_JSON_OPTION = True
 DEFAULT_MIX = "whoami=35,introspect=15,refresh=15,audit-list=14,jwks=10,service-token=10,login=1"
@@ -393,25 +393,10 @@ async def run(argv: list[str]) -> dict[str, Any]:
     dsn = database_url.replace("postgresql+asyncpg://", "postgresql://")
     name = dsn.rsplit("/", 1)[1]
     tmp = Path(tempfile.mkdtemp(prefix="keyhold-bench-soak-"))
-    key = new_key_encryption_key()
     try:
-        async with keyhold_server(tmp, key, database_url, extra_env=ARGON2_ENV) as server:
-            settings = Settings(
-                _env_file=None,
-                data_dir=tmp,
-                database_url=database_url,
-                key_encryption_keys=key,
-                migrate_on_start=False,
-            )
-            app = await build_server(settings)
-            try:
-                app.key_ring.replace(await app.signing_keys.ensure_signer())
-                async with grpc.aio.insecure_channel(server.address) as channel:
-                    target = Target("keyhold", server.address, channel, app)
-                    results = await _soak(server, app, target, args, name, dsn)
-            finally:
-                await app.database.dispose()
-                app.hasher.close()
+        async with keyhold_target(tmp, database_url, ARGON2_ENV) as (server, target):
+            assert target.app is not None
+            results = await _soak(server, target.app, target, args, name, dsn)
     except BaseException:
         print(f"failed; server log kept in {tmp}")
         raise
