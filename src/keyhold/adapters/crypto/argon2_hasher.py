@@ -1,18 +1,31 @@
 """Argon2id password hashing (argon2-cffi) in a bounded thread pool.
 
 The C code releases the GIL, so hashing runs beside the event loop; the pool's size
-bounds how many cores logins may take.
+bounds how many cores logins may take, and its threads run at a lower scheduling
+priority (Linux nice is per thread), so that under a login storm the event loop still
+gets the CPU first and cheap calls keep their latency; logins take the cores left over.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
 import secrets
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from argon2 import PasswordHasher, Type
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
+
+HASHING_NICENESS = 10
+
+
+def lower_thread_priority(niceness: int = HASHING_NICENESS) -> None:
+    """Make the calling thread yield the CPU to the process's other threads."""
+    with contextlib.suppress(AttributeError, OSError):  # not Linux, or not permitted
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), niceness)
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,7 +45,9 @@ class Argon2Hasher:
             parallelism=parameters.parallelism,
             type=Type.ID,
         )
-        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="argon2")
+        self._pool = ThreadPoolExecutor(
+            max_workers=workers, thread_name_prefix="argon2", initializer=lower_thread_priority
+        )
         self._dummy_hash = self._hasher.hash(secrets.token_urlsafe(16))
 
     async def hash(self, password: str) -> str:
