@@ -8,6 +8,7 @@ listener applies it the same way.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable
@@ -21,28 +22,47 @@ SESSION = "session"
 SERVICE_ACCOUNT = "account"
 SIGNING_KEY = "keys"
 _FOREVER = float("inf")
+_REVOKED = (False, _FOREVER)
 
 LivenessSource = Callable[[Principal], Awaitable[bool]]
 
 
 class LivenessCache:
     """Whether a principal's session or account is live, cached for `ttl_seconds`;
-    a revoked one stays refused."""
+    a revoked one stays refused. When an entry expires, the calls that find it expired
+    share one lookup (a busy token would otherwise send every call in flight to the
+    database at once, and each slow lookup would widen the window for the next)."""
 
     def __init__(self, source: LivenessSource, ttl_seconds: float, max_entries: int) -> None:
         self._source = source
         self._ttl = ttl_seconds
         self._max_entries = max_entries
         self._cache: OrderedDict[str, tuple[bool, float]] = OrderedDict()
+        self._lookups: dict[str, asyncio.Future[bool]] = {}
 
     async def is_live(self, key: str, principal: Principal) -> bool:
-        now = time.monotonic()
         cached = self._cache.get(key)
-        if cached is not None and cached[1] > now:
+        if cached is not None and cached[1] > time.monotonic():
             return cached[0]
+        lookup = self._lookups.get(key)
+        if lookup is None:
+            lookup = asyncio.ensure_future(self._look_up(key, principal))
+            self._lookups[key] = lookup
+            lookup.add_done_callback(lambda done: self._forget_lookup(key, done))
+        return await asyncio.shield(lookup)  # one caller cancelled leaves the others theirs
+
+    async def _look_up(self, key: str, principal: Principal) -> bool:
         live = await self._source(principal)
-        self._remember(key, live, now + self._ttl if live else _FOREVER)
+        if self._cache.get(key) == _REVOKED:  # revoked while we asked: stays revoked
+            return False
+        self._remember(key, live, time.monotonic() + self._ttl if live else _FOREVER)
         return live
+
+    def _forget_lookup(self, key: str, done: asyncio.Future[bool]) -> None:
+        if self._lookups.get(key) is done:
+            del self._lookups[key]
+        if not done.cancelled():
+            done.exception()  # retrieved: every waiter got it already
 
     def revoked(self, keys: Iterable[str]) -> None:
         for key in keys:

@@ -1,0 +1,86 @@
+"""The liveness cache: one lookup for every call that finds an entry expired, and a
+revocation is never undone by a lookup that was in flight."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from keyhold.application.identity.revocations import LivenessCache
+from keyhold.domain.principal import ANONYMOUS, Principal
+
+
+class SlowSource:
+    def __init__(self, answer: bool = True) -> None:
+        self.calls = 0
+        self.answer = answer
+        self.release = asyncio.Event()
+
+    async def __call__(self, principal: Principal) -> bool:
+        self.calls += 1
+        await self.release.wait()
+        return self.answer
+
+
+async def test_concurrent_misses_share_one_lookup() -> None:
+    source = SlowSource()
+    cache = LivenessCache(source, ttl_seconds=60, max_entries=10)
+    waiting = [asyncio.create_task(cache.is_live("s1", ANONYMOUS)) for _ in range(50)]
+    await asyncio.sleep(0)
+    source.release.set()
+    assert await asyncio.gather(*waiting) == [True] * 50
+    assert source.calls == 1
+    assert await cache.is_live("s1", ANONYMOUS)  # cached now
+    assert source.calls == 1
+
+
+async def test_an_expired_entry_is_looked_up_again() -> None:
+    source = SlowSource()
+    source.release.set()
+    cache = LivenessCache(source, ttl_seconds=0, max_entries=10)
+    await cache.is_live("s1", ANONYMOUS)
+    await cache.is_live("s1", ANONYMOUS)
+    assert source.calls == 2
+
+
+async def test_a_revocation_during_a_lookup_stays() -> None:
+    source = SlowSource(answer=True)
+    cache = LivenessCache(source, ttl_seconds=60, max_entries=10)
+    first = asyncio.create_task(cache.is_live("s1", ANONYMOUS))
+    await asyncio.sleep(0)
+    cache.revoked(["s1"])
+    source.release.set()
+    assert await first is False
+    assert await cache.is_live("s1", ANONYMOUS) is False
+
+
+async def test_a_failed_lookup_reaches_every_waiter_and_is_retried() -> None:
+    calls = 0
+
+    async def failing(principal: Principal) -> bool:
+        nonlocal calls
+        calls += 1
+        await asyncio.sleep(0.01)
+        raise ConnectionError("database down")
+
+    cache = LivenessCache(failing, ttl_seconds=60, max_entries=10)
+    results = await asyncio.gather(
+        *(cache.is_live("s1", ANONYMOUS) for _ in range(5)), return_exceptions=True
+    )
+    assert all(isinstance(r, ConnectionError) for r in results)
+    assert calls == 1
+    with pytest.raises(ConnectionError):
+        await cache.is_live("s1", ANONYMOUS)
+    assert calls == 2
+
+
+async def test_a_cancelled_caller_does_not_cancel_the_others() -> None:
+    source = SlowSource()
+    cache = LivenessCache(source, ttl_seconds=60, max_entries=10)
+    impatient = asyncio.create_task(cache.is_live("s1", ANONYMOUS))
+    patient = asyncio.create_task(cache.is_live("s1", ANONYMOUS))
+    await asyncio.sleep(0)
+    impatient.cancel()
+    source.release.set()
+    assert await patient is True
