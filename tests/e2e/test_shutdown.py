@@ -7,7 +7,6 @@ import asyncio
 import json
 import os
 import signal
-import socket
 import sys
 from pathlib import Path
 from typing import Any
@@ -21,6 +20,7 @@ from keyhold.api.servicers.identity import IdentityServicer
 from keyhold.identity.v1 import identity_service_pb2 as pb
 from keyhold.identity.v1 import identity_service_pb2_grpc as pb_grpc
 from keyhold.server import build_server
+from tests.support.cli import free_port, run_cli
 from tests.support.servers import settings_for
 
 
@@ -52,38 +52,16 @@ async def test_in_flight_calls_finish_and_new_ones_are_refused(
         await stopping
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-async def _cli(*args: str, env: dict[str, str]) -> tuple[int, str]:
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "keyhold.cli",
-        *args,
-        env=env,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-    )
-    out, _ = await asyncio.wait_for(process.communicate(), timeout=30)
-    assert process.returncode is not None
-    return process.returncode, out.decode()
-
-
 @pytest.mark.slow
 async def test_cli_serve_health_and_sigterm(tmp_path: Path) -> None:
-    address = f"127.0.0.1:{_free_port()}"
+    address = f"127.0.0.1:{free_port()}"
     env = {
         **os.environ,
         "KEYHOLD_DATA_DIR": str(tmp_path / "data"),
         "KEYHOLD_LISTEN_ADDRESS": address,
         "KEYHOLD_LOG_FORMAT": "json",
     }
-    code, out = await _cli("health", "--timeout", "1", env=env)
+    code, out = await run_cli("health", "--timeout", "1", env=env)
     assert code == 1, out  # nothing is serving yet
 
     server = await asyncio.create_subprocess_exec(
@@ -97,13 +75,13 @@ async def test_cli_serve_health_and_sigterm(tmp_path: Path) -> None:
     )
     try:
         for _ in range(100):
-            code, out = await _cli("health", "--timeout", "1", env=env)
+            code, out = await run_cli("health", "--timeout", "1", env=env)
             if code == 0:
                 break
             await asyncio.sleep(0.2)
         assert code == 0, out
         assert "SERVING" in out
-        code, out = await _cli(
+        code, out = await run_cli(
             "health", "--service", "keyhold.identity.v1.IdentityService", env=env
         )
         assert code == 0, out
@@ -119,7 +97,7 @@ async def test_cli_serve_health_and_sigterm(tmp_path: Path) -> None:
 @pytest.mark.slow
 async def test_cli_migrate(tmp_path: Path) -> None:
     env = {**os.environ, "KEYHOLD_DATA_DIR": str(tmp_path / "data")}
-    code, out = await _cli("migrate", env=env)
+    code, out = await run_cli("migrate", env=env)
     assert code == 0, out
     assert f"database at revision {head_revision()}" in out
 
@@ -136,7 +114,7 @@ async def test_health_probe_against_a_not_serving_server(tmp_path: Path) -> None
             )
         assert response.status == health_pb2.HealthCheckResponse.NOT_SERVING
         env = {**os.environ, "KEYHOLD_LISTEN_ADDRESS": f"127.0.0.1:{port}"}
-        code, out = await _cli("health", env=env)
+        code, out = await run_cli("health", env=env)
         assert code == 1
         assert "NOT_SERVING" in out
     finally:

@@ -9,35 +9,13 @@ import asyncio
 import json
 import os
 import signal
-import socket
 import sys
 from pathlib import Path
 
 import pytest
 
+from tests.support.cli import free_port, run_cli
 from tests.support.pki import make_pki, served_serial
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-async def _cli(*args: str, env: dict[str, str]) -> tuple[int, str]:
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "keyhold.cli",
-        *args,
-        env=env,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-    )
-    out, _ = await asyncio.wait_for(process.communicate(), timeout=30)
-    assert process.returncode is not None
-    return process.returncode, out.decode()
 
 
 async def _next_event(stream: asyncio.StreamReader, name: str) -> dict[str, object]:
@@ -57,7 +35,7 @@ async def test_mutual_tls_server_health_probe_and_sighup_reload(tmp_path: Path) 
     # A certificate for a DNS name and localhost only: probing 127.0.0.1 needs the name.
     first = pki.ca.server("keyhold.internal", ips=())
     first.write(tmp_path, "server")
-    port = _free_port()
+    port = free_port()
     env = {
         **os.environ,
         "KEYHOLD_DATA_DIR": str(tmp_path / "data"),
@@ -86,15 +64,15 @@ async def test_mutual_tls_server_health_probe_and_sighup_reload(tmp_path: Path) 
         assert serving["client_certificates"] is True
         assert serving["certificate_serial"] == hex(first.serial)
 
-        code, out = await _cli("health", env=env)
+        code, out = await run_cli("health", env=env)
         assert code == 0, out
         assert "SERVING" in out
         without_client_certificate = {
             k: v for k, v in env.items() if not k.startswith("KEYHOLD_TLS_HEALTH_CLIENT_")
         }
-        code, out = await _cli("health", "--timeout", "2", env=without_client_certificate)
+        code, out = await run_cli("health", "--timeout", "2", env=without_client_certificate)
         assert code == 1, out
-        code, out = await _cli(
+        code, out = await run_cli(
             "health", "--timeout", "2", env={**env, "KEYHOLD_TLS_HEALTH_SERVER_NAME": ""}
         )
         assert code == 1, out  # 127.0.0.1 is not a name in the certificate
@@ -114,7 +92,7 @@ async def test_mutual_tls_server_health_probe_and_sighup_reload(tmp_path: Path) 
         loaded = await _next_event(server.stderr, "tls_certificate_loaded")
         assert loaded["serial"] == hex(renewed.serial)
         assert await asyncio.to_thread(served_serial, port, pki) == renewed.serial
-        code, out = await _cli("health", env=env)
+        code, out = await run_cli("health", env=env)
         assert code == 0, out
     finally:
         server.send_signal(signal.SIGTERM)
@@ -130,7 +108,7 @@ async def test_serve_refuses_plaintext_off_loopback(tmp_path: Path) -> None:
         "KEYHOLD_LISTEN_ADDRESS": "0.0.0.0:0",
     }
     env.pop("KEYHOLD_ALLOW_PLAINTEXT", None)
-    code, out = await _cli("serve", env=env)
+    code, out = await run_cli("serve", env=env)
     assert code == 2, out
     assert "refusing to serve plaintext on 0.0.0.0:0" in out
     assert "KEYHOLD_ALLOW_PLAINTEXT=true" in out

@@ -9,7 +9,6 @@ import asyncio
 import os
 import shutil
 import signal
-import socket
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -21,23 +20,18 @@ import redis.asyncio as redis
 from keyhold.identity.v1 import identity_service_pb2 as pb
 from keyhold.identity.v1 import identity_service_pb2_grpc as pb_grpc
 from keyhold.server import KeyholdServer
+from tests.support.cli import free_port
 from tests.support.servers import PASSWORD, running_server, settings_for, signed_in
 from tests.support.status import rich_error
 
 pytestmark = pytest.mark.redis
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 class OwnRedis:
     """`redis-server` on a free loopback port, without persistence."""
 
     def __init__(self, directory: Path) -> None:
-        self.port = _free_port()
+        self.port = free_port()
         self._directory = directory
         self.process: asyncio.subprocess.Process | None = None
 

@@ -8,7 +8,6 @@ import base64
 import contextlib
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -23,17 +22,12 @@ from keyhold.identity.v1 import identity_service_pb2 as pb
 from keyhold.identity.v1 import identity_service_pb2_grpc as pb_grpc
 from keyhold.settings import Settings
 from keyhold.workers import metrics_address_of
+from tests.support.cli import free_port
 from tests.support.databases import postgres_database
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 
 START_TIMEOUT = 60.0
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def _children(pid: int) -> list[int]:
@@ -123,7 +117,7 @@ async def _wait_serving(address: str) -> None:
 
 @pytest.fixture
 async def supervisor(tmp_path: Path) -> AsyncIterator[tuple[subprocess.Popen[bytes], int]]:
-    port = _free_port()
+    port = free_port()
     async with postgres_database() as url:
         process = _serve(_environment(tmp_path, url, port), tmp_path, "--workers", "2")
         try:
@@ -217,6 +211,6 @@ def test_each_worker_serves_metrics_on_its_own_port(tmp_path: Path) -> None:
 
 
 async def test_several_workers_on_sqlite_are_refused(tmp_path: Path) -> None:
-    process = _serve(_environment(tmp_path, None, _free_port()), tmp_path, "--workers", "2")
+    process = _serve(_environment(tmp_path, None, free_port()), tmp_path, "--workers", "2")
     assert await asyncio.to_thread(process.wait, 30) == 2
     assert "need PostgreSQL" in (tmp_path / "server.log").read_text()

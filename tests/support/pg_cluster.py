@@ -16,7 +16,6 @@ import glob
 import os
 import pwd
 import shutil
-import socket
 import subprocess
 import tempfile
 from collections.abc import AsyncIterator
@@ -24,6 +23,8 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
+
+from tests.support.cli import free_port
 
 START_TIMEOUT_SECONDS = 60
 
@@ -42,18 +43,12 @@ def _unavailable(reason: str) -> None:
     pytest.skip(f"no throwaway PostgreSQL cluster: {reason}")
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 class ThrowawayCluster:
     def __init__(self, bin_dir: Path, directory: Path, run_as: str | None) -> None:
         self._bin = bin_dir
         self._dir = directory
         self._run_as = run_as
-        self.port = _free_port()
+        self.port = free_port()
         self.data = directory / "data"
         self.log = directory / "postgres.log"
 
