@@ -163,10 +163,8 @@ def _keys_rotate(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _rotate_vault(settings: Settings, args: argparse.Namespace) -> int:
-    from keyhold.adapters.persistence.vault_rotation import reseal_all
-
     async def reseal(app: KeyholdServer) -> str:
-        return str(await reseal_all(app.database))
+        return str(await app.vault.reseal())
 
     print(f"re-encrypted {_offline(settings, reseal)} rows under the newest key")
     return 0

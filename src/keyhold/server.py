@@ -44,6 +44,7 @@ from keyhold.adapters.persistence.refresh_rotation import SqlRefreshTokenRotator
 from keyhold.adapters.persistence.service_accounts import SqlServiceAccountLookup
 from keyhold.adapters.persistence.session_state import SqlSessionState
 from keyhold.adapters.persistence.unit_of_work import SqlUnitOfWork, unit_of_work_factory
+from keyhold.adapters.persistence.vault_rotation import reseal_all
 from keyhold.adapters.ratelimit.storage import create_rate_limiter
 from keyhold.adapters.telemetry.metrics_endpoint import MetricsEndpoint
 from keyhold.adapters.telemetry.prometheus import PrometheusTelemetry, RpcMetrics, ScrapedFigures
@@ -79,6 +80,7 @@ from keyhold.application.identity.verification import EmailVerification
 from keyhold.application.provider.catalog import ProviderCatalog
 from keyhold.application.provider.connections import Connections
 from keyhold.application.telemetry import NO_TELEMETRY, Telemetry
+from keyhold.application.vault import VaultRotation
 from keyhold.audit.v1 import audit_service_pb2
 from keyhold.domain.clock import Clock, SystemClock
 from keyhold.domain.errors import Unavailable
@@ -131,6 +133,7 @@ class KeyholdServer:
     oauth: HttpOAuthClient
     hasher: Argon2Hasher
     interceptor: PolicyInterceptor
+    vault: VaultRotation
     metrics: MetricsEndpoint | None = None
     tracing: Tracing | None = None
     port: int = 0
@@ -486,6 +489,7 @@ async def build_server(
         metrics=metrics,
         tracing=tracing,
         interceptor=interceptor,
+        vault=VaultRotation(lambda: reseal_all(database), audit_recorder),
     )
 
 

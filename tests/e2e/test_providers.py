@@ -533,8 +533,15 @@ async def test_rotate_vault_reseals_everything_under_the_newest_key(
     both = old + ",k2:" + base64.b64encode(os.urandom(32)).decode()
     rotated = await build_server(settings_for(tmp_path, key_encryption_keys=both))
     try:
-        assert await reseal_all(rotated.database) >= 3  # signing key, provider, connection
+        assert await rotated.vault.reseal() >= 3  # signing key, provider, connection
         assert await reseal_all(rotated.database) == 0  # nothing left under k1
+        done = await rotated.audit_trail.head()  # the reseal's outcome, after its attempt
+        assert done is not None
+        assert (done.record.action, done.record.outcome.value) == (
+            "security.vault.reseal",
+            "succeeded",
+        )
+        assert int(done.record.details["resealed_rows"]) >= 3
         async with rotated.database.engine.connect() as db:
             key_ids = set(
                 (await db.execute(text("SELECT credential_key_id FROM connections"))).scalars()

@@ -27,6 +27,7 @@ class Action(StrEnum):
     EMAIL_VERIFICATION_CREATE = "identity.email_verification.create"
     EMAIL_VERIFY = "identity.email.verify"
     SIGNING_KEY_ROTATE = "identity.signing_key.rotate"
+    VAULT_RESEAL = "security.vault.reseal"
     SERVICE_ACCOUNT_CREATE = "identity.service_account.create"
     SERVICE_ACCOUNT_DELETE = "identity.service_account.delete"
     SERVICE_TOKEN_CREATE = "identity.service_token.create"
@@ -88,6 +89,9 @@ REGISTRY: dict[Action, ActionInfo] = {
     Action.EMAIL_VERIFY: ActionInfo("user", _IDENTITY + "VerifyEmail", "email verified"),
     Action.SIGNING_KEY_ROTATE: ActionInfo(
         "signing-key", _IDENTITY + "RotateSigningKey", "signing key rotated"
+    ),
+    Action.VAULT_RESEAL: ActionInfo(
+        "vault", None, "secrets sealed at rest re-encrypted under the newest key (CLI)"
     ),
     Action.SERVICE_ACCOUNT_CREATE: ActionInfo(
         "service-account", _IDENTITY + "CreateServiceAccount", "service account created"
