@@ -233,6 +233,21 @@ def _certificates(settings: Settings) -> ReloadingCertificates | None:
     )
 
 
+def signing_keys_for(
+    settings: Settings, unit_of_work: Callable[[], SqlUnitOfWork], clock: Clock
+) -> SigningKeys:
+    """The key ring's store: a retired key is published for as long as a token it
+    signed may still verify (lifetime + leeway)."""
+    return SigningKeys(
+        unit_of_work,
+        Es256KeyGenerator(),
+        clock,
+        publish_window=timedelta(
+            seconds=settings.access_token_lifetime_seconds + settings.token_leeway_seconds
+        ),
+    )
+
+
 def check_transport(settings: Settings) -> None:
     """Raise TlsConfigurationError now if `start()` would (for a supervisor, before it
     forks workers that would each fail)."""
@@ -274,14 +289,7 @@ async def build_server(
         await migrate(database.engine)
     monitor = DatabaseMonitor(database, health, settings.health_check_interval_seconds)
     database.on_unavailable = monitor.suspect
-    signing_keys = SigningKeys(
-        unit_of_work,
-        Es256KeyGenerator(),
-        clock,
-        publish_window=timedelta(
-            seconds=settings.access_token_lifetime_seconds + settings.token_leeway_seconds
-        ),
-    )
+    signing_keys = signing_keys_for(settings, unit_of_work, clock)
     key_ring = KeyRing(signing_keys.verifiable)
     access_tokens = AccessTokens(
         key_ring,

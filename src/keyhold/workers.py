@@ -21,7 +21,6 @@ import os
 import signal
 import sys
 import time
-from datetime import timedelta
 
 import structlog
 
@@ -56,25 +55,18 @@ def worker_settings(settings: Settings, workers: int) -> Settings:
 
 async def prepare_database(settings: Settings) -> None:
     """What must happen once, before the workers start: migrations and the first key."""
-    from keyhold.adapters.crypto.es256 import Es256KeyGenerator
     from keyhold.adapters.persistence.database import Database
     from keyhold.adapters.persistence.engine import create_engine
     from keyhold.adapters.persistence.migrate import migrate
     from keyhold.adapters.persistence.unit_of_work import unit_of_work_factory
-    from keyhold.application.identity.signing_keys import SigningKeys
     from keyhold.domain.clock import SystemClock
-    from keyhold.server import encryption_keys
+    from keyhold.server import encryption_keys, signing_keys_for
 
     database = Database(create_engine(settings), encryption_keys(settings))
     try:
         if settings.should_migrate_on_start:
             await migrate(database.engine)
-        window = timedelta(
-            seconds=settings.access_token_lifetime_seconds + settings.token_leeway_seconds
-        )
-        keys = SigningKeys(
-            unit_of_work_factory(database), Es256KeyGenerator(), SystemClock(), window
-        )
+        keys = signing_keys_for(settings, unit_of_work_factory(database), SystemClock())
         await keys.ensure_signer()
     finally:
         await database.dispose()
