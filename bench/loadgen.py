@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import math
 import multiprocessing
+import os
 import queue as queue_module
 import time
 from array import array
@@ -64,6 +65,7 @@ class LoadConfig:
     processes: int = 1
     warmup_seconds: float = 2.0
     seconds: float = 5.0
+    cpus: tuple[int, ...] = ()  # the load processes' CPUs; () leaves them to the OS
 
 
 @dataclass
@@ -193,6 +195,8 @@ def _process_main(
     go: Event,
     schedule: Any,
 ) -> None:
+    if config.cpus:
+        os.sched_setaffinity(0, config.cpus)
     try:
         result = asyncio.run(_drive(target, spec, config, index, ready, go, schedule))
     except BaseException as error:  # report it: the driver is waiting on the queue

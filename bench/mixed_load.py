@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import math
 import multiprocessing
+import os
 import queue as queue_module
 import random
 import time
@@ -59,6 +60,7 @@ class MixConfig:
     channels: int = 4
     concurrency: int = 8  # closed loop: outstanding calls per channel
     max_outstanding: int = 2000  # open loop, per process
+    cpus: tuple[int, ...] = ()  # the load processes' CPUs; () leaves them to the OS
 
 
 @dataclass
@@ -242,6 +244,8 @@ def _process_main(
     go: Event,
     schedule: Any,
 ) -> None:
+    if config.cpus:
+        os.sched_setaffinity(0, config.cpus)
     try:
         totals = asyncio.run(_drive(target, config, index, messages, go, schedule))
     except BaseException as error:  # report it: the driver is waiting on the queue

@@ -28,10 +28,11 @@ import os
 import platform
 import secrets
 import shutil
+import statistics
 import tempfile
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
@@ -393,6 +394,7 @@ async def _open_loop(address: str, spec: CallSpec, rate: float, config: LoadConf
         window_seconds=1.0,
         rate=rate,
         channels=1,
+        cpus=config.cpus,
     )
     run = await start_mix(address, mix)
     try:
@@ -495,35 +497,41 @@ async def _measure(
     return rows
 
 
-async def _run_bare(scenarios: list[Scenario], config: LoadConfig, tmp: Path) -> list[Row]:
-    async with (
-        bare_server(tmp) as server,
-        grpc.aio.insecure_channel(server.address) as channel,
-    ):
-        return await _measure(scenarios, Target("bare", server.address, channel), server, config)
-
-
-async def _run_keyhold(
-    scenarios: list[Scenario],
-    config: LoadConfig,
+@asynccontextmanager
+async def _servers(
+    kinds: Iterable[ServerKind],
     tmp: Path,
     database_url: str | None,
-    server_env: dict[str, str],
-    workers: int = 1,
-) -> list[Row]:
-    environment = {**ARGON2_ENV, **server_env, "KEYHOLD_WORKERS": str(workers)}
-    async with keyhold_target(tmp, database_url, environment) as (server, target):
-        return await _measure(scenarios, target, server, config)
+    environment: dict[str, str],
+    cpus: frozenset[int] | None = None,
+) -> AsyncIterator[dict[ServerKind, tuple[ServerProcess, Target]]]:
+    """Every server kind the scenarios need, all running for the whole run, so that the
+    rounds can alternate between them (the kinds measured seconds apart, not minutes)."""
+    async with AsyncExitStack() as stack:
+        running: dict[ServerKind, tuple[ServerProcess, Target]] = {}
+        for kind in kinds:
+            if kind == "bare":
+                server = await stack.enter_async_context(bare_server(tmp, cpus))
+                channel = await stack.enter_async_context(grpc.aio.insecure_channel(server.address))
+                running[kind] = (server, Target("bare", server.address, channel))
+            else:
+                running[kind] = await stack.enter_async_context(
+                    keyhold_target(tmp, database_url, environment, cpus)
+                )
+        yield running
 
 
 @asynccontextmanager
 async def keyhold_target(
-    tmp: Path, database_url: str | None, environment: dict[str, str]
+    tmp: Path,
+    database_url: str | None,
+    environment: dict[str, str],
+    cpus: frozenset[int] | None = None,
 ) -> AsyncIterator[tuple[ServerProcess, Target]]:
     """`keyhold serve` in its own process, and a Target whose built (never started) app
     shares the server's database and key, so its signing key signs the scenarios' tokens."""
     key = new_key_encryption_key()
-    async with keyhold_server(tmp, key, database_url, extra_env=environment) as server:
+    async with keyhold_server(tmp, key, database_url, environment, cpus) as server:
         settings = Settings(
             _env_file=None,
             data_dir=tmp,
@@ -560,6 +568,26 @@ def _print_row(row: Row) -> None:
         f"{latency['p99.9']:>8.2f} {row.server_peak_rss_mb:>7.1f}  {errors}",
         flush=True,
     )
+
+
+def _median_rows(rounds: list[list[Row]]) -> list[Row]:
+    """Per scenario, the round's row with the median calls per server CPU-second (the
+    lower middle one for an even count): a real measurement, not an average of several."""
+    by_scenario: dict[str, list[Row]] = {}
+    for rows in rounds:
+        for row in rows:
+            by_scenario.setdefault(row.scenario, []).append(row)
+    chosen = []
+    for measured in by_scenario.values():
+        measured.sort(key=lambda row: row.calls_per_server_cpu_second or 0.0)
+        chosen.append(measured[(len(measured) - 1) // 2])
+    return chosen
+
+
+def _whoami_over_bare(rows: list[Row]) -> float | None:
+    rates = {row.scenario: row.calls_per_server_cpu_second for row in rows}
+    bare, whoami = rates.get("bare"), rates.get("whoami")
+    return round(whoami / bare, 3) if bare and whoami else None
 
 
 async def _throwaway_postgres() -> tuple[str, str]:
@@ -608,6 +636,20 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--workers", type=int, default=1, help="keyhold serve --workers (needs PostgreSQL)"
     )
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="run every scenario this many times, each server kind in turn, and report "
+        "the median row; the whoami/bare ratio is the median of the rounds' ratios",
+    )
+    parser.add_argument(
+        "--pin",
+        action="store_true",
+        help="run the server (all its processes) on the first CPU and the load processes "
+        "and this driver on the others: the server's CPU time per call is then not "
+        "inflated by sharing a core with its load (steadier, and somewhat higher, figures)",
+    )
     parser.add_argument("--json", metavar="PATH", type=Path, help="write the results here")
     parser.add_argument("--chart", metavar="PNG", type=Path, help="draw the results here")
     parser.add_argument(
@@ -639,6 +681,7 @@ async def run(argv: list[str]) -> dict[str, Any]:
         processes=args.processes,
         warmup_seconds=args.warmup,
         seconds=args.seconds,
+        cpus=tuple(sorted(os.sched_getaffinity(0)))[1:] if args.pin else (),
     )
     throwaway, database_url = None, args.database_url
     if args.postgres:
@@ -651,16 +694,26 @@ async def run(argv: list[str]) -> dict[str, Any]:
         f"{(database_url or 'sqlite').split(':', 1)[0]}; keyhold workers: {args.workers}"
     )
     print(HEADER, flush=True)
-    rows: list[Row] = []
+    rounds: list[list[Row]] = []
+    server_cpus = None
+    if args.pin:
+        cpus = sorted(os.sched_getaffinity(0))
+        if len(cpus) < 2:
+            parser.error("--pin needs two CPUs or more")
+        server_cpus = frozenset(cpus[:1])
+        os.sched_setaffinity(0, cpus[1:])  # this driver too keeps off the server's CPU
+    environment = {**ARGON2_ENV, **server_env, "KEYHOLD_WORKERS": str(args.workers)}
+    kinds = dict.fromkeys(each.server for each in chosen)  # in the order first named
     try:
-        for kind in dict.fromkeys(each.server for each in chosen):  # first-appearance order
-            group = [each for each in chosen if each.server == kind]
-            if kind == "bare":
-                rows += await _run_bare(group, config, tmp)
-            else:
-                rows += await _run_keyhold(
-                    group, config, tmp, database_url, server_env, args.workers
-                )
+        async with _servers(kinds, tmp, database_url, environment, server_cpus) as servers:
+            for round_number in range(args.rounds):
+                if args.rounds > 1:
+                    print(f"round {round_number + 1} of {args.rounds}", flush=True)
+                rows: list[Row] = []
+                for each in chosen:
+                    server, target = servers[each.server]
+                    rows += await _measure([each], target, server, config)
+                rounds.append(rows)
     except BaseException:
         print(f"failed; server logs kept in {tmp}")
         raise
@@ -669,17 +722,24 @@ async def run(argv: list[str]) -> dict[str, Any]:
     finally:
         if throwaway:
             await _drop_postgres(throwaway)
+    rows = _median_rows(rounds)
+    if len(rounds) > 1:
+        print(f"median of {len(rounds)} rounds (by calls per server CPU-second):")
+        print(HEADER)
+        for row in rows:
+            _print_row(row)
     rows.sort(key=lambda row: names.index(row.group))  # stable: a group keeps its order
-    by_name = {row.scenario: row for row in rows}
-    ratio = None
-    bare_row, whoami_row = by_name.get("bare"), by_name.get("whoami")
-    bare_rate = bare_row.calls_per_server_cpu_second if bare_row else None
-    whoami_rate = whoami_row.calls_per_server_cpu_second if whoami_row else None
-    if bare_rate and whoami_rate:
-        ratio = round(whoami_rate / bare_rate, 3)
+    round_ratios = [ratio for ratio in map(_whoami_over_bare, rounds) if ratio is not None]
+    ratio = round(statistics.median(round_ratios), 3) if round_ratios else None
+    if ratio is not None:
+        medians = {row.scenario: row.calls_per_server_cpu_second for row in rows}
         print(
-            f"whoami / bare calls per server CPU-second: {ratio:.3f} "
-            f"({whoami_rate:,.0f} / {bare_rate:,.0f})"
+            f"whoami / bare calls per server CPU-second: {ratio:.3f}"
+            + (
+                f" (median of the rounds' ratios {sorted(round_ratios)})"
+                if len(round_ratios) > 1
+                else f" ({medians['whoami']:,.0f} / {medians['bare']:,.0f})"
+            )
         )
     results: dict[str, Any] = {
         "when": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
@@ -693,6 +753,8 @@ async def run(argv: list[str]) -> dict[str, Any]:
         "workers": args.workers,
         "scenarios": [asdict(row) for row in rows],
         "whoami_over_bare_calls_per_server_cpu_second": ratio,
+        "rounds": len(rounds),
+        "whoami_over_bare_by_round": round_ratios,
     }
     if args.json:
         args.json.write_text(json.dumps(results, indent=2) + "\n")

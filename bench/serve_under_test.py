@@ -139,6 +139,7 @@ def _launch(
     cwd: Path,
     address: str,
     log_path: Path,
+    cpus: frozenset[int] | None = None,
 ) -> ServerProcess:
     log: IO[bytes] = log_path.open("ab")
     try:
@@ -150,6 +151,7 @@ def _launch(
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,  # a Ctrl-C in the terminal reaches the driver only
+            preexec_fn=None if cpus is None else lambda: os.sched_setaffinity(0, cpus),
         )
     finally:
         log.close()
@@ -196,6 +198,7 @@ async def keyhold_server(
     key_encryption_keys: str,
     database_url: str | None = None,
     extra_env: Mapping[str, str] | None = None,
+    cpus: frozenset[int] | None = None,
 ) -> AsyncIterator[ServerProcess]:
     """`keyhold serve` on a free loopback port; SQLite in `data_dir` unless `database_url`."""
     address = f"127.0.0.1:{free_port()}"
@@ -224,6 +227,7 @@ async def keyhold_server(
         data_dir,
         address,
         data_dir / "server.log",
+        cpus,
     )
     try:
         await _wait_until(server, _health_serving, _START_TIMEOUT)
@@ -233,7 +237,9 @@ async def keyhold_server(
 
 
 @asynccontextmanager
-async def bare_server(log_dir: Path) -> AsyncIterator[ServerProcess]:
+async def bare_server(
+    log_dir: Path, cpus: frozenset[int] | None = None
+) -> AsyncIterator[ServerProcess]:
     """`bench/bare_server.py` on a free loopback port."""
     address = f"127.0.0.1:{free_port()}"
     server = _launch(
@@ -243,6 +249,7 @@ async def bare_server(log_dir: Path) -> AsyncIterator[ServerProcess]:
         REPO,
         address,
         log_dir / "bare-server.log",
+        cpus,
     )
     try:
         await _wait_until(server, _echoes, _START_TIMEOUT)

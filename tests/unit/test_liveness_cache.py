@@ -1,5 +1,6 @@
-"""The liveness cache: one lookup for every call that finds an entry expired, and a
-revocation is never undone by a lookup that was in flight."""
+"""The liveness cache: one lookup for every call that finds an entry expired, a stale
+entry answered while it is refreshed, and a revocation is never undone by a lookup that
+was in flight."""
 
 from __future__ import annotations
 
@@ -84,3 +85,80 @@ async def test_a_cancelled_caller_does_not_cancel_the_others() -> None:
     impatient.cancel()
     source.release.set()
     assert await patient is True
+
+
+class Monotonic:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def clock() -> Monotonic:
+    return Monotonic()
+
+
+async def test_a_stale_live_entry_answers_at_once_while_one_lookup_refreshes_it(
+    clock: Monotonic,
+) -> None:
+    source = SlowSource(answer=True)
+    source.release.set()
+    cache = LivenessCache(source, ttl_seconds=5, max_entries=10, monotonic=clock)
+    assert await cache.is_live("s1", ANONYMOUS) is True
+    source.release.clear()
+    source.answer = False  # ended on a replica whose notice never came
+    clock.now += 6  # expired, within the second period
+    answers = [await cache.is_live("s1", ANONYMOUS) for _ in range(20)]
+    assert answers == [True] * 20  # no call waited for the database
+    await asyncio.sleep(0)  # the refresh starts
+    assert source.calls == 2  # one refresh for all of them
+    source.release.set()
+    await asyncio.sleep(0.01)
+    assert await cache.is_live("s1", ANONYMOUS) is False  # the refresh's answer applies
+    assert source.calls == 2
+
+
+async def test_past_the_second_period_the_calls_wait_for_the_lookup(clock: Monotonic) -> None:
+    source = SlowSource(answer=True)
+    source.release.set()
+    cache = LivenessCache(source, ttl_seconds=5, max_entries=10, monotonic=clock)
+    await cache.is_live("s1", ANONYMOUS)
+    source.release.clear()
+    source.answer = False
+    clock.now += 11
+    waiting = asyncio.create_task(cache.is_live("s1", ANONYMOUS))
+    await asyncio.sleep(0.01)
+    assert not waiting.done()  # not answered from an entry this old
+    source.release.set()
+    assert await waiting is False
+
+
+async def test_a_revocation_is_not_answered_from_a_stale_entry(clock: Monotonic) -> None:
+    source = SlowSource(answer=True)
+    source.release.set()
+    cache = LivenessCache(source, ttl_seconds=5, max_entries=10, monotonic=clock)
+    await cache.is_live("s1", ANONYMOUS)
+    clock.now += 6
+    cache.revoked(["s1"])
+    assert await cache.is_live("s1", ANONYMOUS) is False
+    assert source.calls == 1
+
+
+async def test_a_failed_refresh_behind_the_calls_is_retried(clock: Monotonic) -> None:
+    answers = [True]
+
+    async def flaky(principal: Principal) -> bool:
+        if not answers:
+            raise ConnectionError("database down")
+        return answers.pop()
+
+    cache = LivenessCache(flaky, ttl_seconds=5, max_entries=10, monotonic=clock)
+    assert await cache.is_live("s1", ANONYMOUS) is True
+    clock.now += 6
+    assert await cache.is_live("s1", ANONYMOUS) is True  # the refresh fails behind it
+    await asyncio.sleep(0.01)
+    clock.now += 5  # past the second period: the caller sees the failure
+    with pytest.raises(ConnectionError):
+        await cache.is_live("s1", ANONYMOUS)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from time import perf_counter
 from typing import Any, Protocol, TypeAlias
@@ -32,6 +31,7 @@ from keyhold.api.policy import MethodPolicy, PolicyError
 from keyhold.domain.call import CallContext, current_call, set_current_call
 from keyhold.domain.errors import DomainError, PermissionDenied, Unauthenticated
 from keyhold.domain.principal import ANONYMOUS
+from keyhold.log_config import event_writer
 
 log = structlog.get_logger(__name__)
 
@@ -87,9 +87,7 @@ class PolicyInterceptor:
         self._metrics = metrics
         self._tracer = tracer
         self._trace_ids = trace_context_from if tracer is None else _span_ids
-        self._log = log.bind()  # resolved once: the proxy would look it up on every call
-        is_enabled_for = getattr(self._log, "is_enabled_for", None)
-        self._log_calls = is_enabled_for is None or is_enabled_for(logging.INFO)
+        self._log_completed = event_writer("rpc_completed", __name__)
         self._in_flight: set[asyncio.Task[Any]] = set()
 
     def _track(self) -> None:
@@ -180,11 +178,11 @@ class PolicyInterceptor:
         seconds = perf_counter() - started
         if observe is not None:
             observe(code, seconds)
-        if not self._log_calls:
+        write = self._log_completed
+        if write is None:
             return
         call = current_call()
-        self._log.info(
-            "rpc_completed",
+        write(
             method=method,
             code=code,
             duration_ms=round(seconds * 1000.0, 3),

@@ -29,12 +29,25 @@ LivenessSource = Callable[[Principal], Awaitable[bool]]
 
 class LivenessCache:
     """Whether a principal's session or account is live, cached for `ttl_seconds`;
-    a revoked one stays refused. When an entry expires, the calls that find it expired
-    share one lookup (a busy token would otherwise send every call in flight to the
-    database at once, and each slow lookup would widen the window for the next)."""
+    a revoked one stays refused.
 
-    def __init__(self, source: LivenessSource, ttl_seconds: float, max_entries: int) -> None:
+    When a live entry expires, the calls keep being answered from it for up to another
+    `ttl_seconds` while one lookup refreshes it behind them: a database slowed by other
+    work (a login storm) then does not stall every call on a busy token. Revocations
+    do not wait for that refresh: they are pushed into the cache as they happen. Past
+    the second period, or for an entry never seen, the calls that find it share one
+    lookup and wait for it (a busy token would otherwise send every call in flight to
+    the database at once)."""
+
+    def __init__(
+        self,
+        source: LivenessSource,
+        ttl_seconds: float,
+        max_entries: int,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._source = source
+        self._monotonic = monotonic
         self._ttl = ttl_seconds
         self._max_entries = max_entries
         self._cache: OrderedDict[str, tuple[bool, float]] = OrderedDict()
@@ -42,20 +55,30 @@ class LivenessCache:
 
     async def is_live(self, key: str, principal: Principal) -> bool:
         cached = self._cache.get(key)
-        if cached is not None and cached[1] > time.monotonic():
-            return cached[0]
+        if cached is not None:
+            live, fresh_until = cached
+            now = self._monotonic()
+            if fresh_until > now:
+                return live
+            if live and fresh_until + self._ttl > now:
+                self._lookup(key, principal)  # refreshed behind this call
+                return True
+        # Shielded: one caller cancelled leaves the others their answer.
+        return await asyncio.shield(self._lookup(key, principal))
+
+    def _lookup(self, key: str, principal: Principal) -> asyncio.Future[bool]:
         lookup = self._lookups.get(key)
         if lookup is None:
             lookup = asyncio.ensure_future(self._look_up(key, principal))
             self._lookups[key] = lookup
             lookup.add_done_callback(lambda done: self._forget_lookup(key, done))
-        return await asyncio.shield(lookup)  # one caller cancelled leaves the others theirs
+        return lookup
 
     async def _look_up(self, key: str, principal: Principal) -> bool:
         live = await self._source(principal)
         if self._cache.get(key) == _REVOKED:  # revoked while we asked: stays revoked
             return False
-        self._remember(key, live, time.monotonic() + self._ttl if live else _FOREVER)
+        self._remember(key, live, self._monotonic() + self._ttl if live else _FOREVER)
         return live
 
     def _forget_lookup(self, key: str, done: asyncio.Future[bool]) -> None:
