@@ -68,6 +68,17 @@ def _event(row: Row[Any]) -> AuditEvent:
     return AuditEvent(row.sequence, record, row.canonical, row.prev_hash, row.hash)
 
 
+# Built once, so that SQLAlchemy computes their cache keys once (see session_state).
+_LOCK = text("SELECT pg_advisory_xact_lock(:key)")
+_HEAD = (
+    select(audit_events.c.sequence, audit_events.c.hash)
+    .order_by(audit_events.c.sequence.desc())
+    .limit(1)
+)
+_INSERT = audit_events.insert()
+_NOTIFY = text("SELECT pg_notify(:channel, :sequence)")
+
+
 class SqlAuditTrail:
     """Appends are serialised by a PostgreSQL advisory lock taken in the appending
     transaction (and by a process lock on SQLite); the sequence is the previous head's
@@ -80,16 +91,8 @@ class SqlAuditTrail:
     async def append_batch(self, records: Sequence[AuditRecord]) -> list[AuditEvent]:
         async with self._process_lock, self._database.transaction() as connection:
             if self._database.is_postgres:
-                await connection.execute(
-                    text("SELECT pg_advisory_xact_lock(:key)"), {"key": AUDIT_APPEND_LOCK}
-                )
-            head = (
-                await connection.execute(
-                    select(audit_events.c.sequence, audit_events.c.hash)
-                    .order_by(audit_events.c.sequence.desc())
-                    .limit(1)
-                )
-            ).first()
+                await connection.execute(_LOCK, {"key": AUDIT_APPEND_LOCK})
+            head = (await connection.execute(_HEAD)).first()
             sequence, prev_hash = (head.sequence, head.hash) if head else (0, GENESIS_HASH)
             events = []
             for record in records:
@@ -97,11 +100,10 @@ class SqlAuditTrail:
                 event = seal(sequence, prev_hash, record)
                 events.append(event)
                 prev_hash = event.hash
-            await connection.execute(audit_events.insert(), [_row(e) for e in events])
+            await connection.execute(_INSERT, [_row(e) for e in events])
             if self._database.is_postgres:
                 await connection.execute(
-                    text("SELECT pg_notify(:channel, :sequence)"),
-                    {"channel": AUDIT_CHANNEL, "sequence": str(sequence)},
+                    _NOTIFY, {"channel": AUDIT_CHANNEL, "sequence": str(sequence)}
                 )
         return events
 

@@ -7,7 +7,7 @@ import json
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Row, and_, delete, or_, select
+from sqlalchemy import Row, and_, bindparam, delete, or_, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from keyhold.adapters.persistence.database import Database
@@ -69,20 +69,24 @@ class SqlServiceAccountRepository:
         return bool(result.rowcount)
 
 
+# Built once, so that SQLAlchemy computes their cache keys once (see session_state).
+_BY_CLIENT_ID = select(service_accounts).where(
+    service_accounts.c.client_id == bindparam("client_id")
+)
+_EXISTS = select(service_accounts.c.id).where(service_accounts.c.id == bindparam("account_id"))
+
+
 class SqlServiceAccountLookup:
     def __init__(self, database: Database) -> None:
         self._database = database
 
-    async def _first(self, query: Any) -> Row[Any] | None:
+    async def _first(self, query: Any, params: dict[str, str]) -> Row[Any] | None:
         async with self._database.autocommit() as connection:
-            return (await connection.execute(query)).first()
+            return (await connection.execute(query, params)).first()
 
     async def by_client_id(self, client_id: str) -> ServiceAccount | None:
-        row = await self._first(
-            select(service_accounts).where(service_accounts.c.client_id == client_id)
-        )
+        row = await self._first(_BY_CLIENT_ID, {"client_id": client_id})
         return _account(row) if row else None
 
     async def exists(self, account_id: str) -> bool:
-        query = select(service_accounts.c.id).where(service_accounts.c.id == account_id)
-        return await self._first(query) is not None
+        return await self._first(_EXISTS, {"account_id": account_id}) is not None
