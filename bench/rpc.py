@@ -696,6 +696,7 @@ async def run(argv: list[str]) -> dict[str, Any]:
     print(HEADER, flush=True)
     rounds: list[list[Row]] = []
     server_cpus = None
+    driver_cpus = os.sched_getaffinity(0)
     if args.pin:
         cpus = sorted(os.sched_getaffinity(0))
         if len(cpus) < 2:
@@ -720,6 +721,7 @@ async def run(argv: list[str]) -> dict[str, Any]:
     else:
         shutil.rmtree(tmp, ignore_errors=True)
     finally:
+        os.sched_setaffinity(0, driver_cpus)
         if throwaway:
             await _drop_postgres(throwaway)
     rows = _median_rows(rounds)
