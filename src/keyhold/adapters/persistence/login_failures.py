@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from datetime import datetime
 
-from sqlalchemy import case, delete, or_, select, update
+from sqlalchemy import bindparam, case, delete, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from keyhold.adapters.persistence.database import Database
 from keyhold.adapters.persistence.tables import login_failures
-from keyhold.domain.identity.lockout import FailureCount, LockoutPolicy
+from keyhold.domain.identity.lockout import NO_FAILURES, FailureCount, LockoutPolicy
+
+_COUNTS = select(
+    login_failures.c.key, login_failures.c.failures, login_failures.c.locked_until
+).where(login_failures.c.key.in_(bindparam("keys", expanding=True)))
 
 
 def _key(key: str) -> str:
@@ -21,16 +26,12 @@ class SqlLoginFailureStore:
     def __init__(self, database: Database) -> None:
         self._database = database
 
-    async def get(self, key: str) -> FailureCount:
+    async def counts(self, keys: Sequence[str]) -> list[FailureCount]:
+        hashed = [_key(key) for key in keys]
         async with self._database.autocommit() as connection:
-            row = (
-                await connection.execute(
-                    select(login_failures.c.failures, login_failures.c.locked_until).where(
-                        login_failures.c.key == _key(key)
-                    )
-                )
-            ).first()
-        return FailureCount(row.failures, row.locked_until) if row else FailureCount(0, None)
+            rows = await connection.execute(_COUNTS, {"keys": hashed})
+            found = {row.key: FailureCount(row.failures, row.locked_until) for row in rows}
+        return [found.get(key, NO_FAILURES) for key in hashed]
 
     async def record_failure(
         self, key: str, at: datetime, policy: LockoutPolicy, threshold: int

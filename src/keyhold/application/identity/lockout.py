@@ -7,7 +7,12 @@ from keyhold.application.telemetry import NO_TELEMETRY, Telemetry
 from keyhold.domain.clock import Clock
 from keyhold.domain.errors import ResourceExhausted
 from keyhold.domain.identity import DOMAIN
-from keyhold.domain.identity.lockout import LockoutPolicy, LoginFailureStore
+from keyhold.domain.identity.lockout import (
+    NO_FAILURES,
+    FailureCount,
+    LockoutPolicy,
+    LoginFailureStore,
+)
 
 
 class LoginLockout:
@@ -31,10 +36,13 @@ class LoginLockout:
     def _peer(peer: str) -> str:
         return f"peer:{peer}"
 
-    async def check(self, email: str, peer: str) -> None:
+    async def check(self, email: str, peer: str) -> FailureCount:
+        """Refuse a locked account or peer; else the account's count, for `succeeded`."""
         now = self._clock.now()
-        for key in (self._account(email, peer), self._peer(peer)):
-            count = await self._store.get(key)
+        account, whole_peer = await self._store.counts(
+            [self._account(email, peer), self._peer(peer)]
+        )
+        for count in (account, whole_peer):
             if count.locked_until is not None and count.locked_until > now:
                 raise ResourceExhausted(
                     "LOGIN_LOCKED",
@@ -42,6 +50,7 @@ class LoginLockout:
                     retry_after_seconds=(count.locked_until - now).total_seconds(),
                     domain=DOMAIN,
                 )
+        return account
 
     async def failed(self, email: str, peer: str) -> None:
         now = self._clock.now()
@@ -56,5 +65,9 @@ class LoginLockout:
         if whole_peer.locked_until is not None:
             self._telemetry.login_locked("peer")
 
-    async def succeeded(self, email: str, peer: str) -> None:
-        await self._store.reset(self._account(email, peer))
+    async def succeeded(self, email: str, peer: str, checked: FailureCount) -> None:
+        """Reset the account's count, unless `check` found none to reset (most logins:
+        a write saved). A failure counted while this login was being verified then
+        stays; it is forgotten with the others after the policy's window."""
+        if checked != NO_FAILURES:
+            await self._store.reset(self._account(email, peer))

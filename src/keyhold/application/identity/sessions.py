@@ -104,7 +104,7 @@ class Sessions:
         call = current_call()
         details = {"email_sha256": hashlib.sha256(email.encode()).hexdigest()[:16]}
         async with self._recorder.attempt(Action.SESSION_CREATE, "", details) as attempt:
-            await self._lockout.check(email, call.peer_ip)
+            failures = await self._lockout.check(email, call.peer_ip)
             async with self._unit_of_work() as uow:
                 user = await uow.users.by_email(email)
             if user is None:
@@ -116,7 +116,7 @@ class Sessions:
             if user is None or not verified or not user.is_active:
                 await self._lockout.failed(email, call.peer_ip)
                 raise _invalid_credentials()
-            await self._lockout.succeeded(email, call.peer_ip)
+            await self._lockout.succeeded(email, call.peer_ip, failures)
             rehashed = (
                 await self._hasher.hash(password)
                 if self._hasher.needs_rehash(user.password_hash)

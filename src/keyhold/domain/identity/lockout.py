@@ -5,6 +5,7 @@ everywhere; counting per peer stops one address spraying many accounts."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Protocol
@@ -31,8 +32,13 @@ class FailureCount:
     locked_until: datetime | None
 
 
+NO_FAILURES = FailureCount(0, None)
+
+
 class LoginFailureStore(Protocol):
-    async def get(self, key: str) -> FailureCount: ...
+    async def counts(self, keys: Sequence[str]) -> list[FailureCount]:
+        """Each key's count, in the order given, in one read."""
+        ...
 
     async def record_failure(
         self, key: str, at: datetime, policy: LockoutPolicy, threshold: int
