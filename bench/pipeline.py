@@ -52,6 +52,9 @@ class _Context:
     def peer(self) -> str:
         return "ipv4:127.0.0.1:40000"
 
+    def auth_context(self) -> dict[str, list[bytes]]:
+        return {"transport_security_type": [b"insecure"]}
+
     def set_trailing_metadata(self, metadata: object) -> None:
         return None
 

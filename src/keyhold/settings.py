@@ -134,7 +134,11 @@ class Settings(BaseSettings):
     password_reset_token_lifetime_seconds: int = Field(3600, ge=60, le=86_400)
     email_verification_token_lifetime_seconds: int = Field(86_400, ge=300, le=30 * 86_400)
     session_cache_seconds: float = Field(
-        5.0, ge=0, le=300, description="how long a session's liveness is cached per process"
+        5.0,
+        ge=0,
+        le=300,
+        description="how long a session's liveness is cached per process (and answered "
+        "for as long again while one lookup refreshes it)",
     )
     provider_refresh_margin_seconds: int = Field(
         60, ge=0, le=3600, description="refresh upstream tokens expiring within this"
