@@ -51,8 +51,13 @@ def _add_timestamp(
 
 
 class _Config:
+    """What `configure_logging` last set up; `event_writer` trusts it only while it is
+    still structlog's configuration (tests reconfigure structlog, to capture logs)."""
+
     json_output: BinaryIO | None = None
     level = logging.INFO
+    processors: list[Any] | None = None
+    renderer: Any = None
 
 
 def configure_logging(
@@ -82,14 +87,16 @@ def configure_logging(
         )
         factory = structlog.PrintLoggerFactory(text)
         _Config.json_output = None
+    processors: list[Any] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        _add_timestamp,
+        structlog.processors.format_exc_info,
+        renderer,
+    ]
+    _Config.processors, _Config.renderer = processors, renderer
     structlog.configure(
-        processors=[
-            structlog.contextvars.merge_contextvars,
-            structlog.processors.add_log_level,
-            _add_timestamp,
-            structlog.processors.format_exc_info,
-            renderer,
-        ],
+        processors=processors,
         wrapper_class=structlog.make_filtering_bound_logger(numeric_level),
         logger_factory=factory,
         cache_logger_on_first_use=cache_loggers,
@@ -103,9 +110,12 @@ def event_writer(event: str, logger_name: str) -> EventWriter | None:
     context variables bound when the writer is made, one write per line) without its
     processor chain. Otherwise it is structlog's own `info`.
     """
-    if _Config.level > logging.INFO:
+    processors: list[Any] = structlog.get_config()["processors"]
+    # The same list, still ending in our renderer (capture_logs empties it in place).
+    ours = processors is _Config.processors and processors[-1:] == [_Config.renderer]
+    if ours and _Config.level > logging.INFO:
         return None
-    output = _Config.json_output
+    output = _Config.json_output if ours else None
     if output is None:
         info = structlog.get_logger(logger_name).info
 

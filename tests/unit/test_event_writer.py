@@ -92,3 +92,16 @@ def test_the_timestamp_follows_the_clock() -> None:
     first = utc_timestamp()
     second = utc_timestamp()
     assert first <= second
+
+
+def test_once_structlog_is_configured_otherwise_the_line_goes_through_structlog(
+    output: RecordingOutput,
+) -> None:
+    from structlog.testing import capture_logs
+
+    with capture_logs() as captured:
+        write = event_writer("rpc_completed", "x")
+        assert write is not None
+        write(code="OK")
+    assert captured == [{"event": "rpc_completed", "code": "OK", "log_level": "info"}]
+    assert output.writes == []  # not to the stream configure_logging was given
