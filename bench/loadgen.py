@@ -22,7 +22,7 @@ import queue as queue_module
 import time
 from array import array
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from multiprocessing.queues import Queue
 from multiprocessing.synchronize import Event
@@ -186,6 +186,24 @@ async def _drive(
             await channel.close()
 
 
+def run_and_report(
+    drive: Coroutine[Any, Any, Any],
+    index: int,
+    messages: Queue[tuple[str, int, Any]],
+    cpus: tuple[int, ...] = (),
+) -> None:
+    """A load process's life: on `cpus` (if any), run `drive` and put its result, or
+    its failure, on `messages`, where the driver is waiting for it."""
+    if cpus:
+        os.sched_setaffinity(0, cpus)
+    try:
+        result = asyncio.run(drive)
+    except BaseException as error:
+        messages.put(("failed", index, f"{type(error).__name__}: {error}"))
+        raise
+    messages.put(("done", index, result))
+
+
 def _process_main(
     target: str,
     spec: CallSpec,
@@ -195,14 +213,8 @@ def _process_main(
     go: Event,
     schedule: Any,
 ) -> None:
-    if config.cpus:
-        os.sched_setaffinity(0, config.cpus)
-    try:
-        result = asyncio.run(_drive(target, spec, config, index, ready, go, schedule))
-    except BaseException as error:  # report it: the driver is waiting on the queue
-        ready.put(("failed", index, f"{type(error).__name__}: {error}"))
-        raise
-    ready.put(("done", index, result))
+    drive = _drive(target, spec, config, index, ready, go, schedule)
+    run_and_report(drive, index, ready, config.cpus)
 
 
 async def _next_message(

@@ -23,7 +23,6 @@ from __future__ import annotations
 import asyncio
 import math
 import multiprocessing
-import os
 import queue as queue_module
 import random
 import time
@@ -37,7 +36,7 @@ from typing import Any
 
 import grpc
 
-from bench.loadgen import CallSpec, percentile
+from bench.loadgen import CallSpec, percentile, run_and_report
 
 _CONNECT_TIMEOUT = 15.0
 _START_DELAY = 0.2
@@ -244,14 +243,8 @@ def _process_main(
     go: Event,
     schedule: Any,
 ) -> None:
-    if config.cpus:
-        os.sched_setaffinity(0, config.cpus)
-    try:
-        totals = asyncio.run(_drive(target, config, index, messages, go, schedule))
-    except BaseException as error:  # report it: the driver is waiting on the queue
-        messages.put(("failed", index, f"{type(error).__name__}: {error}"))
-        raise
-    messages.put(("done", index, totals))
+    drive = _drive(target, config, index, messages, go, schedule)
+    run_and_report(drive, index, messages, config.cpus)
 
 
 @dataclass
