@@ -9,7 +9,7 @@ The server runs on its own CPU and the load on the other (`rpc --pin`), except i
 shared-cores storm and the worker runs (two workers need both CPUs). Writes
 DIR/rpc-sqlite.json, DIR/rpc-postgres.json, DIR/ratio.json, DIR/storm-shared.json,
 DIR/workers-1.json, DIR/workers-2.json, DIR/summary.json and DIR/rpc.png (default DIR:
-bench-results/). About eight minutes on two cores; `--quick` (2 s windows, fewer
+bench-results/). About twelve minutes on two cores; `--quick` (2 s windows, fewer
 scenarios) is for trying the harness out.
 """
 

@@ -675,13 +675,18 @@ async def run(argv: list[str]) -> dict[str, Any]:
     if malformed:
         parser.error(f"--server-env takes NAME=VALUE, not {malformed}")
     server_env = dict(each.split("=", 1) for each in args.server_env)
+    driver_cpus = sorted(os.sched_getaffinity(0))
+    if args.pin and len(driver_cpus) < 2:
+        parser.error("--pin needs two CPUs or more")
+    server_cpus = frozenset(driver_cpus[:1]) if args.pin else None
+    load_cpus = tuple(driver_cpus[1:]) if args.pin else ()
     config = LoadConfig(
         channels=args.channels,
         concurrency=args.concurrency,
         processes=args.processes,
         warmup_seconds=args.warmup,
         seconds=args.seconds,
-        cpus=tuple(sorted(os.sched_getaffinity(0)))[1:] if args.pin else (),
+        cpus=load_cpus,
     )
     throwaway, database_url = None, args.database_url
     if args.postgres:
@@ -695,14 +700,8 @@ async def run(argv: list[str]) -> dict[str, Any]:
     )
     print(HEADER, flush=True)
     rounds: list[list[Row]] = []
-    server_cpus = None
-    driver_cpus = os.sched_getaffinity(0)
-    if args.pin:
-        cpus = sorted(os.sched_getaffinity(0))
-        if len(cpus) < 2:
-            parser.error("--pin needs two CPUs or more")
-        server_cpus = frozenset(cpus[:1])
-        os.sched_setaffinity(0, cpus[1:])  # this driver too keeps off the server's CPU
+    if load_cpus:
+        os.sched_setaffinity(0, load_cpus)  # this driver too keeps off the server's CPU
     environment = {**ARGON2_ENV, **server_env, "KEYHOLD_WORKERS": str(args.workers)}
     kinds = dict.fromkeys(each.server for each in chosen)  # in the order first named
     try:
