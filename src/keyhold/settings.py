@@ -75,7 +75,11 @@ class Settings(BaseSettings):
         "PostgreSQL: postgresql+asyncpg://user:password@host:5432/db",
     )
     database_pool_size: int = Field(
-        10, ge=1, le=200, description="PostgreSQL pool size, shared by all the workers"
+        10,
+        ge=1,
+        le=200,
+        description="database connections kept open, no more are made; PostgreSQL's are "
+        "shared by all the workers",
     )
     workers: int = Field(
         1,

@@ -17,7 +17,7 @@ def create_engine(settings: Settings) -> AsyncEngine:
     out of error messages, and so out of logged tracebacks."""
     url = make_url(settings.resolved_database_url)
     if url.get_backend_name() == "sqlite":
-        return _sqlite_engine(url.database)
+        return _sqlite_engine(url.database, settings)
     return create_async_engine(
         url,
         hide_parameters=True,
@@ -34,11 +34,20 @@ def create_engine(settings: Settings) -> AsyncEngine:
     )
 
 
-def _sqlite_engine(database: str | None) -> AsyncEngine:
-    if database and database != ":memory:":
+def _sqlite_engine(database: str | None, settings: Settings) -> AsyncEngine:
+    """A file database keeps a fixed pool: SQLAlchemy's default lets ten connections
+    overflow its five, and each overflow connection (a thread, an open, the pragmas, a
+    schema parse) was made and closed again for every burst of calls."""
+    pool: dict[str, Any] = {}
+    if database and database != ":memory:":  # in memory: one shared connection
         Path(database).parent.mkdir(parents=True, exist_ok=True)
+        pool = {
+            "pool_size": settings.database_pool_size,
+            "max_overflow": 0,
+            "pool_timeout": settings.database_connect_timeout_seconds,
+        }
     engine = create_async_engine(
-        f"sqlite+aiosqlite:///{database or ':memory:'}", hide_parameters=True
+        f"sqlite+aiosqlite:///{database or ':memory:'}", hide_parameters=True, **pool
     )
 
     @event.listens_for(engine.sync_engine, "connect")
