@@ -14,7 +14,6 @@ import base64
 import json
 import os
 import signal
-import sys
 import time
 from pathlib import Path
 
@@ -26,6 +25,7 @@ from keyhold.identity.v1 import identity_service_pb2 as pb
 from keyhold.identity.v1 import identity_service_pb2_grpc as pb_grpc
 from tests.integration.test_replicas import Replica, _launch
 from tests.support.audit import attempts_of
+from tests.support.cli import run_cli
 from tests.support.databases import postgres_database
 from tests.support.load import Load
 from tests.support.servers import PASSWORD
@@ -53,20 +53,8 @@ def _environment(database_url: str, grace: float) -> dict[str, str]:
 
 
 async def _audit_verify(env: dict[str, str], cwd: Path) -> tuple[int, str]:
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "keyhold.cli",
-        "audit",
-        "verify",
-        env={**env, "KEYHOLD_DATA_DIR": str(cwd / "verify")},
-        cwd=cwd,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-    )
-    out, _ = await asyncio.wait_for(process.communicate(), timeout=60)
-    assert process.returncode is not None
-    return process.returncode, out.decode()
+    verify_env = {**env, "KEYHOLD_DATA_DIR": str(cwd / "verify")}
+    return await run_cli("audit", "verify", env=verify_env, cwd=cwd, within_seconds=60)
 
 
 async def _user_names(database_url: str) -> set[str]:

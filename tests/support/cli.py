@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import sys
+from pathlib import Path
 
 
 def free_port() -> int:
@@ -15,7 +16,9 @@ def free_port() -> int:
         return port
 
 
-async def run_cli(*args: str, env: dict[str, str]) -> tuple[int, str]:
+async def run_cli(
+    *args: str, env: dict[str, str], cwd: Path | None = None, within_seconds: float = 30
+) -> tuple[int, str]:
     """`python -m keyhold.cli ARGS` to completion: exit code and combined output."""
     process = await asyncio.create_subprocess_exec(
         sys.executable,
@@ -23,9 +26,10 @@ async def run_cli(*args: str, env: dict[str, str]) -> tuple[int, str]:
         "keyhold.cli",
         *args,
         env=env,
+        cwd=cwd,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,
     )
-    out, _ = await asyncio.wait_for(process.communicate(), timeout=30)
+    out, _ = await asyncio.wait_for(process.communicate(), timeout=within_seconds)
     assert process.returncode is not None
     return process.returncode, out.decode()
