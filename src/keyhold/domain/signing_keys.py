@@ -33,6 +33,11 @@ class SigningKeyRepository(Protocol):
 
     async def add(self, key: SigningKey) -> None: ...
 
+    async def hold_ring(self) -> None:
+        """Until this unit of work ends, no other one (in any replica) that holds the
+        ring changes it: the first key is made once, and rotations do not interleave."""
+        ...
+
     async def retire_active(self, at: datetime) -> None:
         """Mark every active key retired at `at`."""
         ...

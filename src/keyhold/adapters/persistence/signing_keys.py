@@ -5,12 +5,16 @@ from __future__ import annotations
 import json
 from datetime import datetime
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import or_, select, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from keyhold.adapters.crypto.aead import AeadKeyRing, Sealed
 from keyhold.adapters.persistence.tables import signing_keys
 from keyhold.domain.signing_keys import SigningKey
+
+# pg_advisory_xact_lock key serialising changes to the key ring ("kh-keys").
+KEY_RING_LOCK = 0x6B682D6B657973
+_LOCK = text("SELECT pg_advisory_xact_lock(:key)")
 
 
 def _associated_data(key_id: str) -> bytes:
@@ -58,6 +62,11 @@ class SqlSigningKeyRepository:
                 retired_at=key.retired_at,
             )
         )
+
+    async def hold_ring(self) -> None:
+        """On SQLite, one process serves, and its writes serialise on the database."""
+        if self._connection.dialect.name == "postgresql":
+            await self._connection.execute(_LOCK, {"key": KEY_RING_LOCK})
 
     async def retire_active(self, at: datetime) -> None:
         await self._connection.execute(

@@ -9,7 +9,7 @@ from keyhold.application.audit.recorder import AuditRecorder
 from keyhold.application.identity.revocations import SIGNING_KEY
 from keyhold.domain.audit.actions import Action
 from keyhold.domain.clock import Clock
-from keyhold.domain.signing_keys import SigningKey, SigningKeyGenerator
+from keyhold.domain.signing_keys import SigningKey, SigningKeyGenerator, SigningKeyRepository
 from keyhold.domain.tokens import ReplicaNotices
 from keyhold.domain.unit_of_work import UnitOfWorkFactory
 
@@ -33,15 +33,21 @@ class SigningKeys:
     async def verifiable(self) -> list[SigningKey]:
         """Every key that may still verify a live token, oldest first."""
         async with self._unit_of_work() as uow:
-            return await uow.signing_keys.list_verifiable(self._clock.now() - self._publish_window)
+            return await self._verifiable(uow.signing_keys)
+
+    async def _verifiable(self, keys: SigningKeyRepository) -> list[SigningKey]:
+        return await keys.list_verifiable(self._clock.now() - self._publish_window)
 
     async def ensure_signer(self) -> list[SigningKey]:
-        """Create the first signing key if there is no active one; return the ring."""
+        """Create the first signing key if there is no active one; return the ring.
+        Replicas starting together on an empty database make one key between them."""
         keys = await self.verifiable()
         if any(key.is_active for key in keys):
             return keys
         async with self._unit_of_work() as uow:
-            await uow.signing_keys.add(self._generator.generate(self._clock.now()))
+            await uow.signing_keys.hold_ring()
+            if not any(key.is_active for key in await self._verifiable(uow.signing_keys)):
+                await uow.signing_keys.add(self._generator.generate(self._clock.now()))
         return await self.verifiable()
 
     async def rotate(self) -> SigningKey:
@@ -49,6 +55,7 @@ class SigningKeys:
         now = self._clock.now()
         key = self._generator.generate(now)
         async with self._unit_of_work() as uow:
+            await uow.signing_keys.hold_ring()
             await uow.signing_keys.retire_active(now)
             await uow.signing_keys.add(key)
         return key
