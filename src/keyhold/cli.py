@@ -21,6 +21,7 @@ if TYPE_CHECKING:
 
 def _serve(settings: Settings, args: argparse.Namespace) -> int:
     from keyhold.api.tls import TlsConfigurationError
+    from keyhold.event_loop import run as run_on_loop
     from keyhold.server import serve
     from keyhold.workers import WorkerConfigError
 
@@ -32,7 +33,7 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
             from keyhold.workers import supervise
 
             return supervise(settings, workers)
-        asyncio.run(serve(settings))
+        run_on_loop(serve(settings), settings.event_loop)
     except (TlsConfigurationError, WorkerConfigError) as error:
         print(f"keyhold: {error}", file=sys.stderr)
         return 2

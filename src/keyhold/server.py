@@ -88,6 +88,7 @@ from keyhold.domain.errors import Unavailable
 from keyhold.domain.identity.lockout import LockoutPolicy
 from keyhold.domain.identity.passwords import PasswordPolicy
 from keyhold.domain.principal import Principal
+from keyhold.event_loop import running_loop_name
 from keyhold.identity.v1 import identity_service_pb2
 from keyhold.provider.v1 import provider_service_pb2
 from keyhold.settings import Settings
@@ -169,6 +170,7 @@ class KeyholdServer:
             port=self.port,
             metrics_port=self.metrics_port or None,
             tracing=self.tracing is not None,
+            event_loop=running_loop_name(),
             **self._transport_fields(),
         )
         return self.port

@@ -88,6 +88,11 @@ class Settings(BaseSettings):
         description="server processes sharing the listen port (SO_REUSEPORT); more than "
         "one needs PostgreSQL",
     )
+    event_loop: Literal["uvloop", "asyncio"] = Field(
+        "uvloop",
+        description="the event loop `keyhold serve` runs on: uvloop (libuv, about 15% less "
+        "server CPU per call) or the standard library's asyncio",
+    )
     database_connect_timeout_seconds: float = Field(5.0, gt=0, le=60)
     database_statement_timeout_seconds: float = Field(10.0, gt=0, le=600)
     migrate_on_start: bool | None = Field(

@@ -83,6 +83,7 @@ def _die_with_supervisor(supervisor: int) -> None:
 
 def _run_worker(settings: Settings, index: int, supervisor: int) -> None:
     """The child's whole life; never returns."""
+    from keyhold.event_loop import run as run_on_loop
     from keyhold.server import serve
 
     code = 0
@@ -92,7 +93,7 @@ def _run_worker(settings: Settings, index: int, supervisor: int) -> None:
         signal.signal(signal.SIGHUP, signal.SIG_IGN)  # until the server handles it
         _die_with_supervisor(supervisor)
         structlog.contextvars.bind_contextvars(worker=index)
-        asyncio.run(serve(settings))
+        run_on_loop(serve(settings), settings.event_loop)
     except BaseException:  # the child must never unwind into the supervisor's code
         log.exception("worker_failed", worker=index)
         code = 1

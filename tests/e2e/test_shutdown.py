@@ -53,14 +53,23 @@ async def test_in_flight_calls_finish_and_new_ones_are_refused(
 
 
 @pytest.mark.slow
-async def test_cli_serve_health_and_sigterm(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("event_loop", "runs_on"),
+    [(None, "uvloop"), ("asyncio", "asyncio")],
+    ids=["default", "asyncio"],
+)
+async def test_cli_serve_health_and_sigterm(
+    tmp_path: Path, event_loop: str | None, runs_on: str
+) -> None:
     address = f"127.0.0.1:{free_port()}"
     env = {
-        **os.environ,
+        **{key: value for key, value in os.environ.items() if not key.startswith("KEYHOLD_")},
         "KEYHOLD_DATA_DIR": str(tmp_path / "data"),
         "KEYHOLD_LISTEN_ADDRESS": address,
         "KEYHOLD_LOG_FORMAT": "json",
     }
+    if event_loop is not None:
+        env["KEYHOLD_EVENT_LOOP"] = event_loop
     code, out = await run_cli("health", "--timeout", "1", env=env)
     assert code == 1, out  # nothing is serving yet
 
@@ -89,8 +98,10 @@ async def test_cli_serve_health_and_sigterm(tmp_path: Path) -> None:
         server.send_signal(signal.SIGTERM)
         _, err = await asyncio.wait_for(server.communicate(), timeout=20)
     assert server.returncode == 0
-    events = [json.loads(line)["event"] for line in err.splitlines()]  # JSON lines
-    assert "shutting_down" in events
+    lines = [json.loads(line) for line in err.splitlines()]  # JSON lines
+    assert "shutting_down" in [line["event"] for line in lines]
+    serving = [line for line in lines if line["event"] == "serving"]
+    assert [line["event_loop"] for line in serving] == [runs_on]
     assert (tmp_path / "data" / "keyhold.db").exists()
 
 
