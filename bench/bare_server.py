@@ -1,9 +1,11 @@
 """The baseline server: grpc.aio with no interceptors and one raw-bytes unary method.
 
-    python -m bench.bare_server --address 127.0.0.1:50099
+    python -m bench.bare_server --address 127.0.0.1:50099 [--event-loop asyncio|uvloop]
 
 `/bench.Bare/Echo` returns its request unchanged; no protobuf is parsed. It is what a
 Keyhold RPC costs with none of Keyhold in it: the floor of gRPC Python on this machine.
+It runs on the standard library's asyncio loop, as grpc.aio does unless told otherwise;
+`--event-loop uvloop` runs it on the loop `keyhold serve` uses.
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ import signal
 import sys
 
 import grpc
+
+from keyhold.event_loop import run
 
 
 async def echo(request: bytes, context: grpc.aio.ServicerContext[bytes, bytes]) -> bytes:
@@ -66,8 +70,9 @@ async def serve(address: str) -> None:
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.bare_server")
     parser.add_argument("--address", default="127.0.0.1:50099", help="host:port")
+    parser.add_argument("--event-loop", choices=["asyncio", "uvloop"], default="asyncio")
     args = parser.parse_args(argv)
-    asyncio.run(serve(args.address))
+    run(serve(args.address), args.event_loop)
     return 0
 
 

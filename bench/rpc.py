@@ -64,7 +64,7 @@ IDENTITY = "/keyhold.identity.v1.IdentityService/"
 AUDIT = "/keyhold.audit.v1.AuditService/"
 PROVIDER = "/keyhold.provider.v1.ProviderService/"
 
-ServerKind = Literal["bare", "keyhold"]
+ServerKind = Literal["bare", "bare-uvloop", "keyhold"]
 
 
 @dataclass
@@ -142,6 +142,16 @@ def measurement(name: str, server: ServerKind, summary: str) -> Callable[[Measur
 
 @scenario("bare", "bare", "baseline: raw-bytes echo on a grpc.aio server without interceptors")
 async def bare(target: Target) -> CallSpec:
+    return CallSpec.of(BARE_METHOD, b"")
+
+
+@scenario(
+    "bare-uvloop",
+    "bare-uvloop",
+    "the bare baseline on uvloop, the event loop keyhold serve runs on: the like-for-like "
+    "floor for Keyhold",
+)
+async def bare_uvloop(target: Target) -> CallSpec:
     return CallSpec.of(BARE_METHOD, b"")
 
 
@@ -510,10 +520,11 @@ async def _servers(
     async with AsyncExitStack() as stack:
         running: dict[ServerKind, tuple[ServerProcess, Target]] = {}
         for kind in kinds:
-            if kind == "bare":
-                server = await stack.enter_async_context(bare_server(tmp, cpus))
+            if kind in ("bare", "bare-uvloop"):
+                loop = "uvloop" if kind == "bare-uvloop" else "asyncio"
+                server = await stack.enter_async_context(bare_server(tmp, cpus, loop))
                 channel = await stack.enter_async_context(grpc.aio.insecure_channel(server.address))
-                running[kind] = (server, Target("bare", server.address, channel))
+                running[kind] = (server, Target(kind, server.address, channel))
             else:
                 running[kind] = await stack.enter_async_context(
                     keyhold_target(tmp, database_url, environment, cpus)
@@ -584,10 +595,16 @@ def _median_rows(rounds: list[list[Row]]) -> list[Row]:
     return chosen
 
 
-def _whoami_over_bare(rows: list[Row]) -> float | None:
+def _whoami_over(baseline: str, rows: list[Row]) -> float | None:
     rates = {row.scenario: row.calls_per_server_cpu_second for row in rows}
-    bare, whoami = rates.get("bare"), rates.get("whoami")
+    bare, whoami = rates.get(baseline), rates.get("whoami")
     return round(whoami / bare, 3) if bare and whoami else None
+
+
+def _ratio_over_rounds(baseline: str, rounds: list[list[Row]]) -> tuple[float | None, list[float]]:
+    """The median of the rounds' whoami/`baseline` ratios, and those ratios."""
+    by_round = [ratio for rows in rounds if (ratio := _whoami_over(baseline, rows)) is not None]
+    return (round(statistics.median(by_round), 3) if by_round else None), by_round
 
 
 async def _throwaway_postgres() -> tuple[str, str]:
@@ -730,18 +747,22 @@ async def run(argv: list[str]) -> dict[str, Any]:
         for row in rows:
             _print_row(row)
     rows.sort(key=lambda row: names.index(row.group))  # stable: a group keeps its order
-    round_ratios = [ratio for ratio in map(_whoami_over_bare, rounds) if ratio is not None]
-    ratio = round(statistics.median(round_ratios), 3) if round_ratios else None
-    if ratio is not None:
-        medians = {row.scenario: row.calls_per_server_cpu_second for row in rows}
-        print(
-            f"whoami / bare calls per server CPU-second: {ratio:.3f}"
-            + (
-                f" (median of the rounds' ratios {sorted(round_ratios)})"
-                if len(round_ratios) > 1
-                else f" ({medians['whoami']:,.0f} / {medians['bare']:,.0f})"
+    medians = {row.scenario: row.calls_per_server_cpu_second for row in rows}
+    ratios = {}
+    for baseline in ("bare", "bare-uvloop"):
+        ratio, round_ratios = _ratio_over_rounds(baseline, rounds)
+        ratios[baseline] = ratio, round_ratios
+        if ratio is not None:
+            print(
+                f"whoami / {baseline} calls per server CPU-second: {ratio:.3f}"
+                + (
+                    f" (median of the rounds' ratios {sorted(round_ratios)})"
+                    if len(round_ratios) > 1
+                    else f" ({medians['whoami']:,.0f} / {medians[baseline]:,.0f})"
+                )
             )
-        )
+    ratio, round_ratios = ratios["bare"]
+    uvloop_ratio, uvloop_round_ratios = ratios["bare-uvloop"]
     results: dict[str, Any] = {
         "when": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "machine": {
@@ -756,6 +777,8 @@ async def run(argv: list[str]) -> dict[str, Any]:
         "whoami_over_bare_calls_per_server_cpu_second": ratio,
         "rounds": len(rounds),
         "whoami_over_bare_by_round": round_ratios,
+        "whoami_over_bare_uvloop_calls_per_server_cpu_second": uvloop_ratio,
+        "whoami_over_bare_uvloop_by_round": uvloop_round_ratios,
     }
     if args.json:
         args.json.write_text(json.dumps(results, indent=2) + "\n")

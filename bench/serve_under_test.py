@@ -238,17 +238,18 @@ async def keyhold_server(
 
 @asynccontextmanager
 async def bare_server(
-    log_dir: Path, cpus: frozenset[int] | None = None
+    log_dir: Path, cpus: frozenset[int] | None = None, event_loop: str = "asyncio"
 ) -> AsyncIterator[ServerProcess]:
-    """`bench/bare_server.py` on a free loopback port."""
+    """`bench/bare_server.py` on a free loopback port, on the named event loop."""
     address = f"127.0.0.1:{free_port()}"
+    name = "bare" if event_loop == "asyncio" else f"bare-{event_loop}"
     server = _launch(
-        "bare",
-        ["-m", "bench.bare_server", "--address", address],
+        name,
+        ["-m", "bench.bare_server", "--address", address, "--event-loop", event_loop],
         _clean_environment(),
         REPO,
         address,
-        log_dir / "bare-server.log",
+        log_dir / f"{name}-server.log",
         cpus,
     )
     try:
