@@ -227,13 +227,17 @@ class KeyholdServer:
         log.info("stopped")
 
 
+def serves_tls(settings: Settings) -> bool:
+    """Whether the server listens with TLS (else on a plaintext port only)."""
+    return settings.tls_cert_file is not None and settings.tls_key_file is not None
+
+
 def _certificates(settings: Settings) -> ReloadingCertificates | None:
-    if settings.tls_cert_file is None or settings.tls_key_file is None:
+    cert, key = settings.tls_cert_file, settings.tls_key_file
+    if cert is None or key is None:  # not serves_tls(settings)
         check_plaintext_allowed(settings)
         return None
-    return ReloadingCertificates(
-        CertificateFiles(settings.tls_cert_file, settings.tls_key_file, settings.tls_client_ca_file)
-    )
+    return ReloadingCertificates(CertificateFiles(cert, key, settings.tls_client_ca_file))
 
 
 def signing_keys_for(
@@ -340,7 +344,7 @@ async def build_server(
     revocations = Revocations(
         session_is_live, account_is_live, ttl_seconds=settings.session_cache_seconds
     )
-    access_tokens.set_principal_check(revocations.check)
+    access_tokens.set_principal_check(revocations.check, revocations.known_live)
     password_policy = PasswordPolicy(common_passwords())
     lockout = LoginLockout(
         SqlLoginFailureStore(database),
@@ -450,6 +454,7 @@ async def build_server(
         on_denied=audit_recorder.record_denial,
         metrics=None if registry is None else RpcMetrics(registry),
         tracer=None if tracing is None else tracing.tracer,
+        plaintext_only=not serves_tls(settings),
     )
     metrics = None
     if registry is not None and settings.metrics_address:

@@ -225,7 +225,20 @@ async def test_session_check_runs_on_every_call(fx: Fixture) -> None:
         if principal.session_id in revoked:
             raise Unauthenticated("SESSION_REVOKED", "revoked")
 
-    fx.tokens.set_principal_check(check)
-    await fx.tokens.verify(token)
+    fx.tokens.set_principal_check(check, lambda principal: principal.session_id not in revoked)
+    assert fx.tokens.known(token) is None  # never verified: it must be awaited
+    principal = await fx.tokens.verify(token)
+    assert fx.tokens.known(token) is principal  # verified, and its session known live
     revoked.add("s9")
+    assert fx.tokens.known(token) is None
     assert await refused(fx, token) == "SESSION_REVOKED"
+
+
+async def test_a_known_token_stops_being_known_when_it_expires(fx: Fixture) -> None:
+    token = fx.tokens.issue(subject="users/u1", session_id="s9").token
+    principal = await fx.tokens.verify(token)
+    assert fx.tokens.known(token) is principal
+    fx.clock.advance(seconds=15 * 60 + 60)  # past the lifetime and the leeway
+    assert fx.tokens.known(token) is None
+    assert await refused(fx, token) == "TOKEN_EXPIRED"
+    assert fx.tokens.known("x" * 9000) is None  # over-size: never looked up

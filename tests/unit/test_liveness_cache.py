@@ -162,3 +162,21 @@ async def test_a_failed_refresh_behind_the_calls_is_retried(clock: Monotonic) ->
     clock.now += 5  # past the second period: the caller sees the failure
     with pytest.raises(ConnectionError):
         await cache.is_live("s1", ANONYMOUS)
+
+
+async def test_known_answers_only_what_needs_no_waiting() -> None:
+    now = [1000.0]
+    source = SlowSource()
+    source.release.set()
+    cache = LivenessCache(source, ttl_seconds=5, max_entries=10, monotonic=lambda: now[0])
+    assert cache.known("s1", ANONYMOUS) is None  # never looked up
+    assert await cache.is_live("s1", ANONYMOUS)
+    assert cache.known("s1", ANONYMOUS) is True
+    now[0] += 6  # stale, within the second period: answered, refreshed behind
+    assert cache.known("s1", ANONYMOUS) is True
+    await asyncio.sleep(0)
+    assert source.calls == 2
+    now[0] += 11  # past both periods of the refreshed entry
+    assert cache.known("s1", ANONYMOUS) is None
+    cache.revoked(["s1"])
+    assert cache.known("s1", ANONYMOUS) is False

@@ -10,10 +10,11 @@ fifth of a cheap RPC's server CPU, and a call costs no lookup here at all.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 from collections.abc import AsyncIterator, Awaitable, Callable
 from time import perf_counter
-from typing import Any, Protocol, TypeAlias
+from typing import Any, NoReturn, Protocol, TypeAlias
 
 import grpc
 import structlog
@@ -28,7 +29,7 @@ from keyhold.api.pipeline.rate_limit import RateLimitGate
 from keyhold.api.pipeline.request_id import request_id_from, trace_context_from
 from keyhold.api.pipeline.text import refuse_nul_characters
 from keyhold.api.policy import MethodPolicy, PolicyError
-from keyhold.domain.call import CallContext, current_call, set_current_call
+from keyhold.domain.call import PLAINTEXT, CallContext, current_call, set_current_call
 from keyhold.domain.errors import DomainError, PermissionDenied, Unauthenticated
 from keyhold.domain.principal import ANONYMOUS
 from keyhold.log_config import event_writer
@@ -59,6 +60,11 @@ def _status_name(error: BaseException, context: aio.ServicerContext[Any, Any]) -
     return code.name if isinstance(code, grpc.StatusCode) else "UNKNOWN"
 
 
+def _text_or_none(value: str | bytes | None) -> str | None:
+    """A text metadata value; binary ones (`-bin` keys) are not what these keys carry."""
+    return value if isinstance(value, str) else None
+
+
 def _span_ids(traceparent: str | None) -> tuple[str, str]:
     """The server span's ids (it continues the caller's trace, or starts one)."""
     context = trace.get_current_span().get_span_context()
@@ -78,6 +84,7 @@ class PolicyInterceptor:
         *,
         metrics: RpcMetrics | None = None,
         tracer: trace.Tracer | None = None,
+        plaintext_only: bool = False,
     ) -> None:
         self._policies = policies
         self._authenticator = authenticator
@@ -88,21 +95,27 @@ class PolicyInterceptor:
         self._tracer = tracer
         self._trace_ids = trace_context_from if tracer is None else _span_ids
         self._log_completed = event_writer("rpc_completed", __name__)
-        self._in_flight: set[asyncio.Task[Any]] = set()
+        # A server without TLS has one transport identity for every call: gRPC's
+        # auth context is not asked for it each time.
+        self._plaintext = PLAINTEXT if plaintext_only else None
+        self._running = 0  # handlers between admission and their last line
+        self._idle: asyncio.Event | None = None  # set when they are all done, once asked
 
-    def _track(self) -> None:
-        task = asyncio.current_task()
-        if task is not None:
-            self._in_flight.add(task)
-            task.add_done_callback(self._in_flight.discard)
+    def _finished(self) -> None:
+        self._running -= 1
+        if not self._running and self._idle is not None:
+            self._idle.set()
 
     async def drain(self, within_seconds: float) -> None:
         """Wait, up to `within_seconds`, for the handlers still running. gRPC's stop
         returns once the calls are over on the wire, but a call cancelled at the end of
         the grace period still has its audit outcome to write: the database must
         outlive it."""
-        if self._in_flight:
-            await asyncio.wait(set(self._in_flight), timeout=within_seconds)
+        if not self._running:
+            return
+        self._idle = asyncio.Event()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._idle.wait(), within_seconds)
 
     def wrap(self, full_method: str, handler: Handler) -> Handler:
         """`handler` with the policy pipeline in front of it."""
@@ -115,6 +128,7 @@ class PolicyInterceptor:
         method = policy.full_method
         observe = None if self._metrics is None else self._metrics.for_method(method)
         completed = self._completed
+        admit = self._admitter(policy)
         if handler.unary_unary is not None:
             behavior = self._traced(handler.unary_unary, method)
             is_async = inspect.iscoroutinefunction(behavior)  # decided once, not per call
@@ -122,9 +136,9 @@ class PolicyInterceptor:
             async def unary(request: Any, context: aio.ServicerContext[Any, Any]) -> Any:
                 started = perf_counter()
                 code = "OK"
-                self._track()
+                self._running += 1
                 try:
-                    call = await self._admit(policy, request, context)
+                    call = await admit(request, context)
                     try:
                         if is_async:
                             return await behavior(request, context)
@@ -135,6 +149,7 @@ class PolicyInterceptor:
                     code = _status_name(error, context)
                     raise
                 finally:
+                    self._finished()
                     completed(method, code, started, observe)
 
             return grpc.unary_unary_rpc_method_handler(
@@ -150,9 +165,9 @@ class PolicyInterceptor:
             ) -> AsyncIterator[Any]:
                 started = perf_counter()
                 code = "OK"
-                self._track()
+                self._running += 1
                 try:
-                    call = await self._admit(policy, request, context)
+                    call = await admit(request, context)
                     try:
                         async for response in stream_behavior(request, context):
                             yield response
@@ -162,6 +177,7 @@ class PolicyInterceptor:
                     code = _status_name(error, context)
                     raise
                 finally:
+                    self._finished()
                     completed(method, code, started, observe)
 
             return grpc.unary_stream_rpc_method_handler(
@@ -224,62 +240,66 @@ class PolicyInterceptor:
 
         return traced
 
-    async def _admit(
-        self, policy: MethodPolicy, request: Any, context: aio.ServicerContext[Any, Any]
-    ) -> CallContext:
-        authorization = request_id = user_agent = traceparent = None
-        for key, value in context.invocation_metadata() or ():
-            if key == "authorization":
-                authorization = value if isinstance(value, str) else None
-            elif key == "x-request-id":
-                request_id = value if isinstance(value, str) else None
-            elif key == "user-agent":
-                user_agent = value if isinstance(value, str) else None
-            elif key == "traceparent":
-                traceparent = value if isinstance(value, str) else None
-        peer = context.peer()
-        transport = transport_identity(context.auth_context())
-        rid = request_id_from(request_id)
-        # Echoed with the status: no extra send operation per call.
-        context.set_trailing_metadata((("x-request-id", rid),))
-        agent = (user_agent or "")[:256]
-        trace_id, span_id = self._trace_ids(traceparent)
-        try:
-            principal = await self._authenticator.authenticate(policy, authorization)
-        except DomainError as error:
-            call = CallContext(
-                ANONYMOUS, peer, agent, rid, trace_id, policy.full_method, transport, span_id
-            )
+    def _admitter(
+        self, policy: MethodPolicy
+    ) -> Callable[[Any, aio.ServicerContext[Any, Any]], Awaitable[CallContext]]:
+        """The admission of one method's calls, with what its policy decides about every
+        call settled here, once."""
+        method = policy.full_method
+        authenticator, authorizer = self._authenticator, self._authorizer
+        rate_limited = self._rate_limits.applies_to(policy)
+        trace_ids, plaintext = self._trace_ids, self._plaintext
+
+        async def admit(request: Any, context: aio.ServicerContext[Any, Any]) -> CallContext:
+            metadata = dict(context.invocation_metadata() or ())
+            authorization = _text_or_none(metadata.get("authorization"))
+            peer = context.peer()
+            transport = plaintext or transport_identity(context.auth_context())
+            rid = request_id_from(_text_or_none(metadata.get("x-request-id")))
+            # Echoed with the status: no extra send operation per call.
+            context.set_trailing_metadata((("x-request-id", rid),))
+            agent = (_text_or_none(metadata.get("user-agent")) or "")[:256]
+            trace_id, span_id = trace_ids(_text_or_none(metadata.get("traceparent")))
+            principal = authenticator.known(policy, authorization)
+            if principal is None:
+                try:
+                    principal = await authenticator.authenticate(policy, authorization)
+                except DomainError as error:
+                    call = CallContext(
+                        ANONYMOUS, peer, agent, rid, trace_id, method, transport, span_id
+                    )
+                    set_current_call(call)
+                    if isinstance(error, _DENIALS):
+                        await self._on_denied(call, error)
+                    await self._abort_with(error, call, context)
+                except Exception as exc:  # a bug: INTERNAL with the request id
+                    call = CallContext(
+                        ANONYMOUS, peer, agent, rid, trace_id, method, transport, span_id
+                    )
+                    await self._fail(exc, call, context)
+            call = CallContext(principal, peer, agent, rid, trace_id, method, transport, span_id)
             set_current_call(call)
-            if isinstance(error, _DENIALS):
-                await self._on_denied(call, error)
-            await self._abort_with(error, call, context)
-        except Exception as exc:  # a bug: INTERNAL with the request id, as in a handler
-            call = CallContext(
-                ANONYMOUS, peer, agent, rid, trace_id, policy.full_method, transport, span_id
-            )
-            await self._fail(exc, call, context)
-        call = CallContext(
-            principal, peer, agent, rid, trace_id, policy.full_method, transport, span_id
-        )
-        set_current_call(call)
-        try:
-            if isinstance(request, UndecodableRequest):
-                raise request.error()
-            refuse_nul_characters(request)
-            await self._authorizer.authorize(policy, principal, request, transport)
-            await self._rate_limits.check(policy, call, request)
-        except DomainError as error:
-            if isinstance(error, _DENIALS):
-                await self._on_denied(call, error)
-            await self._abort_with(error, call, context)
-        except Exception as exc:
-            await self._fail(exc, call, context)
-        return call
+            try:
+                if isinstance(request, UndecodableRequest):
+                    raise request.error()
+                refuse_nul_characters(request)
+                if authorizer.check(policy, principal, transport):
+                    await authorizer.check_owner(policy, principal, request)
+                if rate_limited:
+                    await self._rate_limits.check(policy, call, request)
+            except DomainError as error:
+                if isinstance(error, _DENIALS):
+                    await self._on_denied(call, error)
+                await self._abort_with(error, call, context)
+            except Exception as exc:
+                await self._fail(exc, call, context)
+            return call
+
+        return admit
 
     async def _fail(
         self, exc: Exception, call: CallContext, context: aio.ServicerContext[Any, Any]
-    ) -> None:
+    ) -> NoReturn:
         if isinstance(exc, aio.AbortError):
             raise exc
         if isinstance(exc, DomainError):
@@ -293,7 +313,7 @@ class PolicyInterceptor:
 
     async def _abort_with(
         self, error: DomainError, call: CallContext, context: aio.ServicerContext[Any, Any]
-    ) -> None:
+    ) -> NoReturn:
         status, extra = status_mapping.status_for(error)
         await self._abort_status(status, extra, call, context)
 
@@ -303,7 +323,7 @@ class PolicyInterceptor:
         extra: list[tuple[str, str]],
         call: CallContext,
         context: aio.ServicerContext[Any, Any],
-    ) -> None:
+    ) -> NoReturn:
         code = status_mapping.grpc_code(status.code)
         await context.abort(
             code, status.message, status_mapping.trailing_metadata(status, extra, call.request_id)

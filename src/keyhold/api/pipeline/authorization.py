@@ -53,6 +53,14 @@ class Authorizer:
         request: object,
         transport: TransportIdentity,
     ) -> None:
+        if self.check(policy, principal, transport):
+            await self.check_owner(policy, principal, request)
+
+    def check(
+        self, policy: MethodPolicy, principal: Principal, transport: TransportIdentity
+    ) -> bool:
+        """Everything but resource ownership, which needs no lookup; True when the
+        ownership of the request's resource is still to be checked (`check_owner`)."""
         if policy.require_mtls and not transport.is_mutual_tls:
             raise Unauthenticated(
                 "MTLS_REQUIRED",
@@ -60,12 +68,12 @@ class Authorizer:
                 domain="keyhold.identity",
             )
         if policy.public:
-            return
+            return False
         if policy.principal_types and principal.type not in policy.principal_types:
             kinds = ", ".join(sorted(t.value for t in policy.principal_types))
             raise _deny("PRINCIPAL_TYPE_NOT_ALLOWED", f"only {kinds} principals may call this")
         if principal.is_admin:
-            return
+            return False
         if policy.roles and not policy.roles & principal.roles:
             raise _deny(
                 "ROLE_REQUIRED", f"needs one of the roles: {', '.join(sorted(policy.roles))}"
@@ -73,10 +81,9 @@ class Authorizer:
         if not policy.scopes <= principal.scopes:
             missing = ", ".join(sorted(policy.scopes - principal.scopes))
             raise _deny("SCOPE_REQUIRED", f"needs the scopes: {missing}")
-        if policy.owner_field:
-            await self._check_owner(policy, principal, request)
+        return bool(policy.owner_field)
 
-    async def _check_owner(
+    async def check_owner(
         self, policy: MethodPolicy, principal: Principal, request: object
     ) -> None:
         field = ".".join(policy.owner_field)

@@ -40,6 +40,10 @@ class RateLimitGate:
             return f"{limit.field}:" + field_value(request, (limit.field,)).strip().lower()
         return "global"
 
+    def applies_to(self, policy: MethodPolicy) -> bool:
+        """Whether `check` has anything to count for calls of this method."""
+        return self._enabled and bool(policy.rate_limits)
+
     async def check(self, policy: MethodPolicy, call: CallContext, request: object) -> None:
         if not self._enabled:
             return

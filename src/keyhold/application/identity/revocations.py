@@ -54,17 +54,26 @@ class LivenessCache:
         self._lookups: dict[str, asyncio.Future[bool]] = {}
 
     async def is_live(self, key: str, principal: Principal) -> bool:
-        cached = self._cache.get(key)
-        if cached is not None:
-            live, fresh_until = cached
-            now = self._monotonic()
-            if fresh_until > now:
-                return live
-            if live and fresh_until + self._ttl > now:
-                self._lookup(key, principal)  # refreshed behind this call
-                return True
+        live = self.known(key, principal)
+        if live is not None:
+            return live
         # Shielded: one caller cancelled leaves the others their answer.
         return await asyncio.shield(self._lookup(key, principal))
+
+    def known(self, key: str, principal: Principal) -> bool | None:
+        """The answer the cache can give without waiting, or None when a lookup must be
+        awaited (`is_live`)."""
+        cached = self._cache.get(key)
+        if cached is None:
+            return None
+        live, fresh_until = cached
+        now = self._monotonic()
+        if fresh_until > now:
+            return live
+        if live and fresh_until + self._ttl > now:
+            self._lookup(key, principal)  # refreshed behind this call
+            return True
+        return None
 
     def _lookup(self, key: str, principal: Principal) -> asyncio.Future[bool]:
         lookup = self._lookups.get(key)
@@ -117,6 +126,15 @@ class Revocations:
 
     def publish_with(self, notices: ReplicaNotices) -> None:
         self.notices = notices
+
+    def known_live(self, principal: Principal) -> bool:
+        """True when the cache already knows the principal's session or account is live:
+        `check` would then return at once. False means `check` must be awaited."""
+        if principal.session_id is not None:
+            return self._sessions.known(principal.session_id, principal) is True
+        if principal.type is PrincipalType.SERVICE:
+            return self._accounts.known(principal.subject, principal) is True
+        return True
 
     async def check(self, principal: Principal) -> None:
         """Refuse a token whose session or service account has ended."""
