@@ -14,6 +14,7 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from keyhold.api.pipeline.authentication import transport_identity
 from keyhold.api.policy import MethodPolicy
 from keyhold.api.servicers.identity import IdentityServicer
 from keyhold.api.tls import TlsConfigurationError
@@ -152,6 +153,8 @@ def whoami_reports_the_transport(monkeypatch: pytest.MonkeyPatch) -> None:
         return pb.WhoAmIResponse(
             subject=f"{seen.security_type} {seen.is_mutual_tls} {seen.common_name}",
             roles=list(seen.subject_alternative_names),
+            # What gRPC itself says of the connection, asked for here and now.
+            session=transport_identity(context.auth_context()).security_type,
         )
 
     monkeypatch.setattr(IdentityServicer, "WhoAmI", transport)
@@ -172,12 +175,14 @@ async def test_the_client_certificate_names_reach_the_call_context(
             pb.WhoAmIRequest(), metadata=bearer(token)
         )
     assert answer.subject == "ssl True billing-service"
+    assert answer.session == "ssl"
     assert list(answer.roles) == ["spiffe://example.test/ns/prod/sa/billing"]
     async with running_server(settings_for(tmp_path)) as (app, channel):
         answer = await pb_grpc.IdentityServiceStub(channel).WhoAmI(
             pb.WhoAmIRequest(), metadata=bearer((await signed_in(app, "b@example.com"))[0])
         )
-    assert answer.subject == "insecure False "
+    assert answer.subject == "insecure False "  # made once for a plaintext server
+    assert answer.session == "insecure"  # and the same as gRPC's own, per call
     assert not answer.roles
 
 
