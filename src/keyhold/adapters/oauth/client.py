@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 import structlog
 
-from keyhold.adapters.oauth.circuit_breaker import CircuitBreaker, CircuitState
+from keyhold.adapters.oauth.circuit_breaker import CircuitBreaker, CircuitOpen, CircuitState
 from keyhold.domain.provider.oauth import OAuthError, ProviderUnreachable, TokenSet
 from keyhold.domain.provider.providers import Provider
 
@@ -64,8 +64,23 @@ class HttpOAuthClient:
         expect_json: bool = True,
     ) -> Any:
         breaker = self.breaker(provider.slug)
-        if not breaker.allow():
-            raise ProviderUnreachable(f"{provider.slug}: circuit open after repeated failures")
+        try:
+            async with breaker.attempt():
+                return await self._post_through(breaker, provider, url, form, secret, expect_json)
+        except CircuitOpen:
+            raise ProviderUnreachable(
+                f"{provider.slug}: circuit open after repeated failures"
+            ) from None
+
+    async def _post_through(
+        self,
+        breaker: CircuitBreaker,
+        provider: Provider,
+        url: str,
+        form: dict[str, str],
+        secret: str,
+        expect_json: bool,
+    ) -> Any:
         data = {**form, "client_id": provider.client_id}
         if secret:
             data["client_secret"] = secret  # client_secret_post (RFC 6749 §2.3.1)
