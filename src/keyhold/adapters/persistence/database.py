@@ -4,8 +4,9 @@ translation of connection failures into `Unavailable`."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from typing import TypeVar
 
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
@@ -14,6 +15,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from keyhold.adapters.crypto.aead import AeadKeyRing
 from keyhold.domain.errors import Unavailable
+
+T = TypeVar("T")
 
 # PoolTimeout: no pooled connection came free within the connect timeout.
 _CONNECTION_ERRORS = (OperationalError, InterfaceError, OSError, TimeoutError, PoolTimeout)
@@ -40,6 +43,45 @@ def _unavailable() -> Unavailable:
     return Unavailable("DATABASE_UNAVAILABLE", "the database is unavailable; retry later")
 
 
+async def _despite_cancellation(work: Awaitable[T]) -> T:
+    """`work` run to its end even if the caller is cancelled meanwhile; the cancellation
+    is raised once it is over."""
+    task = asyncio.ensure_future(work)
+    cancelled = False
+    while True:
+        try:
+            result = await asyncio.shield(task)
+            break
+        except asyncio.CancelledError:
+            if task.done():
+                raise
+            cancelled = True
+    if cancelled:
+        raise asyncio.CancelledError
+    return result
+
+
+@asynccontextmanager
+async def _checked_out(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
+    """A pooled connection that goes back to the pool however its caller ends.
+
+    SQLAlchemy's `async with engine.connect()` loses the connection when the caller is
+    cancelled after the pool handed it over but before the connection was set up (an
+    autocommit connection on SQLite sets its isolation level on the connection's
+    thread): it stays checked out until the garbage collector finds it."""
+    connection = engine.connect()
+    try:
+        await _despite_cancellation(connection.start())
+    except asyncio.CancelledError:
+        if connection.sync_connection is not None:
+            await _despite_cancellation(connection.close())
+        raise
+    try:
+        yield connection
+    finally:
+        await _despite_cancellation(connection.close())
+
+
 class Database:
     def __init__(
         self,
@@ -55,14 +97,18 @@ class Database:
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[AsyncConnection]:
         """A connection in a transaction of its own; connection failures → Unavailable."""
-        async with self._translating(), self.engine.begin() as connection:
+        async with (
+            self._translating(),
+            _checked_out(self.engine) as connection,
+            connection.begin(),
+        ):
             yield connection
 
     @asynccontextmanager
     async def autocommit(self) -> AsyncIterator[AsyncConnection]:
         """A connection whose statements commit one by one (no BEGIN/COMMIT round trips),
         for single reads and single atomic statements; connection failures → Unavailable."""
-        async with self._translating(), self._autocommit_engine.connect() as connection:
+        async with self._translating(), _checked_out(self._autocommit_engine) as connection:
             yield connection
 
     @asynccontextmanager

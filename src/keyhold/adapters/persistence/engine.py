@@ -9,6 +9,7 @@ from sqlalchemy import event
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
+from keyhold.adapters.persistence.sqlite_driver import OneTripDbapi
 from keyhold.settings import Settings
 
 
@@ -47,7 +48,10 @@ def _sqlite_engine(database: str | None, settings: Settings) -> AsyncEngine:
             "pool_timeout": settings.database_connect_timeout_seconds,
         }
     engine = create_async_engine(
-        f"sqlite+aiosqlite:///{database or ':memory:'}", hide_parameters=True, **pool
+        f"sqlite+aiosqlite:///{database or ':memory:'}",
+        hide_parameters=True,
+        module=OneTripDbapi(),
+        **pool,
     )
 
     @event.listens_for(engine.sync_engine, "connect")

@@ -5,11 +5,30 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Row, and_, or_, select, update
+from sqlalchemy import Row, and_, bindparam, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from keyhold.adapters.persistence.tables import refresh_tokens, sessions
 from keyhold.domain.identity.sessions import Session
+
+# The statements of a refresh on SQLite, built once: building one costs more of the
+# event loop than running it (bound parameters are named apart from the columns).
+_GET = select(sessions).where(sessions.c.id == bindparam("b_id"))
+_TOUCH = (
+    update(sessions)
+    .where(sessions.c.id == bindparam("b_id"))
+    .values(
+        last_refresh_at=bindparam("b_at", type_=sessions.c.last_refresh_at.type),
+        idle_expires_at=bindparam("b_idle", type_=sessions.c.idle_expires_at.type),
+    )
+)
+_ADD_REFRESH_TOKEN = refresh_tokens.insert()
+_SPEND_REFRESH_TOKEN = (
+    update(refresh_tokens)
+    .where(refresh_tokens.c.token_hash == bindparam("b_hash"), refresh_tokens.c.spent_at.is_(None))
+    .values(spent_at=bindparam("b_at", type_=refresh_tokens.c.spent_at.type))
+    .returning(refresh_tokens.c.session_id)
+)
 
 
 def _session(row: Row[Any]) -> Session:
@@ -48,8 +67,7 @@ class SqlSessionRepository:
         )
 
     async def get(self, session_id: str) -> Session | None:
-        query = select(sessions).where(sessions.c.id == session_id)
-        row = (await self._connection.execute(query)).first()
+        row = (await self._connection.execute(_GET, {"b_id": session_id})).first()
         return _session(row) if row else None
 
     async def live_for_user(
@@ -76,9 +94,7 @@ class SqlSessionRepository:
 
     async def touch(self, session_id: str, at: datetime, idle_expires_at: datetime) -> None:
         await self._connection.execute(
-            update(sessions)
-            .where(sessions.c.id == session_id)
-            .values(last_refresh_at=at, idle_expires_at=idle_expires_at)
+            _TOUCH, {"b_id": session_id, "b_at": at, "b_idle": idle_expires_at}
         )
 
     async def revoke(self, session_id: str, at: datetime, reason: str) -> bool:
@@ -104,17 +120,13 @@ class SqlSessionRepository:
 
     async def add_refresh_token(self, token_hash: bytes, session_id: str, at: datetime) -> None:
         await self._connection.execute(
-            refresh_tokens.insert().values(
-                token_hash=token_hash, session_id=session_id, created_at=at
-            )
+            _ADD_REFRESH_TOKEN,
+            {"token_hash": token_hash, "session_id": session_id, "created_at": at},
         )
 
     async def spend_refresh_token(self, token_hash: bytes, at: datetime) -> str | None:
         result = await self._connection.execute(
-            update(refresh_tokens)
-            .where(refresh_tokens.c.token_hash == token_hash, refresh_tokens.c.spent_at.is_(None))
-            .values(spent_at=at)
-            .returning(refresh_tokens.c.session_id)
+            _SPEND_REFRESH_TOKEN, {"b_hash": token_hash, "b_at": at}
         )
         row = result.first()
         return row.session_id if row else None

@@ -6,12 +6,16 @@ import json
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Row, and_, delete, or_, select, update
+from sqlalchemy import Row, and_, bindparam, delete, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from keyhold.adapters.persistence.tables import users
 from keyhold.domain.identity.users import EmailTaken, User, UserState
+
+# Built once: a login and a refresh each look a user up (see sessions.py).
+_BY_ID = select(users).where(users.c.id == bindparam("b_id"))
+_BY_EMAIL = select(users).where(users.c.email == bindparam("b_email"))
 
 
 def _user(row: Row[Any]) -> User:
@@ -54,11 +58,11 @@ class SqlUserRepository:
             raise EmailTaken(user.email) from exc
 
     async def get(self, user_id: str) -> User | None:
-        row = (await self._connection.execute(select(users).where(users.c.id == user_id))).first()
+        row = (await self._connection.execute(_BY_ID, {"b_id": user_id})).first()
         return _user(row) if row else None
 
     async def by_email(self, email: str) -> User | None:
-        row = (await self._connection.execute(select(users).where(users.c.email == email))).first()
+        row = (await self._connection.execute(_BY_EMAIL, {"b_email": email})).first()
         return _user(row) if row else None
 
     async def page(self, after: tuple[str, str] | None, limit: int) -> list[User]:
