@@ -71,16 +71,20 @@ async def test_rows_counts_and_row_ids(engine: AsyncEngine) -> None:
         assert nothing.first() is None
 
 
-async def test_errors_are_translated_and_the_transaction_rolls_back(engine: AsyncEngine) -> None:
+async def _in_one_transaction(engine: AsyncEngine, *statements: str) -> None:
     async with engine.begin() as connection:
-        await connection.execute(text("INSERT INTO t (name) VALUES ('a')"))
+        for statement in statements:
+            await connection.execute(text(statement))
+
+
+async def test_errors_are_translated_and_the_transaction_rolls_back(engine: AsyncEngine) -> None:
+    await _in_one_transaction(engine, "INSERT INTO t (name) VALUES ('a')")
     with pytest.raises(IntegrityError):
-        async with engine.begin() as connection:
-            await connection.execute(text("INSERT INTO t (name) VALUES ('b')"))
-            await connection.execute(text("INSERT INTO t (name) VALUES ('a')"))
+        await _in_one_transaction(
+            engine, "INSERT INTO t (name) VALUES ('b')", "INSERT INTO t (name) VALUES ('a')"
+        )
     with pytest.raises(OperationalError):
-        async with engine.connect() as connection:
-            await connection.execute(text("SELECT * FROM no_such_table"))
+        await _in_one_transaction(engine, "SELECT * FROM no_such_table")
     async with engine.connect() as connection:
         names = (await connection.execute(text("SELECT name FROM t"))).scalars()
         assert list(names) == ["a"]  # the failed transaction left nothing
