@@ -8,10 +8,12 @@ per-RPC line goes further and skips structlog's processor chain (`event_writer`)
 from __future__ import annotations
 
 import asyncio
+import atexit
 import io
 import logging
 import sys
 import time
+import weakref
 from collections.abc import Callable, MutableMapping
 from typing import Any, BinaryIO, Literal
 
@@ -19,6 +21,7 @@ import orjson
 import structlog
 
 EventWriter = Callable[..., None]  # keyword arguments: the line's fields
+FLUSH_AFTER_SECONDS = 0.01  # the longest a batched line waits to be written
 
 
 class _UtcTimestamp:
@@ -136,9 +139,10 @@ def event_writer(event: str, logger_name: str) -> EventWriter | None:
 
 
 class _LineBatcher:
-    """Lines gathered during one event-loop iteration and written at the start of the
-    next, in writes of whole lines of at most PIPE_BUF bytes: one system call for many
-    RPCs, and a write to a pipe shared by several workers stays unbroken."""
+    """Lines gathered for up to `FLUSH_AFTER_SECONDS` and written together, in writes of
+    whole lines of at most PIPE_BUF bytes: one system call for many RPCs, and a write
+    to a pipe shared by several workers stays unbroken. (Batching per event-loop
+    iteration gave one write per line: an iteration rarely completes two calls.)"""
 
     _LIMIT = 4096  # PIPE_BUF on Linux: the largest write a pipe keeps in one piece
 
@@ -146,13 +150,14 @@ class _LineBatcher:
         self._output = output
         self._pending: list[bytes] = []
         self._size = 0
+        _batchers.add(self)
 
     def add(self, line: bytes) -> None:
         if self._size + len(line) > self._LIMIT:
             self.flush()
         if not self._pending:
             try:
-                asyncio.get_running_loop().call_soon(self.flush)
+                asyncio.get_running_loop().call_later(FLUSH_AFTER_SECONDS, self.flush)
             except RuntimeError:  # no event loop: write it now
                 self._write(line)
                 return
@@ -169,3 +174,15 @@ class _LineBatcher:
     def _write(self, chunk: bytes) -> None:
         self._output.write(chunk)
         self._output.flush()
+
+
+_batchers: weakref.WeakSet[_LineBatcher] = weakref.WeakSet()
+
+
+def flush_lines() -> None:
+    """Write every batched line now: when the server stops, and at exit."""
+    for batcher in list(_batchers):
+        batcher.flush()
+
+
+atexit.register(flush_lines)

@@ -90,6 +90,7 @@ from keyhold.domain.identity.passwords import PasswordPolicy
 from keyhold.domain.principal import Principal
 from keyhold.event_loop import running_loop_name
 from keyhold.identity.v1 import identity_service_pb2
+from keyhold.log_config import flush_lines
 from keyhold.provider.v1 import provider_service_pb2
 from keyhold.settings import Settings
 
@@ -224,6 +225,7 @@ class KeyholdServer:
             await self.metrics.stop()
         if self.tracing is not None:
             await asyncio.to_thread(self.tracing.shutdown)
+        flush_lines()  # the last calls' lines, before the process may end
         log.info("stopped")
 
 

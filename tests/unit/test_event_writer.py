@@ -1,5 +1,5 @@
 """The per-RPC log line's fast path: the same JSON line structlog would write, batched
-per event-loop iteration into writes of whole lines that a shared pipe keeps whole."""
+for a few milliseconds into writes of whole lines that a shared pipe keeps whole."""
 
 from __future__ import annotations
 
@@ -12,7 +12,13 @@ import orjson
 import pytest
 import structlog
 
-from keyhold.log_config import configure_logging, event_writer, utc_timestamp
+from keyhold.log_config import (
+    FLUSH_AFTER_SECONDS,
+    configure_logging,
+    event_writer,
+    flush_lines,
+    utc_timestamp,
+)
 
 
 class RecordingOutput(io.BytesIO):
@@ -60,24 +66,36 @@ def test_context_bound_before_the_writer_is_made_is_in_every_line(
     assert orjson.loads(output.writes[-1])["worker"] == 3
 
 
-async def test_lines_of_one_loop_iteration_leave_in_whole_line_writes_of_at_most_4_kib(
+async def test_lines_leave_together_in_whole_line_writes_of_at_most_4_kib(
     output: RecordingOutput,
 ) -> None:
     write = event_writer("rpc_completed", "x")
     assert write is not None
-    for number in range(3):
-        write(number=number)
-    assert output.writes == []  # written on the loop's next iteration, in one write
+    write(number=0)
     await asyncio.sleep(0)
-    assert len(output.writes) == 1
+    write(number=1)  # a later loop iteration, within the flush interval
+    await asyncio.sleep(0)
+    write(number=2)
+    assert output.writes == []  # not yet: lines wait up to FLUSH_AFTER_SECONDS
+    await asyncio.sleep(FLUSH_AFTER_SECONDS * 2)
+    assert len(output.writes) == 1  # the three lines in one write
     output.writes.clear()
     for number in range(100):
         write(method="/keyhold.identity.v1.IdentityService/WhoAmI", number=number)
-    await asyncio.sleep(0)
-    assert 1 < len(output.writes) < 100
+    assert 1 < len(output.writes) < 100  # full writes leave at once
+    await asyncio.sleep(FLUSH_AFTER_SECONDS * 2)
     assert all(len(chunk) <= 4096 and chunk.endswith(b"\n") for chunk in output.writes)
     lines = b"".join(output.writes).splitlines()
     assert [orjson.loads(line)["number"] for line in lines] == list(range(100))
+
+
+async def test_flush_lines_writes_what_waits(output: RecordingOutput) -> None:
+    write = event_writer("rpc_completed", "x")
+    assert write is not None
+    write(number=7)
+    assert output.writes == []
+    flush_lines()  # as the server does when it stops
+    assert [orjson.loads(line)["number"] for line in output.writes] == [7]
 
 
 def test_no_writer_when_info_is_filtered_out() -> None:
