@@ -22,10 +22,15 @@ class TokenVerifier(Protocol):
         ...
 
 
-def _bearer_token(header: str) -> str:
+def _bearer_token_or_none(header: str) -> str | None:
     scheme, _, token = header.strip().partition(" ")
     token = token.strip()
-    if scheme.lower() != "bearer" or not token:
+    return token if scheme.lower() == "bearer" and token else None
+
+
+def _bearer_token(header: str) -> str:
+    token = _bearer_token_or_none(header)
+    if token is None:
         raise Unauthenticated(
             "CREDENTIALS_MALFORMED", "authorization must be `Bearer <token>`", domain=_DOMAIN
         )
@@ -73,10 +78,8 @@ class Authenticator:
         `authenticate` must be awaited, which also gives every refusal."""
         if authorization is None:
             return ANONYMOUS if policy.public else None
-        scheme, _, token = authorization.partition(" ")
-        if scheme.lower() != "bearer":
-            return None
-        return self._verifier.known(token.strip())
+        token = _bearer_token_or_none(authorization)
+        return None if token is None else self._verifier.known(token)
 
     async def authenticate(self, policy: MethodPolicy, authorization: str | None) -> Principal:
         if policy.public:
