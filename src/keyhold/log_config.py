@@ -11,6 +11,8 @@ import asyncio
 import atexit
 import io
 import logging
+import os
+import stat
 import sys
 import time
 import weakref
@@ -22,6 +24,8 @@ import structlog
 
 EventWriter = Callable[..., None]  # keyword arguments: the line's fields
 FLUSH_AFTER_SECONDS = 0.01  # the longest a batched line waits to be written
+PIPE_BUF = 4096  # on Linux, the largest write a pipe keeps in one piece
+LARGEST_WRITE = 64 * 1024
 
 
 class _UtcTimestamp:
@@ -61,6 +65,26 @@ class _Config:
     level = logging.INFO
     processors: list[Any] | None = None
     renderer: Any = None
+    shared = False  # other processes write to the same output (workers)
+
+
+def share_output() -> None:
+    """This process is one of several writing to the same output: a worker."""
+    _Config.shared = True
+
+
+def _write_limit(output: BinaryIO) -> int:
+    """The largest write of batched lines. Writes to a pipe that other processes also
+    write to must not exceed PIPE_BUF, or their lines could interleave mid-line; a
+    regular file, or an output of this process alone, takes a whole batch at once
+    (in a server, each write costs far more than its system call: docs/benchmarks.md)."""
+    if not _Config.shared:
+        return LARGEST_WRITE
+    try:
+        regular = stat.S_ISREG(os.fstat(output.fileno()).st_mode)
+    except (OSError, ValueError):  # no file descriptor (io.UnsupportedOperation)
+        regular = False
+    return LARGEST_WRITE if regular else PIPE_BUF
 
 
 def configure_logging(
@@ -127,7 +151,7 @@ def event_writer(event: str, logger_name: str) -> EventWriter | None:
 
         return through_structlog
     bound = structlog.contextvars.get_contextvars()
-    lines = _LineBatcher(output)
+    lines = _LineBatcher(output, _write_limit(output))
     dumps = orjson.dumps
 
     def write_json(**fields: Any) -> None:
@@ -140,20 +164,19 @@ def event_writer(event: str, logger_name: str) -> EventWriter | None:
 
 class _LineBatcher:
     """Lines gathered for up to `FLUSH_AFTER_SECONDS` and written together, in writes of
-    whole lines of at most PIPE_BUF bytes: one system call for many RPCs, and a write
-    to a pipe shared by several workers stays unbroken. (Batching per event-loop
-    iteration gave one write per line: an iteration rarely completes two calls.)"""
+    whole lines of at most `limit` bytes: one system call for many RPCs. (Batching per
+    event-loop iteration gave one write per line: an iteration rarely completes two
+    calls.)"""
 
-    _LIMIT = 4096  # PIPE_BUF on Linux: the largest write a pipe keeps in one piece
-
-    def __init__(self, output: BinaryIO) -> None:
+    def __init__(self, output: BinaryIO, limit: int) -> None:
         self._output = output
+        self._limit = limit
         self._pending: list[bytes] = []
         self._size = 0
         _batchers.add(self)
 
     def add(self, line: bytes) -> None:
-        if self._size + len(line) > self._LIMIT:
+        if self._size + len(line) > self._limit:
             self.flush()
         if not self._pending:
             try:

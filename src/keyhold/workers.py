@@ -24,6 +24,7 @@ import time
 
 import structlog
 
+from keyhold.log_config import share_output
 from keyhold.settings import Settings
 
 log = structlog.get_logger(__name__)
@@ -93,6 +94,7 @@ def _run_worker(settings: Settings, index: int, supervisor: int) -> None:
         signal.signal(signal.SIGHUP, signal.SIG_IGN)  # until the server handles it
         _die_with_supervisor(supervisor)
         structlog.contextvars.bind_contextvars(worker=index)
+        share_output()
         run_on_loop(serve(settings), settings.event_loop)
     except BaseException:  # the child must never unwind into the supervisor's code
         log.exception("worker_failed", worker=index)

@@ -1,19 +1,27 @@
 """The per-RPC log line's fast path: the same JSON line structlog would write, batched
-for a few milliseconds into writes of whole lines that a shared pipe keeps whole."""
+for a few milliseconds into writes of whole lines; a pipe shared by several workers gets
+no write larger than it keeps whole."""
 
 from __future__ import annotations
 
 import asyncio
 import io
+import os
 import re
 from collections.abc import Iterator
+from pathlib import Path
+from typing import BinaryIO
 
 import orjson
 import pytest
 import structlog
 
+from keyhold import log_config
 from keyhold.log_config import (
     FLUSH_AFTER_SECONDS,
+    LARGEST_WRITE,
+    PIPE_BUF,
+    _write_limit,
     configure_logging,
     event_writer,
     flush_lines,
@@ -66,8 +74,34 @@ def test_context_bound_before_the_writer_is_made_is_in_every_line(
     assert orjson.loads(output.writes[-1])["worker"] == 3
 
 
-async def test_lines_leave_together_in_whole_line_writes_of_at_most_4_kib(
-    output: RecordingOutput,
+@pytest.fixture
+def shared_output(monkeypatch: pytest.MonkeyPatch) -> None:
+    """This process as one of several workers writing to the same output."""
+    monkeypatch.setattr(log_config._Config, "shared", False)
+    log_config.share_output()
+    assert log_config._Config.shared
+
+
+async def test_lines_leave_together_in_one_write_per_interval(output: RecordingOutput) -> None:
+    write = event_writer("rpc_completed", "x")
+    assert write is not None
+    for number in range(100):  # about 10 KiB
+        write(method="/keyhold.identity.v1.IdentityService/WhoAmI", number=number)
+    assert output.writes == []
+    await asyncio.sleep(FLUSH_AFTER_SECONDS * 2)
+    assert len(output.writes) == 1
+    lines = output.writes[0].splitlines()
+    assert [orjson.loads(line)["number"] for line in lines] == list(range(100))
+    for number in range(700):  # more than LARGEST_WRITE: whole lines, in a few writes
+        write(method="/keyhold.identity.v1.IdentityService/WhoAmI", number=number, pad="p" * 40)
+    await asyncio.sleep(FLUSH_AFTER_SECONDS * 2)
+    chunks = output.writes[1:]
+    assert 1 < len(chunks) < 5
+    assert all(len(chunk) <= LARGEST_WRITE and chunk.endswith(b"\n") for chunk in chunks)
+
+
+async def test_a_shared_output_gets_whole_line_writes_of_at_most_4_kib(
+    shared_output: None, output: RecordingOutput
 ) -> None:
     write = event_writer("rpc_completed", "x")
     assert write is not None
@@ -84,9 +118,25 @@ async def test_lines_leave_together_in_whole_line_writes_of_at_most_4_kib(
         write(method="/keyhold.identity.v1.IdentityService/WhoAmI", number=number)
     assert 1 < len(output.writes) < 100  # full writes leave at once
     await asyncio.sleep(FLUSH_AFTER_SECONDS * 2)
-    assert all(len(chunk) <= 4096 and chunk.endswith(b"\n") for chunk in output.writes)
+    assert all(len(chunk) <= PIPE_BUF and chunk.endswith(b"\n") for chunk in output.writes)
     lines = b"".join(output.writes).splitlines()
     assert [orjson.loads(line)["number"] for line in lines] == list(range(100))
+
+
+def test_only_a_pipe_shared_with_other_processes_limits_writes_to_pipe_buf(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    read_end, write_end = os.pipe()
+    with open(write_end, "wb") as pipe, (tmp_path / "log").open("ab") as regular:
+        outputs: dict[str, BinaryIO] = {"pipe": pipe, "file": regular, "no fd": io.BytesIO()}
+        monkeypatch.setattr(log_config._Config, "shared", False)
+        alone = {name: _write_limit(each) for name, each in outputs.items()}
+        log_config.share_output()
+        shared = {name: _write_limit(each) for name, each in outputs.items()}
+    os.close(read_end)
+    assert alone == {"pipe": LARGEST_WRITE, "file": LARGEST_WRITE, "no fd": LARGEST_WRITE}
+    # Appends to one regular file do not interleave; writes to a pipe do, past PIPE_BUF.
+    assert shared == {"pipe": PIPE_BUF, "file": LARGEST_WRITE, "no fd": PIPE_BUF}
 
 
 async def test_flush_lines_writes_what_waits(output: RecordingOutput) -> None:
