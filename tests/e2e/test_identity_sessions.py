@@ -65,6 +65,9 @@ async def test_login_whoami_refresh_and_logout(any_server: Server) -> None:
     assert claims["sid"] == session.session.name.removeprefix("sessions/")
     who = await stub(channel).WhoAmI(pb.WhoAmIRequest(), metadata=bearer(session.access_token))
     assert who.session == session.session.name
+    assert (who.subject, who.subject_type) == (claims["sub"], pb.SUBJECT_TYPE_USER)
+    assert list(who.roles) == sorted(claims["roles"])
+    assert who.expire_time.seconds == claims["exp"]
     refreshed = await stub(channel).RefreshSession(
         pb.RefreshSessionRequest(refresh_token=session.refresh_token)
     )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
@@ -56,18 +56,23 @@ def _session_fields(result: SessionTokens) -> dict[str, Any]:
     }
 
 
-def _principal_fields(principal: Principal) -> dict[str, Any]:
-    """What WhoAmI and IntrospectToken both say about a principal."""
-    fields: dict[str, Any] = {
-        "subject": principal.subject,
-        "subject_type": _SUBJECT_TYPES.get(principal.type, pb.SUBJECT_TYPE_UNSPECIFIED),
-        "roles": sorted(principal.roles),
-        "scopes": sorted(principal.scopes),
-        "session": f"sessions/{principal.session_id}" if principal.session_id else "",
-    }
+_Described = TypeVar("_Described", pb.WhoAmIResponse, pb.IntrospectTokenResponse)
+
+
+def _described(message_type: type[_Described], principal: Principal, **more: Any) -> _Described:
+    """What WhoAmI and IntrospectToken both say about a principal, in one constructor
+    call: no field dictionary, no Timestamp copied in (a third of the message's cost)."""
+    message = message_type(
+        subject=principal.subject,
+        subject_type=_SUBJECT_TYPES.get(principal.type, pb.SUBJECT_TYPE_UNSPECIFIED),
+        roles=sorted(principal.roles),
+        scopes=sorted(principal.scopes),
+        session=f"sessions/{principal.session_id}" if principal.session_id else "",
+        **more,
+    )
     if principal.expires_at is not None:
-        fields["expire_time"] = Timestamp(seconds=principal.expires_at)
-    return fields
+        message.expire_time.seconds = principal.expires_at
+    return message
 
 
 class IdentityServicer(pb_grpc.IdentityServiceServicer):
@@ -214,11 +219,11 @@ class IdentityServicer(pb_grpc.IdentityServiceServicer):
         principal = await self._uc.introspection.introspect(request.token)
         if principal is None:
             return pb.IntrospectTokenResponse(active=False)
-        response = pb.IntrospectTokenResponse(
-            active=True, token_id=principal.token_id or "", **_principal_fields(principal)
+        response = _described(
+            pb.IntrospectTokenResponse, principal, active=True, token_id=principal.token_id or ""
         )
         if principal.issued_at is not None:
-            response.issue_time.CopyFrom(Timestamp(seconds=principal.issued_at))
+            response.issue_time.seconds = principal.issued_at
         return response
 
     async def GetJwks(self, request: pb.GetJwksRequest, context: Any) -> pb.GetJwksResponse:
@@ -248,4 +253,4 @@ class IdentityServicer(pb_grpc.IdentityServiceServicer):
         return pb.RotateSigningKeyResponse(key_id=await self._uc.rotation.rotate())
 
     async def WhoAmI(self, request: pb.WhoAmIRequest, context: Any) -> pb.WhoAmIResponse:
-        return pb.WhoAmIResponse(**_principal_fields(current_call().principal))
+        return _described(pb.WhoAmIResponse, current_call().principal)
