@@ -73,18 +73,18 @@ def test_no_mutual_tls_without_a_verified_client_certificate(
     assert not transport_identity(auth_context).is_mutual_tls
 
 
-async def test_require_mtls_closes_even_a_public_method() -> None:
+def test_require_mtls_closes_even_a_public_method() -> None:
     policies = load_policies(SERVICES)
     public = next(p for p in policies.values() if p.full_method.endswith("/GetJwks"))
     assert public.public
     assert not public.require_mtls
     mutual = TransportIdentity("ssl", True, "billing-service")
-    await Authorizer().authorize(public, ANONYMOUS, object(), TransportIdentity("insecure"))
+    Authorizer().check(public, ANONYMOUS, TransportIdentity("insecure"))
     guarded = replace(public, require_mtls=True)
-    await Authorizer().authorize(guarded, ANONYMOUS, object(), mutual)
+    Authorizer().check(guarded, ANONYMOUS, mutual)
     for transport in (TransportIdentity("insecure"), TransportIdentity("ssl")):
         with pytest.raises(Unauthenticated) as caught:
-            await Authorizer().authorize(guarded, ANONYMOUS, object(), transport)
+            Authorizer().check(guarded, ANONYMOUS, transport)
         assert caught.value.reason == "MTLS_REQUIRED"
 
 

@@ -264,18 +264,14 @@ class PolicyInterceptor:
             if principal is None:
                 try:
                     principal = await authenticator.authenticate(policy, authorization)
-                except DomainError as error:
+                except Exception as exc:  # a refusal; else a bug: INTERNAL with the request id
                     call = CallContext(
                         ANONYMOUS, peer, agent, rid, trace_id, method, transport, span_id
                     )
-                    set_current_call(call)
-                    if isinstance(error, _DENIALS):
-                        await self._on_denied(call, error)
-                    await self._abort_with(error, call, context)
-                except Exception as exc:  # a bug: INTERNAL with the request id
-                    call = CallContext(
-                        ANONYMOUS, peer, agent, rid, trace_id, method, transport, span_id
-                    )
+                    if isinstance(exc, DomainError):
+                        set_current_call(call)
+                        if isinstance(exc, _DENIALS):
+                            await self._on_denied(call, exc)
                     await self._fail(exc, call, context)
             call = CallContext(principal, peer, agent, rid, trace_id, method, transport, span_id)
             set_current_call(call)
@@ -287,11 +283,9 @@ class PolicyInterceptor:
                     await authorizer.check_owner(policy, principal, request)
                 if rate_limited:
                     await self._rate_limits.check(policy, call, request)
-            except DomainError as error:
-                if isinstance(error, _DENIALS):
-                    await self._on_denied(call, error)
-                await self._abort_with(error, call, context)
             except Exception as exc:
+                if isinstance(exc, _DENIALS):
+                    await self._on_denied(call, exc)
                 await self._fail(exc, call, context)
             return call
 

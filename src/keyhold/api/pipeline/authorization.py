@@ -46,16 +46,6 @@ class Authorizer:
     def register_owner_resolver(self, collection: str, resolver: OwnerResolver) -> None:
         self._resolvers[collection] = resolver
 
-    async def authorize(
-        self,
-        policy: MethodPolicy,
-        principal: Principal,
-        request: object,
-        transport: TransportIdentity,
-    ) -> None:
-        if self.check(policy, principal, transport):
-            await self.check_owner(policy, principal, request)
-
     def check(
         self, policy: MethodPolicy, principal: Principal, transport: TransportIdentity
     ) -> bool:
