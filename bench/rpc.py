@@ -31,7 +31,7 @@ import shutil
 import statistics
 import tempfile
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -51,6 +51,7 @@ from bench.serve_under_test import (
 )
 from keyhold.audit.v1 import audit_service_pb2 as audit_pb
 from keyhold.audit.v1 import audit_service_pb2_grpc as audit_grpc
+from keyhold.grpc_transport import EXPERIMENTS, VARIABLE
 from keyhold.identity.v1 import identity_service_pb2 as identity_pb
 from keyhold.identity.v1 import identity_service_pb2_grpc as identity_grpc
 from keyhold.provider.v1 import provider_service_pb2 as provider_pb
@@ -64,7 +65,8 @@ IDENTITY = "/keyhold.identity.v1.IdentityService/"
 AUDIT = "/keyhold.audit.v1.AuditService/"
 PROVIDER = "/keyhold.provider.v1.ProviderService/"
 
-ServerKind = Literal["bare", "bare-uvloop", "keyhold"]
+ServerKind = Literal["bare", "bare-uvloop", "bare-tuned", "keyhold"]
+BASELINES: tuple[ServerKind, ...] = ("bare", "bare-uvloop", "bare-tuned")
 
 
 @dataclass
@@ -153,6 +155,24 @@ async def bare(target: Target) -> CallSpec:
 )
 async def bare_uvloop(target: Target) -> CallSpec:
     return CallSpec.of(BARE_METHOD, b"")
+
+
+@scenario(
+    "bare-tuned",
+    "bare-tuned",
+    "the bare baseline as keyhold serve runs gRPC: on uvloop, with its gRPC transport "
+    "(KEYHOLD_GRPC_TRANSPORT): the like-for-like floor for Keyhold",
+)
+async def bare_tuned(target: Target) -> CallSpec:
+    return CallSpec.of(BARE_METHOD, b"")
+
+
+def keyhold_grpc_experiments(environment: Mapping[str, str]) -> str:
+    """The `GRPC_EXPERIMENTS` that `keyhold serve` runs with, given its environment."""
+    if VARIABLE in environment:
+        return environment[VARIABLE]
+    default: str = Settings.model_fields["grpc_transport"].default
+    return EXPERIMENTS.get(environment.get("KEYHOLD_GRPC_TRANSPORT", default), "")
 
 
 BENCH_PASSWORD = "benchmark passphrase 0"
@@ -520,9 +540,12 @@ async def _servers(
     async with AsyncExitStack() as stack:
         running: dict[ServerKind, tuple[ServerProcess, Target]] = {}
         for kind in kinds:
-            if kind in ("bare", "bare-uvloop"):
-                loop = "uvloop" if kind == "bare-uvloop" else "asyncio"
-                server = await stack.enter_async_context(bare_server(tmp, cpus, loop))
+            if kind in BASELINES:
+                loop = "asyncio" if kind == "bare" else "uvloop"
+                experiments = keyhold_grpc_experiments(environment) if kind == "bare-tuned" else ""
+                server = await stack.enter_async_context(
+                    bare_server(tmp, cpus, loop, experiments, name=kind)
+                )
                 channel = await stack.enter_async_context(grpc.aio.insecure_channel(server.address))
                 running[kind] = (server, Target(kind, server.address, channel))
             else:
@@ -749,7 +772,7 @@ async def run(argv: list[str]) -> dict[str, Any]:
     rows.sort(key=lambda row: names.index(row.group))  # stable: a group keeps its order
     medians = {row.scenario: row.calls_per_server_cpu_second for row in rows}
     ratios = {}
-    for baseline in ("bare", "bare-uvloop"):
+    for baseline in BASELINES:
         ratio, round_ratios = _ratio_over_rounds(baseline, rounds)
         ratios[baseline] = ratio, round_ratios
         if ratio is not None:
@@ -762,7 +785,6 @@ async def run(argv: list[str]) -> dict[str, Any]:
                 )
             )
     ratio, round_ratios = ratios["bare"]
-    uvloop_ratio, uvloop_round_ratios = ratios["bare-uvloop"]
     results: dict[str, Any] = {
         "when": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "machine": {
@@ -777,8 +799,13 @@ async def run(argv: list[str]) -> dict[str, Any]:
         "whoami_over_bare_calls_per_server_cpu_second": ratio,
         "rounds": len(rounds),
         "whoami_over_bare_by_round": round_ratios,
-        "whoami_over_bare_uvloop_calls_per_server_cpu_second": uvloop_ratio,
-        "whoami_over_bare_uvloop_by_round": uvloop_round_ratios,
+        **{
+            f"whoami_over_{baseline.replace('-', '_')}_{key}": value
+            for baseline in BASELINES[1:]
+            for key, value in zip(
+                ("calls_per_server_cpu_second", "by_round"), ratios[baseline], strict=True
+            )
+        },
     }
     if args.json:
         args.json.write_text(json.dumps(results, indent=2) + "\n")

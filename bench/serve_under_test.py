@@ -26,6 +26,8 @@ from typing import IO, Any
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from keyhold.grpc_transport import VARIABLE
+
 REPO = Path(__file__).resolve().parents[1]
 PYTHON = sys.executable
 BARE_METHOD = "/bench.Bare/Echo"
@@ -238,15 +240,22 @@ async def keyhold_server(
 
 @asynccontextmanager
 async def bare_server(
-    log_dir: Path, cpus: frozenset[int] | None = None, event_loop: str = "asyncio"
+    log_dir: Path,
+    cpus: frozenset[int] | None = None,
+    event_loop: str = "asyncio",
+    grpc_experiments: str = "",
+    name: str = "bare",
 ) -> AsyncIterator[ServerProcess]:
-    """`bench/bare_server.py` on a free loopback port, on the named event loop."""
+    """`bench/bare_server.py` on a free loopback port, on the named event loop, with
+    gRPC's defaults unless `grpc_experiments` (`GRPC_EXPERIMENTS`) says otherwise."""
     address = f"127.0.0.1:{free_port()}"
-    name = "bare" if event_loop == "asyncio" else f"bare-{event_loop}"
+    env = {key: value for key, value in _clean_environment().items() if key != VARIABLE}
+    if grpc_experiments:
+        env[VARIABLE] = grpc_experiments
     server = _launch(
         name,
         ["-m", "bench.bare_server", "--address", address, "--event-loop", event_loop],
-        _clean_environment(),
+        env,
         REPO,
         address,
         log_dir / f"{name}-server.log",

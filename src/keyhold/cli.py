@@ -9,17 +9,20 @@ import sys
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
-import grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
-
+from keyhold.grpc_transport import select_transport
 from keyhold.log_config import configure_logging
 from keyhold.settings import Settings
 
 if TYPE_CHECKING:
+    import grpc
+
     from keyhold.server import KeyholdServer
+
+# grpc is imported inside the commands: `serve` chooses gRPC's transport first.
 
 
 def _serve(settings: Settings, args: argparse.Namespace) -> int:
+    select_transport(settings.grpc_transport)
     from keyhold.api.tls import TlsConfigurationError
     from keyhold.event_loop import run as run_on_loop
     from keyhold.server import serve
@@ -58,6 +61,8 @@ def _migrate(settings: Settings, args: argparse.Namespace) -> int:
 
 def _health_channel(settings: Settings, address: str) -> grpc.Channel:
     """Plaintext, or TLS (with a client certificate if configured) when the server has TLS."""
+    import grpc
+
     if settings.tls_cert_file is None:
         return grpc.insecure_channel(address)
     from keyhold.client.tls import tls_channel_credentials
@@ -74,6 +79,9 @@ def _health_channel(settings: Settings, address: str) -> grpc.Channel:
 
 
 def _health(settings: Settings, args: argparse.Namespace) -> int:
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
     address = args.address or settings.listen_address
     try:
         with _health_channel(settings, address) as channel:

@@ -89,6 +89,7 @@ from keyhold.domain.identity.lockout import LockoutPolicy
 from keyhold.domain.identity.passwords import PasswordPolicy
 from keyhold.domain.principal import Principal
 from keyhold.event_loop import running_loop_name
+from keyhold.grpc_transport import experiments_in_effect
 from keyhold.identity.v1 import identity_service_pb2
 from keyhold.log_config import flush_lines
 from keyhold.provider.v1 import provider_service_pb2
@@ -172,6 +173,7 @@ class KeyholdServer:
             metrics_port=self.metrics_port or None,
             tracing=self.tracing is not None,
             event_loop=running_loop_name(),
+            grpc_experiments=experiments_in_effect(),
             **self._transport_fields(),
         )
         return self.port

@@ -17,6 +17,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from keyhold.adapters.persistence.migrate import head_revision
 from keyhold.api.servicers.identity import IdentityServicer
+from keyhold.grpc_transport import EXPERIMENTS
 from keyhold.identity.v1 import identity_service_pb2 as pb
 from keyhold.identity.v1 import identity_service_pb2_grpc as pb_grpc
 from keyhold.server import build_server
@@ -54,22 +55,31 @@ async def test_in_flight_calls_finish_and_new_ones_are_refused(
 
 @pytest.mark.slow
 @pytest.mark.parametrize(
-    ("event_loop", "runs_on"),
-    [(None, "uvloop"), ("asyncio", "asyncio")],
-    ids=["default", "asyncio"],
+    ("settings", "runs_on", "experiments"),
+    [
+        ({}, "uvloop", EXPERIMENTS["posix"]),
+        ({"KEYHOLD_EVENT_LOOP": "asyncio"}, "asyncio", EXPERIMENTS["posix"]),
+        ({"KEYHOLD_GRPC_TRANSPORT": "event-engine"}, "uvloop", ""),
+        ({"GRPC_EXPERIMENTS": "-event_engine_listener"}, "uvloop", "-event_engine_listener"),
+    ],
+    ids=["default", "asyncio", "event-engine", "operator-experiments"],
 )
 async def test_cli_serve_health_and_sigterm(
-    tmp_path: Path, event_loop: str | None, runs_on: str
+    tmp_path: Path, settings: dict[str, str], runs_on: str, experiments: str
 ) -> None:
     address = f"127.0.0.1:{free_port()}"
+    inherited = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith("KEYHOLD_") and key != "GRPC_EXPERIMENTS"
+    }
     env = {
-        **{key: value for key, value in os.environ.items() if not key.startswith("KEYHOLD_")},
+        **inherited,
         "KEYHOLD_DATA_DIR": str(tmp_path / "data"),
         "KEYHOLD_LISTEN_ADDRESS": address,
         "KEYHOLD_LOG_FORMAT": "json",
+        **settings,
     }
-    if event_loop is not None:
-        env["KEYHOLD_EVENT_LOOP"] = event_loop
     code, out = await run_cli("health", "--timeout", "1", env=env)
     assert code == 1, out  # nothing is serving yet
 
@@ -98,10 +108,11 @@ async def test_cli_serve_health_and_sigterm(
         server.send_signal(signal.SIGTERM)
         _, err = await asyncio.wait_for(server.communicate(), timeout=20)
     assert server.returncode == 0
-    lines = [json.loads(line) for line in err.splitlines()]  # JSON lines
+    lines = [json.loads(line) for line in err.splitlines()]  # JSON lines: gRPC logged nothing
     assert "shutting_down" in [line["event"] for line in lines]
     serving = [line for line in lines if line["event"] == "serving"]
     assert [line["event_loop"] for line in serving] == [runs_on]
+    assert [line["grpc_experiments"] for line in serving] == [experiments]
     assert (tmp_path / "data" / "keyhold.db").exists()
 
 
