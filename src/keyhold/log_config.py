@@ -39,12 +39,11 @@ class _UtcTimestamp:
         self._prefix = ""
 
     def __call__(self) -> str:
-        now = time.time()
-        second = int(now)
+        second, micro = divmod(time.time_ns() // 1000, 1_000_000)
         if second != self._second:
-            self._prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+            self._prefix = time.strftime("%Y-%m-%dT%H:%M:%S.", time.gmtime(second))
             self._second = second
-        return f"{self._prefix}.{int((now - second) * 1_000_000):06d}Z"
+        return self._prefix + str(micro + 1_000_000)[1:] + "Z"  # six digits, no format spec
 
 
 utc_timestamp = _UtcTimestamp()

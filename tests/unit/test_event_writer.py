@@ -9,6 +9,7 @@ import io
 import os
 import re
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import BinaryIO
 
@@ -21,6 +22,7 @@ from keyhold.log_config import (
     FLUSH_AFTER_SECONDS,
     LARGEST_WRITE,
     PIPE_BUF,
+    _UtcTimestamp,
     _write_limit,
     configure_logging,
     event_writer,
@@ -160,6 +162,21 @@ def test_the_timestamp_follows_the_clock() -> None:
     first = utc_timestamp()
     second = utc_timestamp()
     assert first <= second
+
+
+@pytest.mark.parametrize(
+    "nanoseconds",
+    [1_796_130_000_000_005_999, 1_796_130_000_999_999_000, 1_796_130_001_000_000_000, 0],
+)
+def test_the_timestamp_is_utc_iso_to_the_microsecond(
+    nanoseconds: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As structlog's ISO/UTC stamper writes it, microseconds zero-padded."""
+    stamp = _UtcTimestamp()
+    stamp()  # a prefix cached for another second must not leak into this one
+    monkeypatch.setattr(log_config.time, "time_ns", lambda: nanoseconds)
+    expected = datetime.fromtimestamp(0, UTC) + timedelta(microseconds=nanoseconds // 1000)
+    assert stamp() == expected.isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
 def test_once_structlog_is_configured_otherwise_the_line_goes_through_structlog(
