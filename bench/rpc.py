@@ -142,29 +142,20 @@ def measurement(name: str, server: ServerKind, summary: str) -> Callable[[Measur
     return register
 
 
-@scenario("bare", "bare", "baseline: raw-bytes echo on a grpc.aio server without interceptors")
-async def bare(target: Target) -> CallSpec:
+async def bare_echo(target: Target) -> CallSpec:
     return CallSpec.of(BARE_METHOD, b"")
 
 
-@scenario(
-    "bare-uvloop",
-    "bare-uvloop",
-    "the bare baseline on uvloop, the event loop keyhold serve runs on: the like-for-like "
-    "floor for Keyhold",
-)
-async def bare_uvloop(target: Target) -> CallSpec:
-    return CallSpec.of(BARE_METHOD, b"")
-
-
-@scenario(
-    "bare-tuned",
-    "bare-tuned",
-    "the bare baseline as keyhold serve runs gRPC: on uvloop, with its gRPC transport "
-    "(KEYHOLD_GRPC_TRANSPORT): the like-for-like floor for Keyhold",
-)
-async def bare_tuned(target: Target) -> CallSpec:
-    return CallSpec.of(BARE_METHOD, b"")
+for _kind, _summary in (
+    ("bare", "baseline: raw-bytes echo on a grpc.aio server without interceptors"),
+    ("bare-uvloop", "the bare baseline on uvloop, the event loop keyhold serve runs on"),
+    (
+        "bare-tuned",
+        "the bare baseline as keyhold serve runs gRPC: on uvloop, with its gRPC transport "
+        "(KEYHOLD_GRPC_TRANSPORT): the like-for-like floor for Keyhold",
+    ),
+):
+    scenario(_kind, _kind, _summary)(bare_echo)
 
 
 def keyhold_grpc_experiments(environment: Mapping[str, str]) -> str:
