@@ -159,11 +159,13 @@ for _kind, _summary in (
 
 
 def keyhold_grpc_experiments(environment: Mapping[str, str]) -> str:
-    """The `GRPC_EXPERIMENTS` that `keyhold serve` runs with, given its environment."""
-    if VARIABLE in environment:
-        return environment[VARIABLE]
+    """The `GRPC_EXPERIMENTS` that `keyhold serve` runs with, given the settings it is
+    started with; it inherits this process's `GRPC_EXPERIMENTS`, but no `KEYHOLD_*`."""
+    given = {**{k: v for k, v in os.environ.items() if k == VARIABLE}, **environment}
+    if VARIABLE in given:
+        return given[VARIABLE]
     default: str = Settings.model_fields["grpc_transport"].default
-    return EXPERIMENTS.get(environment.get("KEYHOLD_GRPC_TRANSPORT", default), "")
+    return EXPERIMENTS.get(given.get("KEYHOLD_GRPC_TRANSPORT", default), "")
 
 
 BENCH_PASSWORD = "benchmark passphrase 0"
