@@ -9,6 +9,8 @@ from typing import Literal
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from keyhold.grpc_transport import GrpcTransport
+
 
 def _is_host_port(value: str) -> bool:
     host, sep, port = value.rpartition(":")
@@ -93,7 +95,7 @@ class Settings(BaseSettings):
         description="the event loop `keyhold serve` runs on: uvloop (libuv, about 15% less "
         "server CPU per call) or the standard library's asyncio",
     )
-    grpc_transport: Literal["posix", "event-engine"] = Field(
+    grpc_transport: GrpcTransport = Field(
         "posix",
         description="gRPC's socket transport in `keyhold serve`: posix, its epoll transport "
         "without EventEngine's threads (about 7% less server CPU per cheap call), or "
