@@ -35,7 +35,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mappin
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import asyncpg
 import grpc
@@ -51,7 +51,7 @@ from bench.serve_under_test import (
 )
 from keyhold.audit.v1 import audit_service_pb2 as audit_pb
 from keyhold.audit.v1 import audit_service_pb2_grpc as audit_grpc
-from keyhold.grpc_transport import EXPERIMENTS, VARIABLE
+from keyhold.grpc_transport import DEFAULT_TRANSPORT, VARIABLE, GrpcTransport, select_transport
 from keyhold.identity.v1 import identity_service_pb2 as identity_pb
 from keyhold.identity.v1 import identity_service_pb2_grpc as identity_grpc
 from keyhold.provider.v1 import provider_service_pb2 as provider_pb
@@ -162,10 +162,8 @@ def keyhold_grpc_experiments(environment: Mapping[str, str]) -> str:
     """The `GRPC_EXPERIMENTS` that `keyhold serve` runs with, given the settings it is
     started with; it inherits this process's `GRPC_EXPERIMENTS`, but no `KEYHOLD_*`."""
     given = {**{k: v for k, v in os.environ.items() if k == VARIABLE}, **environment}
-    if VARIABLE in given:
-        return given[VARIABLE]
-    default: str = Settings.model_fields["grpc_transport"].default
-    return EXPERIMENTS.get(given.get("KEYHOLD_GRPC_TRANSPORT", default), "")
+    transport = cast(GrpcTransport, given.get("KEYHOLD_GRPC_TRANSPORT", DEFAULT_TRANSPORT))
+    return select_transport(transport, given, loaded={})
 
 
 BENCH_PASSWORD = "benchmark passphrase 0"

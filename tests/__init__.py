@@ -2,7 +2,6 @@
 the tests start run gRPC's transport as `keyhold serve` does (`KEYHOLD_GRPC_TRANSPORT`'s
 default), unless `GRPC_EXPERIMENTS` is set for the run."""
 
-from keyhold.grpc_transport import select_transport
-from keyhold.settings import Settings
+from keyhold.grpc_transport import DEFAULT_TRANSPORT, select_transport
 
-select_transport(Settings.model_fields["grpc_transport"].default)
+select_transport(DEFAULT_TRANSPORT)

@@ -17,6 +17,7 @@ from collections.abc import Mapping, MutableMapping
 from typing import Literal
 
 GrpcTransport = Literal["posix", "event-engine"]
+DEFAULT_TRANSPORT: GrpcTransport = "posix"
 VARIABLE = "GRPC_EXPERIMENTS"
 
 EXPERIMENTS: Mapping[str, str] = {

@@ -9,7 +9,7 @@ from typing import Literal
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from keyhold.grpc_transport import GrpcTransport
+from keyhold.grpc_transport import DEFAULT_TRANSPORT, GrpcTransport
 
 
 def _is_host_port(value: str) -> bool:
@@ -96,7 +96,7 @@ class Settings(BaseSettings):
         "server CPU per call) or the standard library's asyncio",
     )
     grpc_transport: GrpcTransport = Field(
-        "posix",
+        DEFAULT_TRANSPORT,
         description="gRPC's socket transport in `keyhold serve`: posix, its epoll transport "
         "without EventEngine's threads (about 7% less server CPU per cheap call), or "
         "event-engine, grpcio's default; GRPC_EXPERIMENTS, when set, is used instead",
