@@ -94,6 +94,7 @@ from keyhold.identity.v1 import identity_service_pb2
 from keyhold.log_config import flush_lines
 from keyhold.provider.v1 import provider_service_pb2
 from keyhold.settings import Settings
+from keyhold.thread_scheduling import in_effect, keep_helper_threads_batched
 
 log = structlog.get_logger(__name__)
 KEY_RING_REFRESH_SECONDS = 60.0
@@ -144,6 +145,7 @@ class KeyholdServer:
     certificates: ReloadingCertificates | None = None
     metrics_port: int = 0
     _key_refresher: asyncio.Task[None] | None = None
+    _thread_sweeper: asyncio.Task[None] | None = None
     _reloads: set[asyncio.Task[bool]] = field(default_factory=set)
 
     async def start(self) -> int:
@@ -166,6 +168,11 @@ class KeyholdServer:
         if self.listener is not None:
             self.listener.start()
         self._key_refresher = asyncio.create_task(self._refresh_keys(), name="keyhold-keys")
+        scheduling = in_effect(self.settings.thread_scheduling)
+        if scheduling == "loop-first":
+            self._thread_sweeper = asyncio.create_task(
+                keep_helper_threads_batched(), name="keyhold-thread-scheduling"
+            )
         log.info(
             "serving",
             address=address,
@@ -174,6 +181,7 @@ class KeyholdServer:
             tracing=self.tracing is not None,
             event_loop=running_loop_name(),
             grpc_experiments=experiments_in_effect(),
+            thread_scheduling=scheduling,
             **self._transport_fields(),
         )
         return self.port
@@ -212,10 +220,11 @@ class KeyholdServer:
         """Health goes NOT_SERVING, new calls are refused, in-flight calls get `grace`."""
         await self.health.shutdown()
         await self.monitor.stop()
-        if self._key_refresher is not None:
-            self._key_refresher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._key_refresher
+        for task in (self._key_refresher, self._thread_sweeper):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         await self.server.stop(self.settings.shutdown_grace_seconds if grace is None else grace)
         await self.interceptor.drain(HANDLER_CLEANUP_SECONDS)
         if self.listener is not None:
@@ -334,6 +343,7 @@ async def build_server(
             settings.argon2_memory_kib, settings.argon2_time_cost, settings.argon2_parallelism
         ),
         workers=settings.password_hash_workers,
+        idle_threads=in_effect(settings.thread_scheduling) == "loop-first",
     )
     session_state = SqlSessionState(database, clock.now)
     account_lookup = SqlServiceAccountLookup(database)

@@ -4,6 +4,8 @@ The C code releases the GIL, so hashing runs beside the event loop; the pool's s
 bounds how many cores logins may take, and its threads run at a lower scheduling
 priority (Linux nice is per thread), so that under a login storm the event loop still
 gets the CPU first and cheap calls keep their latency; logins take the cores left over.
+With `idle_threads` they run SCHED_IDLE as well: the process's SCHED_BATCH threads
+(`keyhold.thread_scheduling`) preempt only SCHED_IDLE ones when they wake.
 """
 
 from __future__ import annotations
@@ -22,10 +24,13 @@ from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatc
 HASHING_NICENESS = 10
 
 
-def lower_thread_priority(niceness: int = HASHING_NICENESS) -> None:
+def lower_thread_priority(niceness: int = HASHING_NICENESS, idle: bool = False) -> None:
     """Make the calling thread yield the CPU to the process's other threads."""
     with contextlib.suppress(AttributeError, OSError):  # not Linux, or not permitted
         os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), niceness)
+    if idle:
+        with contextlib.suppress(AttributeError, OSError):
+            os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,7 +43,9 @@ class Argon2Parameters:
 
 
 class Argon2Hasher:
-    def __init__(self, parameters: Argon2Parameters, workers: int) -> None:
+    def __init__(
+        self, parameters: Argon2Parameters, workers: int, *, idle_threads: bool = False
+    ) -> None:
         self._hasher = PasswordHasher(
             time_cost=parameters.time_cost,
             memory_cost=parameters.memory_kib,
@@ -46,7 +53,10 @@ class Argon2Hasher:
             type=Type.ID,
         )
         self._pool = ThreadPoolExecutor(
-            max_workers=workers, thread_name_prefix="argon2", initializer=lower_thread_priority
+            max_workers=workers,
+            thread_name_prefix="argon2",
+            initializer=lower_thread_priority,
+            initargs=(HASHING_NICENESS, idle_threads),
         )
         self._dummy_hash = self._hasher.hash(secrets.token_urlsafe(16))
 
