@@ -4,6 +4,11 @@ parameter sets, and errors translated as before."""
 
 from __future__ import annotations
 
+import asyncio
+import base64
+import sqlite3
+import threading
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -13,6 +18,8 @@ from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from keyhold.adapters.crypto.aead import AeadKeyRing
+from keyhold.adapters.persistence.database import Database
 from keyhold.adapters.persistence.engine import create_engine
 from tests.support.servers import settings_for
 
@@ -88,3 +95,52 @@ async def test_errors_are_translated_and_the_transaction_rolls_back(engine: Asyn
     async with engine.connect() as connection:
         names = (await connection.execute(text("SELECT name FROM t"))).scalars()
         assert list(names) == ["a"]  # the failed transaction left nothing
+
+
+def _names(connection: sqlite3.Connection) -> list[str]:
+    return [row[0] for row in connection.execute("SELECT name FROM t ORDER BY id")]
+
+
+async def test_a_one_trip_transaction_is_one_call_and_all_or_nothing(
+    engine: AsyncEngine, thread_calls: list[str]
+) -> None:
+    database = Database(engine, AeadKeyRing.parse(f"k1:{base64.b64encode(bytes(32)).decode()}"))
+
+    def add_two(connection: sqlite3.Connection) -> list[str]:
+        connection.execute("INSERT INTO t (name) VALUES ('a')")
+        connection.execute("INSERT INTO t (name) VALUES ('b')")
+        return _names(connection)
+
+    def add_then_collide(connection: sqlite3.Connection) -> None:
+        connection.execute("INSERT INTO t (name) VALUES ('c')")
+        connection.execute("INSERT INTO t (name) VALUES ('a')")
+
+    async with database.autocommit():  # the pool's connection is made and set up first
+        pass
+    thread_calls.clear()
+    assert await database.one_trip_transaction(add_two) == ["a", "b"]
+    work_calls = [call for call in thread_calls if "_immediate_transaction" in call]
+    assert len(work_calls) == 1, thread_calls  # BEGIN, both inserts and COMMIT: one call
+    assert "_execute_one" not in thread_calls  # no statement went on its own
+    with pytest.raises(IntegrityError):  # sqlite3's error, as SQLAlchemy's
+        await database.one_trip_transaction(add_then_collide)
+    assert await database.one_trip_transaction(_names) == ["a", "b"]  # no 'c'
+
+
+async def test_a_one_trip_transaction_is_seen_through_a_cancellation(
+    engine: AsyncEngine,
+) -> None:
+    database = Database(engine, AeadKeyRing.parse(f"k1:{base64.b64encode(bytes(32)).decode()}"))
+    started = threading.Event()
+
+    def slow_insert(connection: sqlite3.Connection) -> str:
+        connection.execute("INSERT INTO t (name) VALUES ('kept')")
+        started.set()
+        time.sleep(0.3)
+        return "done"
+
+    call = asyncio.ensure_future(database.one_trip_transaction(slow_insert))
+    await asyncio.to_thread(started.wait, 5)
+    call.cancel()
+    assert await call == "done"  # the cancellation came after the work was sent: dropped
+    assert await database.one_trip_transaction(_names) == ["kept"]

@@ -4,8 +4,10 @@ translation of connection failures into `Unavailable`."""
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from functools import partial
 from typing import Any, TypeVar
 
 from sqlalchemy import text
@@ -14,6 +16,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from keyhold.adapters.crypto.aead import AeadKeyRing
+from keyhold.adapters.persistence.sqlite_driver import run_on_connection_thread
 from keyhold.domain.errors import Unavailable
 
 T = TypeVar("T")
@@ -58,6 +61,37 @@ async def _despite_cancellation(work: Awaitable[T]) -> T:
             cancelled = True
     if cancelled:
         raise asyncio.CancelledError
+    return result
+
+
+async def see_through(work: Awaitable[T]) -> T:
+    """Run `work` to its end although the calling task is cancelled meanwhile; the
+    cancellation is then dropped: the call's work is done, and it goes on to record so.
+    (Cancellation before a commit is sent still stops the statements under way.)"""
+    task = asyncio.ensure_future(work)
+    dropped = 0
+    while not task.done():
+        try:
+            await asyncio.shield(task)
+        except asyncio.CancelledError:
+            dropped += 1
+    current = asyncio.current_task()
+    if current is not None:
+        for _ in range(dropped):
+            current.uncancel()
+    return task.result()
+
+
+def _immediate_transaction(work: Callable[[sqlite3.Connection], T], connection: Any) -> T:
+    """On the connection's thread: BEGIN IMMEDIATE (the write lock first, so that no
+    reader's snapshot has to be upgraded), `work`, COMMIT; ROLLBACK if either fails."""
+    connection.execute("BEGIN IMMEDIATE")
+    try:
+        result = work(connection)
+        connection.execute("COMMIT")
+    except BaseException:
+        connection.execute("ROLLBACK")
+        raise
     return result
 
 
@@ -114,6 +148,17 @@ class Database:
             self._connect_autocommit(self._autocommit_engine) as connection,
         ):
             yield connection
+
+    async def one_trip_transaction(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        """SQLite only: `work` in a transaction of its own, written against `sqlite3` and
+        run on the connection's thread in one trip (see `sqlite_driver`). It is seen
+        through once sent, as a unit of work's commit is; failures are translated."""
+        if self.engine.dialect.name != "sqlite":
+            raise TypeError("one-trip transactions are SQLite's")
+        async with self.autocommit() as connection:  # no implicit BEGIN: work's is the one
+            return await see_through(
+                run_on_connection_thread(connection, partial(_immediate_transaction, work))
+            )
 
     @asynccontextmanager
     async def _translating(self) -> AsyncIterator[None]:

@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable
 from types import TracebackType
-from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncTransaction
 
 from keyhold.adapters.persistence.connections import SqlConnectionRepository
-from keyhold.adapters.persistence.database import Database, is_connection_failure
+from keyhold.adapters.persistence.database import Database, is_connection_failure, see_through
 from keyhold.adapters.persistence.one_time_tokens import SqlOneTimeTokenRepository
 from keyhold.adapters.persistence.providers import SqlProviderRepository
 from keyhold.adapters.persistence.service_accounts import SqlServiceAccountRepository
@@ -67,7 +65,7 @@ class SqlUnitOfWork:
         if exc is None:
             # A COMMIT once sent may apply: it is seen through even if the call is
             # cancelled meanwhile, so that what follows (the audit outcome) is the truth.
-            await _see_through(self._end(commit=True))
+            await see_through(self._end(commit=True))
             return
         await self._end(commit=False)
         if is_connection_failure(exc):
@@ -88,24 +86,6 @@ class SqlUnitOfWork:
             # A broken connection may fail to close; the pool discards it either way.
             with contextlib.suppress(Exception):
                 await self._connection.close()
-
-
-async def _see_through(work: Coroutine[Any, Any, None]) -> None:
-    """Run `work` to its end although the calling task is cancelled meanwhile; the
-    cancellation is then dropped: the call's work is done, and it goes on to record so.
-    (Cancellation before the commit still stops the statements under way.)"""
-    task = asyncio.ensure_future(work)
-    dropped = 0
-    while not task.done():
-        try:
-            await asyncio.shield(task)
-        except asyncio.CancelledError:
-            dropped += 1
-    current = asyncio.current_task()
-    if current is not None:
-        for _ in range(dropped):
-            current.uncancel()
-    task.result()
 
 
 def unit_of_work_factory(database: Database) -> Callable[[], SqlUnitOfWork]:
