@@ -6,8 +6,8 @@ each of them, once woken, preempts the event loop's thread where it stands: abou
 thirteen context switches per cheap RPC when they share a core. `loop-first` runs
 every other thread of the process SCHED_BATCH, which Linux never lets preempt a
 thread on waking: a woken helper runs when the loop's thread waits, or at the
-scheduler's tick, and then finds more work to do at once. A cheap RPC costs about a
-quarter less server CPU (docs/benchmarks.md). Password hashing runs SCHED_IDLE (see
+scheduler's tick, and then finds more work to do at once. A cheap RPC costs about
+30% less server CPU (docs/benchmarks.md). Password hashing runs SCHED_IDLE (see
 `argon2_hasher`), so that gRPC's batch threads still preempt it during a login storm.
 
 Threads start at any time (EventEngine grows its pool, the SQLite driver has one per
