@@ -21,7 +21,7 @@ import sys
 import grpc
 
 from keyhold.event_loop import run
-from keyhold.thread_scheduling import ThreadScheduling, in_effect, keep_helper_threads_batched
+from keyhold.thread_scheduling import LoopFirst, ThreadScheduling, in_effect
 
 
 async def echo(request: bytes, context: grpc.aio.ServicerContext[bytes, bytes]) -> bytes:
@@ -64,7 +64,7 @@ async def serve(address: str, scheduling: ThreadScheduling = "os-default") -> No
     await server.start()
     sweeper = None
     if in_effect(scheduling) == "loop-first":
-        sweeper = asyncio.create_task(keep_helper_threads_batched())
+        sweeper = asyncio.create_task(LoopFirst().keep_sweeping())
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):

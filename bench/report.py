@@ -27,7 +27,7 @@ from bench.chart import draw_runs
 
 ALL = (
     "bare,bare-context,whoami,jwks,login,refresh,service-token,introspect,"
-    "introspect-repeat,audit-list,credential,login-storm"
+    "introspect-repeat,audit-list,credential,login-storm,login-saturated"
 )
 QUICK = "bare,whoami,jwks,service-token,login-storm"
 # Throughput of one process against two on this machine: cheap calls, enough load
@@ -134,6 +134,7 @@ def _summary(runs: dict[str, dict[str, Any]]) -> dict[str, Any]:
         summary[database] = {
             "whoami_over_bare": round(whoami / bare, 3) if bare and whoami else None,
             "storm_p99_over_quiet_p99": _storm(run),
+            "logins_per_second_while_saturated": _rate(run, "login-saturated", "calls_per_second"),
             "peak_rss_mb": max(r["server_peak_rss_mb"] for r in run["scenarios"]),
             **{
                 row["scenario"]: row[per_cpu]

@@ -471,6 +471,29 @@ async def login_storm(target: Target, server: ServerProcess, config: LoadConfig)
     return rows
 
 
+SATURATED_LOGIN_LOAD = {"channels": 1, "concurrency": 4}
+
+
+@measurement(
+    "login-saturated",
+    "keyhold",
+    "CreateSession (1x4 outstanding) while closed-loop WhoAmI keeps the server busy: "
+    "logins must still get a share of the CPU",
+)
+async def login_saturated(target: Target, server: ServerProcess, config: LoadConfig) -> list[Row]:
+    cheap = await whoami(target)
+    logins = await login(target)
+    busy, logged_in = await asyncio.gather(
+        run_load(server.address, cheap, config),
+        run_load(server.address, logins, replace(config, processes=1, **SATURATED_LOGIN_LOAD)),
+    )
+    rows = []
+    for name, result in (("whoami-saturating", busy), ("login-saturated", logged_in)):
+        rows.append(_row(name, result, server))
+        _print_row(rows[-1])
+    return rows
+
+
 @dataclass
 class Row:
     scenario: str

@@ -94,7 +94,7 @@ from keyhold.identity.v1 import identity_service_pb2
 from keyhold.log_config import flush_lines
 from keyhold.provider.v1 import provider_service_pb2
 from keyhold.settings import Settings
-from keyhold.thread_scheduling import in_effect, keep_helper_threads_batched
+from keyhold.thread_scheduling import LoopFirst, in_effect
 
 log = structlog.get_logger(__name__)
 KEY_RING_REFRESH_SECONDS = 60.0
@@ -141,6 +141,7 @@ class KeyholdServer:
     vault: VaultRotation
     metrics: MetricsEndpoint | None = None
     tracing: Tracing | None = None
+    loop_first: LoopFirst | None = None  # the threads' scheduling (thread_scheduling)
     port: int = 0
     certificates: ReloadingCertificates | None = None
     metrics_port: int = 0
@@ -168,10 +169,9 @@ class KeyholdServer:
         if self.listener is not None:
             self.listener.start()
         self._key_refresher = asyncio.create_task(self._refresh_keys(), name="keyhold-keys")
-        scheduling = in_effect(self.settings.thread_scheduling)
-        if scheduling == "loop-first":
+        if self.loop_first is not None:
             self._thread_sweeper = asyncio.create_task(
-                keep_helper_threads_batched(), name="keyhold-thread-scheduling"
+                self.loop_first.keep_sweeping(), name="keyhold-thread-scheduling"
             )
         log.info(
             "serving",
@@ -181,7 +181,7 @@ class KeyholdServer:
             tracing=self.tracing is not None,
             event_loop=running_loop_name(),
             grpc_experiments=experiments_in_effect(),
-            thread_scheduling=scheduling,
+            thread_scheduling="os-default" if self.loop_first is None else "loop-first",
             **self._transport_fields(),
         )
         return self.port
@@ -338,12 +338,13 @@ async def build_server(
         issuer=settings.issuer,
     )
     listener = None
+    loop_first = LoopFirst() if in_effect(settings.thread_scheduling) == "loop-first" else None
     hasher = Argon2Hasher(
         Argon2Parameters(
             settings.argon2_memory_kib, settings.argon2_time_cost, settings.argon2_parallelism
         ),
         workers=settings.password_hash_workers,
-        idle_threads=in_effect(settings.thread_scheduling) == "loop-first",
+        activity=loop_first,
     )
     session_state = SqlSessionState(database, clock.now)
     account_lookup = SqlServiceAccountLookup(database)
@@ -520,6 +521,7 @@ async def build_server(
         hasher=hasher,
         metrics=metrics,
         tracing=tracing,
+        loop_first=loop_first,
         interceptor=interceptor,
         vault=VaultRotation(lambda: reseal_all(database), audit_recorder),
     )

@@ -105,9 +105,9 @@ class Settings(BaseSettings):
     thread_scheduling: ThreadScheduling = Field(
         DEFAULT_SCHEDULING,
         description="loop-first: on Linux the server's threads other than its event loop's "
-        "(gRPC's, the database driver's) run SCHED_BATCH and password hashing SCHED_IDLE, "
-        "so that none preempts the event loop on waking (about 30% less server CPU "
-        "per cheap call); os-default: as the OS starts them",
+        "(gRPC's, the database driver's) run SCHED_BATCH while no password is being "
+        "hashed, so that none preempts the event loop on waking (about 30% less server "
+        "CPU per cheap call); os-default: as the OS starts them",
     )
     database_connect_timeout_seconds: float = Field(5.0, gt=0, le=60)
     database_statement_timeout_seconds: float = Field(10.0, gt=0, le=600)

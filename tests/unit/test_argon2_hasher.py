@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import threading
 
@@ -21,10 +22,6 @@ def _nice_of_thread(native_id: int) -> int:
         return int(stat.read().rsplit(")", 1)[1].split()[16])  # field 19 of proc(5)
 
 
-def _hashing_threads() -> set[int]:
-    return {t.native_id or 0 for t in threading.enumerate() if t.name.startswith("argon2")}
-
-
 async def test_hashes_and_verifies_on_a_lower_priority_thread() -> None:
     hasher = Argon2Hasher(FAST, workers=1)
     try:
@@ -40,17 +37,56 @@ async def test_hashes_and_verifies_on_a_lower_priority_thread() -> None:
         hasher.close()
 
 
-@pytest.mark.parametrize(
-    ("idle_threads", "policy"), [(False, os.SCHED_OTHER), (True, os.SCHED_IDLE)]
-)
-async def test_idle_threads_hash_under_sched_idle(idle_threads: bool, policy: int) -> None:
-    before = _hashing_threads()  # the pools of earlier tests may linger
-    hasher = Argon2Hasher(FAST, workers=1, idle_threads=idle_threads)
+class _Activity:
+    def __init__(self) -> None:
+        self.running = 0
+        self.seen: list[int] = []
+
+    def hashing_started(self) -> None:
+        self.running += 1
+        self.seen.append(self.running)
+
+    def hashing_finished(self) -> None:
+        assert threading.current_thread() is threading.main_thread()  # the loop's thread
+        self.running -= 1
+        self.seen.append(self.running)
+
+
+async def test_the_activity_hears_of_every_job_until_its_thread_is_done() -> None:
+    activity = _Activity()
+    hasher = Argon2Hasher(FAST, workers=1, activity=activity)
     try:
-        await hasher.hash("a long enough passphrase")
-        ids = _hashing_threads() - before
-        assert ids, "no hashing thread"
-        assert {os.sched_getscheduler(i) for i in ids} == {policy}
-        assert os.sched_getscheduler(0) == os.SCHED_OTHER  # the event loop is untouched
+        hashed = await hasher.hash("a long enough passphrase")
+        checks = [hasher.verify(hashed, "a long enough passphrase") for _ in range(2)]
+        assert await asyncio.gather(*checks) == [True, True]
+        slow = asyncio.ensure_future(hasher.verify(hashed, "another passphrase entirely"))
+        await asyncio.sleep(0)
+        slow.cancel()  # the caller gives up; the thread still hashes to the end
+        for _ in range(100):
+            if not activity.running:
+                break
+            await asyncio.sleep(0.01)
+        assert activity.seen == [1, 0, 1, 2, 1, 0, 1, 0], activity.seen
     finally:
         hasher.close()
+
+
+def test_a_job_that_outlives_its_loop_ends_quietly(caplog: pytest.LogCaptureFixture) -> None:
+    activity = _Activity()
+    hasher = Argon2Hasher(FAST, workers=1, activity=activity)
+    started = threading.Event()
+
+    async def start_and_leave() -> None:
+        job = asyncio.ensure_future(hasher.hash("a long enough passphrase"))
+        await asyncio.sleep(0)
+        started.set()
+        job.cancel()
+
+    try:
+        asyncio.run(start_and_leave())  # the loop closes while the hash still runs
+        hasher._pool.shutdown(wait=True)
+    finally:
+        hasher.close()
+    assert started.is_set()
+    assert activity.seen == [1]  # its end had no loop left to hear it
+    assert not [r for r in caplog.records if "exception calling callback" in r.getMessage()]
