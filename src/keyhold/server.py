@@ -384,7 +384,7 @@ async def build_server(
             absolute=timedelta(seconds=settings.refresh_token_lifetime_seconds),
             idle=timedelta(seconds=settings.session_idle_timeout_seconds),
         ),
-        SqlRefreshTokenRotator(database, unit_of_work),
+        SqlRefreshTokenRotator(database),
         telemetry,
     )
     authorizer.register_owner_resolver("sessions", sessions.owner_of)

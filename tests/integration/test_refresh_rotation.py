@@ -61,7 +61,7 @@ async def test_a_rotation_spends_adds_and_touches(
 ) -> None:
     app, _ = any_server
     session = await _session(app, expires_in)
-    rotator = SqlRefreshTokenRotator(app.database, app.unit_of_work)
+    rotator = SqlRefreshTokenRotator(app.database)
     idle_until = NOW + dt.timedelta(days=7)
 
     rotation = await rotator.rotate(_hash(session.id), _hash("next"), NOW, idle_until)
@@ -85,7 +85,7 @@ async def test_a_rotation_spends_adds_and_touches(
 
 async def test_spent_unknown_and_ended_tokens(any_server: Server) -> None:
     app, _ = any_server
-    rotator = SqlRefreshTokenRotator(app.database, app.unit_of_work)
+    rotator = SqlRefreshTokenRotator(app.database)
     later = NOW + dt.timedelta(days=7)
     session = await _session(app, dt.timedelta(days=1))
     await rotator.rotate(_hash(session.id), _hash("second"), NOW, later)
@@ -108,7 +108,7 @@ async def test_spent_unknown_and_ended_tokens(any_server: Server) -> None:
 
 async def test_a_failed_rotation_writes_nothing(any_server: Server) -> None:
     app, _ = any_server
-    rotator = SqlRefreshTokenRotator(app.database, app.unit_of_work)
+    rotator = SqlRefreshTokenRotator(app.database)
     first = await _session(app, dt.timedelta(days=1))
     second = await _session(app, dt.timedelta(days=1))
     taken = _hash(second.id)  # the successor's hash collides with a live token

@@ -46,38 +46,36 @@ def _unavailable() -> Unavailable:
     return Unavailable("DATABASE_UNAVAILABLE", "the database is unavailable; retry later")
 
 
+async def _to_its_end(work: Awaitable[T]) -> tuple[asyncio.Task[T], int]:
+    """`work` run to its end although the calling task is cancelled meanwhile: the
+    finished task, and how many cancellations of the caller it held back."""
+    task = asyncio.ensure_future(work)
+    held_back = 0
+    while not task.done():
+        try:
+            await asyncio.shield(task)
+        except asyncio.CancelledError:
+            held_back += 1
+    return task, held_back
+
+
 async def _despite_cancellation(work: Awaitable[T]) -> T:
     """`work` run to its end even if the caller is cancelled meanwhile; the cancellation
     is raised once it is over."""
-    task = asyncio.ensure_future(work)
-    cancelled = False
-    while True:
-        try:
-            result = await asyncio.shield(task)
-            break
-        except asyncio.CancelledError:
-            if task.done():
-                raise
-            cancelled = True
-    if cancelled:
+    task, held_back = await _to_its_end(work)
+    if held_back:
         raise asyncio.CancelledError
-    return result
+    return task.result()
 
 
 async def see_through(work: Awaitable[T]) -> T:
     """Run `work` to its end although the calling task is cancelled meanwhile; the
     cancellation is then dropped: the call's work is done, and it goes on to record so.
     (Cancellation before a commit is sent still stops the statements under way.)"""
-    task = asyncio.ensure_future(work)
-    dropped = 0
-    while not task.done():
-        try:
-            await asyncio.shield(task)
-        except asyncio.CancelledError:
-            dropped += 1
+    task, held_back = await _to_its_end(work)
     current = asyncio.current_task()
     if current is not None:
-        for _ in range(dropped):
+        for _ in range(held_back):
             current.uncancel()
     return task.result()
 

@@ -24,7 +24,6 @@ from sqlalchemy import bindparam, select, text
 from keyhold.adapters.persistence.database import Database
 from keyhold.adapters.persistence.tables import refresh_tokens
 from keyhold.adapters.persistence.types import UtcDateTime
-from keyhold.adapters.persistence.unit_of_work import SqlUnitOfWork
 from keyhold.domain.identity.sessions import Rotation, RotationOutcome, Session
 from keyhold.domain.identity.users import UserState
 
@@ -98,9 +97,8 @@ class _SqliteTimes:
 
 
 class SqlRefreshTokenRotator:
-    def __init__(self, database: Database, unit_of_work: Callable[[], SqlUnitOfWork]) -> None:
+    def __init__(self, database: Database) -> None:
         self._database = database
-        self._unit_of_work = unit_of_work
         self._times = None if database.is_postgres else _SqliteTimes(database.engine.dialect)
 
     async def rotate(
