@@ -71,9 +71,9 @@ def unbatch_helper_threads(loop_thread: int) -> int:
 
 
 class LoopFirst:
-    """The `loop-first` policy of one process, driven from its event loop's thread: the
-    helper threads batch, except while passwords are being hashed (`hashing_started`,
-    `hashing_finished`, which the hasher calls)."""
+    """The `loop-first` policy of one process, made and driven on its event loop's
+    thread: the helper threads batch, except while passwords are being hashed
+    (`hashing_started`, `hashing_finished`, which the hasher calls)."""
 
     def __init__(self, calm_seconds: float = CALM_SECONDS) -> None:
         self._calm_seconds = calm_seconds
@@ -91,8 +91,7 @@ class LoopFirst:
             batch_helper_threads(self._loop_thread)
 
     async def keep_sweeping(self, every_seconds: float = SWEEP_SECONDS) -> None:
-        """Sweep now and every `every_seconds` until cancelled, from the loop's thread."""
-        self._loop_thread = threading.get_native_id()
+        """Sweep now and every `every_seconds` until cancelled."""
         while True:
             self.sweep()
             await asyncio.sleep(every_seconds)
