@@ -84,14 +84,13 @@ class Argon2Hasher:
         return await self._on_pool(self._verify, password_hash, password)
 
     async def _on_pool(self, work: Callable[..., T], *args: str) -> T:
-        activity = self._activity
-        if activity is None:
-            return await asyncio.get_running_loop().run_in_executor(self._pool, work, *args)
-        loop = asyncio.get_running_loop()
         job = self._pool.submit(work, *args)
-        activity.hashing_started()
-        # Ended when the thread is done with it, even if its caller was cancelled before.
-        job.add_done_callback(lambda _: _tell(loop, activity.hashing_finished))
+        activity = self._activity
+        if activity is not None:
+            activity.hashing_started()
+            loop = asyncio.get_running_loop()
+            # Ended when the thread is done with it, even if its caller was cancelled before.
+            job.add_done_callback(lambda _: _tell(loop, activity.hashing_finished))
         return await asyncio.wrap_future(job)
 
     async def verify_dummy(self, password: str) -> None:
