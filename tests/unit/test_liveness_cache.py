@@ -8,8 +8,9 @@ import asyncio
 
 import pytest
 
-from keyhold.application.identity.revocations import LivenessCache
-from keyhold.domain.principal import ANONYMOUS, Principal
+from keyhold.application.identity.revocations import LivenessCache, Revocations
+from keyhold.domain.errors import Unauthenticated
+from keyhold.domain.principal import ANONYMOUS, Principal, PrincipalType
 
 
 class SlowSource:
@@ -180,3 +181,41 @@ async def test_known_answers_only_what_needs_no_waiting() -> None:
     assert cache.known("s1", ANONYMOUS) is None
     cache.revoked(["s1"])
     assert cache.known("s1", ANONYMOUS) is False
+
+
+def _user(subject: str, session_id: str) -> Principal:
+    return Principal(PrincipalType.USER, subject, session_id=session_id)
+
+
+async def test_an_entry_answers_only_for_its_own_subject() -> None:
+    """Bob's live session, cached, does not vouch for a token of Alice's that names it;
+    and her refused lookup does not end his session in the cache."""
+    looked_up: list[str] = []
+
+    async def owned_by_bob(principal: Principal) -> bool:
+        looked_up.append(principal.subject)
+        return principal.subject == "users/bob"
+
+    revocations = Revocations(owned_by_bob, owned_by_bob, ttl_seconds=60)
+    bob, alice = _user("users/bob", "s-bob"), _user("users/alice", "s-bob")
+    await revocations.check(bob)
+    assert revocations.known_live(bob)
+    assert not revocations.known_live(alice)
+    with pytest.raises(Unauthenticated) as refused:
+        await revocations.check(alice)
+    assert refused.value.reason == "SESSION_REVOKED"
+    assert looked_up == ["users/bob", "users/alice"]
+    await revocations.check(bob)  # still live, from the cache
+    assert looked_up == ["users/bob", "users/alice"]
+
+
+async def test_a_revocation_ends_the_session_for_every_subject() -> None:
+    source = SlowSource()
+    source.release.set()
+    cache = LivenessCache(source, ttl_seconds=60, max_entries=10)
+    bob, alice = _user("users/bob", "s1"), _user("users/alice", "s1")
+    assert await cache.is_live("s1", bob)
+    assert await cache.is_live("s1", alice)
+    cache.revoked(["s1"])
+    assert cache.known("s1", bob) is False
+    assert await cache.is_live("s1", alice) is False

@@ -22,7 +22,7 @@ SESSION = "session"
 SERVICE_ACCOUNT = "account"
 SIGNING_KEY = "keys"
 _FOREVER = float("inf")
-_REVOKED = (False, _FOREVER)
+_ANYONE = "*"  # the subject of a revocation's entry: it ends the key for every subject
 
 LivenessSource = Callable[[Principal], Awaitable[bool]]
 
@@ -37,7 +37,12 @@ class LivenessCache:
     do not wait for that refresh: they are pushed into the cache as they happen. Past
     the second period, or for an entry never seen, the calls that find it share one
     lookup and wait for it (a busy token would otherwise send every call in flight to
-    the database at once)."""
+    the database at once).
+
+    An entry is the answer for one principal's subject and `key` together: a token whose
+    `sid` names another user's session is looked up for its own subject (and found not
+    live) instead of being answered from, or answering for, that user's entry. A
+    revocation ends `key` whoever presents it."""
 
     def __init__(
         self,
@@ -50,8 +55,8 @@ class LivenessCache:
         self._monotonic = monotonic
         self._ttl = ttl_seconds
         self._max_entries = max_entries
-        self._cache: OrderedDict[str, tuple[bool, float]] = OrderedDict()
-        self._lookups: dict[str, asyncio.Future[bool]] = {}
+        self._cache: OrderedDict[tuple[str, str], tuple[bool, float]] = OrderedDict()
+        self._lookups: dict[tuple[str, str], asyncio.Future[bool]] = {}
 
     async def is_live(self, key: str, principal: Principal) -> bool:
         live = self.known(key, principal)
@@ -63,7 +68,9 @@ class LivenessCache:
     def known(self, key: str, principal: Principal) -> bool | None:
         """The answer the cache can give without waiting, or None when a lookup must be
         awaited (`is_live`)."""
-        cached = self._cache.get(key)
+        if (_ANYONE, key) in self._cache:
+            return False
+        cached = self._cache.get((principal.subject, key))
         if cached is None:
             return None
         live, fresh_until = cached
@@ -76,31 +83,34 @@ class LivenessCache:
         return None
 
     def _lookup(self, key: str, principal: Principal) -> asyncio.Future[bool]:
-        lookup = self._lookups.get(key)
+        entry = (principal.subject, key)
+        lookup = self._lookups.get(entry)
         if lookup is None:
-            lookup = asyncio.ensure_future(self._look_up(key, principal))
-            self._lookups[key] = lookup
-            lookup.add_done_callback(lambda done: self._forget_lookup(key, done))
+            lookup = asyncio.ensure_future(self._look_up(entry, principal))
+            self._lookups[entry] = lookup
+            lookup.add_done_callback(lambda done: self._forget_lookup(entry, done))
         return lookup
 
-    async def _look_up(self, key: str, principal: Principal) -> bool:
+    async def _look_up(self, entry: tuple[str, str], principal: Principal) -> bool:
         live = await self._source(principal)
-        if self._cache.get(key) == _REVOKED:  # revoked while we asked: stays revoked
+        if (_ANYONE, entry[1]) in self._cache:  # revoked while we asked: stays revoked
             return False
-        self._remember(key, live, self._monotonic() + self._ttl if live else _FOREVER)
+        self._remember(entry, live, self._monotonic() + self._ttl if live else _FOREVER)
         return live
 
-    def _forget_lookup(self, key: str, done: asyncio.Future[bool]) -> None:
+    def _forget_lookup(self, key: tuple[str, str], done: asyncio.Future[bool]) -> None:
         if self._lookups.get(key) is done:
             del self._lookups[key]
         if not done.cancelled():
             done.exception()  # retrieved: every waiter got it already
 
     def revoked(self, keys: Iterable[str]) -> None:
+        # No entry for `key` is remembered after this one, so eviction (oldest first)
+        # drops the entries it overrides before it.
         for key in keys:
-            self._remember(key, False, _FOREVER)
+            self._remember((_ANYONE, key), False, _FOREVER)
 
-    def _remember(self, key: str, live: bool, until: float) -> None:
+    def _remember(self, key: tuple[str, str], live: bool, until: float) -> None:
         self._cache[key] = (live, until)
         self._cache.move_to_end(key)
         if len(self._cache) > self._max_entries:
