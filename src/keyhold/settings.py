@@ -15,7 +15,7 @@ from keyhold.thread_scheduling import DEFAULT_SCHEDULING, ThreadScheduling
 
 def _is_host_port(value: str) -> bool:
     host, sep, port = value.rpartition(":")
-    return bool(sep and host and port.isdigit() and 0 <= int(port) <= 65_535)
+    return bool(sep and host and port.isascii() and port.isdigit() and 0 <= int(port) <= 65_535)
 
 
 class Settings(BaseSettings):

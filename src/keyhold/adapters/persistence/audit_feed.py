@@ -26,5 +26,5 @@ class LocalAuditFeed:
 
     def announced(self, payload: str) -> None:
         """A sequence announced by any replica's appender."""
-        if payload.isdigit():
+        if payload.isascii() and payload.isdigit():  # not "²": int() refuses it
             self.published(int(payload))

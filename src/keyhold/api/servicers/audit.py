@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
@@ -31,6 +32,7 @@ _OUTCOME_FILTERS: dict[int, Outcome | None] = {
     **{number: outcome for outcome, number in _OUTCOMES.items()},
 }
 _DOMAIN = "keyhold.audit"
+_SEQUENCE = re.compile(r"[0-9]{1,18}")
 
 
 def event_message(event: AuditEvent) -> pb.AuditEvent:
@@ -61,8 +63,10 @@ def event_message(event: AuditEvent) -> pb.AuditEvent:
 
 
 def _sequence_from_name(name: str) -> int:
-    collection, _, number = name.partition("/")
-    if collection != "audit-events" or not number.isdigit() or len(number) > 18:
+    number = name.removeprefix("audit-events/")
+    # ASCII digits only: str.isdigit() and int() also take superscripts and full-width
+    # or other scripts' digits.
+    if number == name or not _SEQUENCE.fullmatch(number):
         raise InvalidArgument(
             "RESOURCE_NAME_INVALID",
             "name must be audit-events/{sequence}",

@@ -164,11 +164,11 @@ class AuditTrailReader:
 
     async def stream(self, after_sequence: int) -> AsyncIterator[AuditEvent]:
         """Events after `after_sequence`, oldest first, then live ones as they come."""
-        if after_sequence < 0:
+        if not 0 <= after_sequence < MAX_SEQUENCE:
             raise InvalidArgument(
                 "SEQUENCE_INVALID",
-                "after_sequence must not be negative",
-                [FieldViolation("after_sequence", "must be ≥ 0")],
+                "after_sequence must be at least 0 and below the last possible sequence",
+                [FieldViolation("after_sequence", f"must be ≥ 0 and < {MAX_SEQUENCE}")],
                 domain=_DOMAIN,
             )
         details = {"after_sequence": str(after_sequence)}
@@ -178,7 +178,7 @@ class AuditTrailReader:
             last, delivered = after_sequence, 0
             try:
                 while True:
-                    chunk = await self._trail.ascending(last + 1, 2**62, STREAM_CHUNK)
+                    chunk = await self._trail.ascending(last + 1, MAX_SEQUENCE, STREAM_CHUNK)
                     for event in chunk:
                         yield event
                         last, delivered = event.sequence, delivered + 1
