@@ -3,10 +3,13 @@ UNKNOWN, pinned down one by one on both databases."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
+import time
 
 import grpc
+import jwt
 import pytest
 
 from keyhold.audit.v1 import audit_service_pb2 as audit_pb
@@ -174,3 +177,112 @@ async def test_a_nul_character_in_any_text_field_is_invalid_argument(any_server:
         ), field
         assert error.bad_request is not None
         assert error.bad_request.field_violations[0].field == field
+
+
+@pytest.mark.parametrize("after", [2**63 - 1, 2**63 - 2])
+async def test_a_stream_after_the_last_possible_sequence_is_invalid_argument(
+    any_server: Server, after: int
+) -> None:
+    """Nothing can follow the BIGINT range's last sequence; asking for it once overflowed
+    the database query (INTERNAL)."""
+    app, channel = any_server
+    reader = bearer(await service_token(app, ("audit.read",)))
+    stream = audit_grpc.AuditServiceStub(channel).StreamAuditEvents(
+        audit_pb.StreamAuditEventsRequest(after_sequence=after), metadata=reader
+    )
+    if after == 2**63 - 2:  # the last sequence that can still come: admitted, waits for it
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(stream.read(), 0.5)
+        stream.cancel()
+        return
+    error = await refusal(stream.read())
+    assert (error.code, error.reason) == (grpc.StatusCode.INVALID_ARGUMENT, "SEQUENCE_INVALID")
+    assert error.bad_request is not None
+    assert error.bad_request.field_violations[0].field == "after_sequence"
+
+
+@pytest.mark.parametrize(
+    "number",
+    ["\u00b2", "\uff11\uff12", "\u0661", "1\u0662", "\U0001d7d9", " 1", "1 ", "+1", "1_0"],
+    ids=[
+        "superscript",
+        "full-width",
+        "arabic-indic",
+        "mixed",
+        "math-bold",
+        "lead",
+        "trail",
+        "+",
+        "_",
+    ],
+)
+async def test_an_audit_event_name_with_anything_but_ascii_digits_is_invalid_argument(
+    any_server: Server, number: str
+) -> None:
+    app, channel = any_server
+    reader = bearer(await service_token(app, ("audit.read",)))
+    error = await refusal(
+        audit_grpc.AuditServiceStub(channel).GetAuditEvent(
+            audit_pb.GetAuditEventRequest(name=f"audit-events/{number}"), metadata=reader
+        )
+    )
+    assert (error.code, error.reason) == (
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "RESOURCE_NAME_INVALID",
+    )
+
+
+async def _signed(app: KeyholdServer, **claims: object) -> str:
+    """An access token of a live service account with `claims` over genuine ones, signed
+    with the server's own key (as an insider holding it, or a bug in the issuer, could)."""
+    account, _ = await app.identity.service_accounts.create("extreme", [])
+    signer = app.key_ring.signer
+    now = int(time.time())
+    genuine: dict[str, object] = {
+        "iss": app.settings.issuer,
+        "aud": app.settings.audience,
+        "sub": account.name,
+        "iat": now,
+        "nbf": now,
+        "exp": now + 300,
+        "jti": "j",
+        "roles": [],
+        "scope": "",
+    }
+    return jwt.encode(
+        {**genuine, **claims},
+        signer.private_key,
+        algorithm=signer.algorithm,
+        headers={"kid": signer.key_id, "typ": "at+jwt"},
+    )
+
+
+EXTREME_TIMES = {
+    "exp-1e20": {"exp": 10**20},
+    "exp-float-1e20": {"exp": 1e20},
+    "exp-beyond-int64": {"exp": 2**64},
+    "exp-after-9999": {"exp": 253402300800},
+    "iat-negative": {"iat": -(10**20)},
+    "iat-before-1970": {"iat": -1},
+    "nbf-negative-huge": {"nbf": -(2**63) - 1},
+    "exp-float": {"exp": 2_000_000_000.5},
+    "exp-nan-string": {"exp": "NaN"},
+    "exp-bool": {"exp": True},
+    "iat-infinity-string": {"iat": "Infinity"},
+}
+
+
+@pytest.mark.parametrize("claims", EXTREME_TIMES.values(), ids=EXTREME_TIMES.keys())
+async def test_a_signed_token_with_extreme_time_claims_authenticates_no_one(
+    server: Server, claims: dict[str, object]
+) -> None:
+    app, channel = server
+    identity = identity_grpc.IdentityServiceStub(channel)
+    token = await _signed(app, **claims)
+    error = await refusal(identity.WhoAmI(identity_pb.WhoAmIRequest(), metadata=bearer(token)))
+    assert (error.code, error.reason) == (grpc.StatusCode.UNAUTHENTICATED, "TOKEN_MALFORMED")
+    introspector = bearer(await service_token(app, ("identity.introspect",)))
+    answer = await identity.IntrospectToken(
+        identity_pb.IntrospectTokenRequest(token=token), metadata=introspector
+    )
+    assert not answer.active

@@ -31,6 +31,9 @@ from keyhold.domain.principal import Principal, PrincipalType
 MAX_TOKEN_BYTES = 8 * 1024
 TOKEN_TYPE = "at+jwt"  # noqa: S105 - a media type, not a secret
 REQUIRED_CLAIMS = ("iss", "aud", "sub", "iat", "nbf", "exp", "jti")
+# NumericDate claims must be representable as a google.protobuf.Timestamp (0001-9999)
+# and never precede the epoch: this issuer never wrote one outside these bounds.
+LATEST_NUMERIC_DATE = 253_402_300_799  # 9999-12-31T23:59:59Z
 _KEY_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _SUBJECT = re.compile(r"^(users|service-accounts)/[A-Za-z0-9_-]{1,64}$")
 _DOMAIN = "keyhold.identity"
@@ -198,8 +201,11 @@ class AccessTokenVerifier:
         if claims["aud"] != self._audience:
             raise refuse("TOKEN_AUDIENCE_MISMATCH", "access token is for another audience")
         expires_at, not_before, issued_at = claims["exp"], claims["nbf"], claims["iat"]
-        if not all(type(value) is int for value in (expires_at, not_before, issued_at)):
-            raise refuse("TOKEN_MALFORMED", "exp, nbf and iat must be integers")
+        if not all(
+            type(value) is int and 0 <= value <= LATEST_NUMERIC_DATE
+            for value in (expires_at, not_before, issued_at)
+        ):
+            raise refuse("TOKEN_MALFORMED", "exp, nbf and iat must be integers in 1970-9999")
         now = self._clock.timestamp()
         if expires_at + self._leeway <= now:
             raise refuse("TOKEN_EXPIRED", "access token has expired")
