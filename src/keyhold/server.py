@@ -68,6 +68,7 @@ from keyhold.api.tls import (
     is_loopback,
 )
 from keyhold.application.audit.recorder import AuditRecorder
+from keyhold.application.audit.throttling import ThrottledCalls
 from keyhold.application.audit.trail import AuditTrailReader
 from keyhold.application.identity.introspection import TokenIntrospection
 from keyhold.application.identity.lockout import LoginLockout
@@ -129,6 +130,7 @@ class KeyholdServer:
     signing_keys: SigningKeys
     authorizer: Authorizer
     rate_limit_gate: RateLimitGate
+    throttled_calls: ThrottledCalls
     audit_trail: SqlAuditTrail
     audit_recorder: AuditRecorder
     audit_reader: AuditTrailReader
@@ -227,6 +229,7 @@ class KeyholdServer:
                     await task
         await self.server.stop(self.settings.shutdown_grace_seconds if grace is None else grace)
         await self.interceptor.drain(HANDLER_CLEANUP_SECONDS)
+        await self.throttled_calls.flush()
         if self.listener is not None:
             await self.listener.stop()
         await self.database.dispose()
@@ -321,13 +324,16 @@ async def build_server(
     )
     redis_url = settings.redis_url.get_secret_value() if settings.redis_url else None
     authorizer = Authorizer()
-    rate_limit_gate = RateLimitGate(
-        create_rate_limiter(redis_url), enabled=settings.rate_limits_enabled
-    )
     audit_trail = SqlAuditTrail(database)
     audit_feed = LocalAuditFeed()
     audit_recorder = AuditRecorder(
         BatchingAuditAppender(audit_trail, audit_feed.published), clock, telemetry
+    )
+    throttled_calls = ThrottledCalls(audit_recorder, clock)
+    rate_limit_gate = RateLimitGate(
+        create_rate_limiter(redis_url),
+        enabled=settings.rate_limits_enabled,
+        on_refused=throttled_calls.refused,
     )
     audit_reader = AuditTrailReader(
         audit_trail,
@@ -420,7 +426,7 @@ async def build_server(
             clock,
             telemetry,
         ),
-        introspection=TokenIntrospection(access_tokens),
+        introspection=TokenIntrospection(access_tokens, audit_recorder),
     )
     background: set[asyncio.Task[None]] = set()  # strong references until done
     if database.is_postgres:
@@ -511,6 +517,7 @@ async def build_server(
         signing_keys=signing_keys,
         authorizer=authorizer,
         rate_limit_gate=rate_limit_gate,
+        throttled_calls=throttled_calls,
         audit_trail=audit_trail,
         audit_recorder=audit_recorder,
         audit_reader=audit_reader,

@@ -32,12 +32,16 @@ class DomainError(Exception):
         *,
         domain: str = "keyhold",
         metadata: dict[str, str] | None = None,
+        resource: str = "",
     ) -> None:
+        """`resource`: the resource the error concerns, for the audit trail only (it is
+        not sent to the caller)."""
         super().__init__(message)
         self.reason = reason
         self.message = message
         self.domain = domain
         self.metadata = metadata or {}
+        self.resource = resource
 
 
 class InvalidArgument(DomainError):
@@ -89,7 +93,9 @@ class FailedPrecondition(DomainError):
 
 
 class ResourceExhausted(DomainError):
-    """Throttled or locked out; the caller may retry after `retry_after_seconds`."""
+    """Throttled or locked out; the caller may retry after `retry_after_seconds`.
+    `denial_reason`: when set, the audit trail records the call as DENIED for this
+    reason (a refusal of the caller) rather than as FAILED."""
 
     code = 8
 
@@ -101,9 +107,11 @@ class ResourceExhausted(DomainError):
         *,
         domain: str = "keyhold",
         metadata: dict[str, str] | None = None,
+        denial_reason: str = "",
     ) -> None:
         super().__init__(reason, message, domain=domain, metadata=metadata)
         self.retry_after_seconds = retry_after_seconds
+        self.denial_reason = denial_reason
 
 
 class Unavailable(DomainError):

@@ -85,7 +85,12 @@ class Authorizer:
                 [FieldViolation(field, "a resource name is required")],
             )
         if await self._owner_of(name, principal) != principal.subject:
-            raise _deny("NOT_RESOURCE_OWNER", f"{field} names a resource the caller does not own")
+            raise PermissionDenied(
+                "NOT_RESOURCE_OWNER",
+                f"{field} names a resource the caller does not own",
+                domain="keyhold.identity",
+                resource=name,
+            )
 
     async def _owner_of(self, name: str, principal: Principal) -> str | None:
         if name in _SELF_NAMES:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
+from collections.abc import Awaitable, Callable
 
 import structlog
 from limits.aio.strategies import RateLimiter
@@ -23,10 +24,25 @@ from .authorization import field_value
 log = structlog.get_logger(__name__)
 
 
+Refusal = Callable[[CallContext, ResourceExhausted, str], Awaitable[None]]
+"""Told of each refused call: the call, the refusal, and the key it was counted under."""
+
+
+async def _nothing_to_tell(call: CallContext, error: ResourceExhausted, key: str) -> None:
+    return None
+
+
 class RateLimitGate:
-    def __init__(self, limiter: RateLimiter, *, enabled: bool = True) -> None:
+    def __init__(
+        self,
+        limiter: RateLimiter,
+        *,
+        enabled: bool = True,
+        on_refused: Refusal = _nothing_to_tell,
+    ) -> None:
         self._limiter = limiter
         self._enabled = enabled
+        self._on_refused = on_refused
         self.storage_failures = 0
         self.rejections: Counter[str] = Counter()  # by method
 
@@ -61,9 +77,11 @@ class RateLimitGate:
                 log.warning("rate_limit_storage_unavailable", error=type(exc).__name__)
                 return
             self.rejections[policy.full_method] += 1
-            raise ResourceExhausted(
+            refusal = ResourceExhausted(
                 "RATE_LIMITED",
                 f"too many calls: the limit is {limit.text}",
                 retry_after_seconds=max(stats.reset_time - time.time(), 0.0),
                 metadata={"limit": limit.text},
             )
+            await self._on_refused(call, refusal, identity)
+            raise refusal

@@ -14,18 +14,30 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext
 from dataclasses import dataclass, field
 
 import structlog
 
 from keyhold.application.telemetry import NO_TELEMETRY, Telemetry
 from keyhold.domain.audit.actions import REGISTRY, Action, action_for_rpc
+from keyhold.domain.audit.bounds import (
+    MAX_CONTEXT_LENGTH,
+    MAX_RESOURCE_NAME_LENGTH,
+    bounded_details,
+    bounded_text,
+)
 from keyhold.domain.audit.events import ActorType, AuditRecord, Outcome
 from keyhold.domain.audit.ports import AuditAppender
 from keyhold.domain.call import CallContext, current_call
 from keyhold.domain.clock import Clock
-from keyhold.domain.errors import DomainError, PermissionDenied, Unauthenticated, Unavailable
+from keyhold.domain.errors import (
+    DomainError,
+    PermissionDenied,
+    ResourceExhausted,
+    Unauthenticated,
+    Unavailable,
+)
 from keyhold.domain.principal import PrincipalType
 
 log = structlog.get_logger(__name__)
@@ -90,9 +102,13 @@ class AuditRecorder:
         try:
             yield attempt
         except DomainError as error:
-            denied = isinstance(error, PermissionDenied | Unauthenticated)
+            denial = error.denial_reason if isinstance(error, ResourceExhausted) else ""
+            denied = bool(denial) or isinstance(error, PermissionDenied | Unauthenticated)
             await self._write(
-                attempt, Outcome.DENIED if denied else Outcome.FAILED, error.code, error.reason
+                attempt,
+                Outcome.DENIED if denied else Outcome.FAILED,
+                error.code,
+                denial or error.reason,
             )
             raise
         except (asyncio.CancelledError, GeneratorExit):
@@ -107,10 +123,40 @@ class AuditRecorder:
         except AuditUnavailable as exc:
             raise AuditUnavailable(performed=True) from exc.__cause__
 
+    def read_of(
+        self,
+        action: Action,
+        resource_name: str,
+        owner: str,
+        details: dict[str, str] | None = None,
+    ) -> AbstractAsyncContextManager[Attempt | None]:
+        """Recorded like `attempt` when the caller reads data that `owner` (a subject
+        such as `users/{id}`) holds and the caller is someone else; a caller reading
+        its own data is not recorded (yields None)."""
+        if current_call().principal.subject == owner:
+            return nullcontext(None)
+        return self.attempt(action=action, resource_name=resource_name, details=details)
+
     async def record_denial(self, call: CallContext, error: DomainError) -> None:
-        """A call refused before its handler (authentication or authorization)."""
+        """A call refused before its handler (authentication or authorization). The
+        record names the resource the call aimed at when the refusal says which
+        (`DomainError.resource`), else the method."""
         action = action_for_rpc(call.method) or Action.ACCESS_DENIED
-        attempt = Attempt(action, uuid.uuid4().hex, call.method, {"method": call.method})
+        await self.record_refusal(
+            call, error, action, error.resource or call.method, {"method": call.method}
+        )
+
+    async def record_refusal(
+        self,
+        call: CallContext,
+        error: DomainError,
+        action: Action,
+        resource_name: str,
+        details: dict[str, str],
+    ) -> None:
+        """One DENIED record, with no attempt before it, for a call refused outright.
+        A trail that cannot be written is logged: the refusal stands either way."""
+        attempt = Attempt(action, uuid.uuid4().hex, resource_name, details)
         try:
             await self._write(attempt, Outcome.DENIED, error.code, error.reason, call)
         except AuditUnavailable:
@@ -135,14 +181,14 @@ class AuditRecorder:
             action=attempt.action.value,
             outcome=outcome,
             resource_type=REGISTRY[attempt.action].resource_type,
-            resource_name=attempt.resource_name,
-            peer=call.peer,
-            user_agent=call.user_agent,
-            request_id=call.request_id,
-            trace_id=call.trace_id,
+            resource_name=bounded_text(attempt.resource_name, MAX_RESOURCE_NAME_LENGTH),
+            peer=bounded_text(call.peer, MAX_CONTEXT_LENGTH),
+            user_agent=bounded_text(call.user_agent, MAX_CONTEXT_LENGTH),
+            request_id=bounded_text(call.request_id, MAX_CONTEXT_LENGTH),
+            trace_id=bounded_text(call.trace_id, MAX_CONTEXT_LENGTH),
             status_code=status_code,
             reason=reason,
-            details=dict(attempt.details) if outcome is not Outcome.ATTEMPTED else {},
+            details=bounded_details(attempt.details) if outcome is not Outcome.ATTEMPTED else {},
         )
         try:
             await self._appender.append(record)

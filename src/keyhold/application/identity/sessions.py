@@ -199,7 +199,11 @@ class Sessions:
         limit = page_size(size)
         query = ["sessions", user_id]
         before = time_id_cursor(decode_page_token(token, query))
-        async with self._unit_of_work() as uow:
+        owner = f"users/{user_id}"
+        async with (
+            self._recorder.read_of(Action.SESSIONS_LIST, owner, owner=owner),
+            self._unit_of_work() as uow,
+        ):
             found = await uow.sessions.live_for_user(user_id, self._clock.now(), before, limit + 1)
         return page_of(found, limit, lambda last: time_id_token(last.created_at, last.id, query))
 

@@ -106,18 +106,23 @@ class Users:
 
     async def get(self, name: str) -> User:
         user_id = user_id_from_name(name, current_call().principal.subject)
-        async with self._unit_of_work() as uow:
-            user = await uow.users.get(user_id)
-        if user is None:
-            raise not_found(name)
+        target = f"users/{user_id}"
+        async with self._recorder.read_of(Action.USER_GET, target, owner=target):
+            async with self._unit_of_work() as uow:
+                user = await uow.users.get(user_id)
+            if user is None:
+                raise not_found(name)
         return user
 
     async def page(self, size: int, token: str) -> tuple[list[User], str]:
+        """Every user's profile: an administrator's read, always recorded."""
         limit = page_size(size)
         cursor = decode_page_token(token, "users")
         after = time_id_cursor(cursor)
-        async with self._unit_of_work() as uow:
-            found = await uow.users.page(after, limit + 1)
+        async with self._recorder.attempt(Action.USERS_LIST, "users") as attempt:
+            async with self._unit_of_work() as uow:
+                found = await uow.users.page(after, limit + 1)
+            attempt.details["returned"] = str(min(len(found), limit))
         return page_of(found, limit, lambda last: time_id_token(last.created_at, last.id, "users"))
 
     async def update(self, name: str, patch: UserPatch, mask: list[str]) -> User:

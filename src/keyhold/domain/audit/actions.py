@@ -15,7 +15,12 @@ class Action(StrEnum):
     AUDIT_EVENTS_STREAM = "audit.events.stream"
     AUDIT_CHAIN_VERIFY = "audit.chain.verify"
     AUDIT_CHECKPOINT_GET = "audit.checkpoint.get"
+    RATE_LIMITED = "access.rate_limited"
     USER_CREATE = "identity.user.create"
+    USER_GET = "identity.user.get"
+    USERS_LIST = "identity.users.list"
+    SESSIONS_LIST = "identity.sessions.list"
+    TOKEN_INTROSPECT = "identity.token.introspect"
     USER_UPDATE = "identity.user.update"
     USER_DELETE = "identity.user.delete"
     SESSION_CREATE = "identity.session.create"
@@ -70,7 +75,20 @@ REGISTRY: dict[Action, ActionInfo] = {
     Action.AUDIT_CHECKPOINT_GET: ActionInfo(
         "audit-checkpoint", _AUDIT + "GetAuditCheckpoint", "signed checkpoint issued"
     ),
+    Action.RATE_LIMITED: ActionInfo(
+        "rpc",
+        None,
+        "calls refused by a rate limit: the first per key and window, then a count",
+    ),
     Action.USER_CREATE: ActionInfo("user", _IDENTITY + "CreateUser", "registration"),
+    Action.USER_GET: ActionInfo("user", _IDENTITY + "GetUser", "another user's profile read"),
+    Action.USERS_LIST: ActionInfo("user", _IDENTITY + "ListUsers", "users listed (admins)"),
+    Action.SESSIONS_LIST: ActionInfo(
+        "session", _IDENTITY + "ListSessions", "another user's sessions listed"
+    ),
+    Action.TOKEN_INTROSPECT: ActionInfo(
+        "token", _IDENTITY + "IntrospectToken", "an active token of another principal read"
+    ),
     Action.USER_UPDATE: ActionInfo("user", _IDENTITY + "UpdateUser", "profile, roles or state"),
     Action.USER_DELETE: ActionInfo("user", _IDENTITY + "DeleteUser", "user removed"),
     Action.SESSION_CREATE: ActionInfo("session", _IDENTITY + "CreateSession", "login"),
