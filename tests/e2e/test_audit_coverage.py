@@ -108,23 +108,37 @@ async def test_an_admin_reading_another_users_data_is_recorded_and_own_reads_are
     assert got["resource_name"] == user_name
 
 
-async def test_introspecting_another_principals_active_token_is_recorded(
+async def test_a_person_introspecting_another_principals_active_token_is_recorded(
     server: Server,
 ) -> None:
     app, channel = server
     identity = pb_grpc.IdentityServiceStub(channel)
     user_access, user_name = await signed_in(app)
-    introspector = bearer(await service_token(app, ("identity.introspect",), "gateway"))
+    admin_access, admin_name = await signed_in(app, "admin@example.com", ("admin",))
     inactive = await identity.IntrospectToken(
-        pb.IntrospectTokenRequest(token="not-a-token"), metadata=introspector
+        pb.IntrospectTokenRequest(token="not-a-token"), metadata=bearer(admin_access)
     )
     assert not inactive.active
     assert await _records(app, "identity.token.introspect") == []
     active = await identity.IntrospectToken(
-        pb.IntrospectTokenRequest(token=user_access), metadata=introspector
+        pb.IntrospectTokenRequest(token=user_access), metadata=bearer(admin_access)
     )
     assert active.active
     records = await _records(app, "identity.token.introspect")
-    assert [r["outcome"] for r in records] == ["attempted", "succeeded"]
+    assert [(r["outcome"], r["actor_id"]) for r in records] == [
+        ("attempted", admin_name),
+        ("succeeded", admin_name),
+    ]
     assert records[1]["resource_name"] == f"tokens/{active.token_id}"
     assert user_name in str(records[1]["details"])
+
+
+async def test_a_services_introspection_is_not_recorded_one_by_one(server: Server) -> None:
+    app, channel = server
+    user_access, _ = await signed_in(app)
+    gateway = bearer(await service_token(app, ("identity.introspect",), "gateway"))
+    response = await pb_grpc.IdentityServiceStub(channel).IntrospectToken(
+        pb.IntrospectTokenRequest(token=user_access), metadata=gateway
+    )
+    assert response.active
+    assert await _records(app, "identity.token.introspect") == []
