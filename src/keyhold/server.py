@@ -331,7 +331,7 @@ async def build_server(
     )
     throttled_calls = ThrottledCalls(audit_recorder, clock)
     rate_limit_gate = RateLimitGate(
-        create_rate_limiter(redis_url),
+        create_rate_limiter(redis_url, settings.rate_limit_memory_entries),
         enabled=settings.rate_limits_enabled,
         on_refused=throttled_calls.refused,
     )

@@ -118,6 +118,14 @@ class Settings(BaseSettings):
         None, description="redis://host:port/db; when set, rate limits are shared across replicas"
     )
     rate_limits_enabled: bool = Field(True, description="enforce the rate limits in the proto")
+    rate_limit_memory_entries: int = Field(
+        200_000,
+        ge=1_000,
+        le=10_000_000,
+        description="without Redis: the most the in-process rate-limit counters remember, "
+        "one entry per key plus one per counted call (about 160 bytes each); past it, the "
+        "emptiest of a few random windows is forgotten",
+    )
     key_dir: Path | None = Field(
         None, description="directory holding key files; default: data_dir/keys"
     )

@@ -54,6 +54,19 @@ def test_policies_match_the_api_table() -> None:
     assert not who.scopes
 
 
+def test_limits_by_peer_are_counted_before_limits_by_a_value_the_caller_sends() -> None:
+    """A peer over its limit is refused before any key of its own making (a client_id,
+    an email) is counted, so it cannot fill the limiter's memory with them."""
+    for policy in load_policies(SERVICES).values():
+        keys = [limit.key for limit in policy.rate_limits]
+        peer = policy_pb2.RATE_LIMIT_KEY_PEER
+        assert keys == sorted(keys, key=lambda key: key != peer), policy.full_method
+    token = next(
+        p for p in load_policies(SERVICES).values() if p.full_method.endswith("/CreateServiceToken")
+    )
+    assert [limit.text for limit in token.rate_limits] == ["600/minute", "120/minute"]
+
+
 def _service(  # type: ignore[no-untyped-def]
     options: str | policy_pb2.AuthPolicy | None, pool: descriptor_pool.DescriptorPool, name: str
 ):

@@ -73,7 +73,10 @@ def _method_policy(service: ServiceDescriptor, method_name: str) -> MethodPolicy
     owner_path = tuple(auth.owner_field.split(".")) if auth.owner_field else ()
     if owner_path:
         _check_field_path(full_method, method.input_type, owner_path)
-    limits = tuple(_rate_limit(full_method, o) for o in options.Extensions[policy_pb2.rate_limit])
+    declared = [_rate_limit(full_method, o) for o in options.Extensions[policy_pb2.rate_limit]]
+    # Limits by peer are counted first: a peer over its limit then adds no key made of
+    # the values it sends (a client_id, an email) to the limiter's memory.
+    limits = tuple(sorted(declared, key=lambda limit: limit.key != policy_pb2.RATE_LIMIT_KEY_PEER))
     for limit in limits:
         if limit.field:
             _check_field_path(full_method, method.input_type, (limit.field,))

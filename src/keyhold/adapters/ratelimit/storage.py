@@ -1,18 +1,22 @@
-"""In-memory counters for one process, or Redis counters shared by every replica."""
+"""In-memory counters for one process (bounded), or Redis counters shared by every
+replica (bounded by their expiry: Redis forgets a window when it ends)."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from coredis.retry import NoRetryPolicy
-from limits.aio.storage import MemoryStorage, RedisStorage
+from limits.aio.storage import RedisStorage
 from limits.aio.strategies import MovingWindowRateLimiter
 
+from .bounded_memory import BoundedMemoryStorage
 
-def create_rate_limiter(redis_url: str | None) -> MovingWindowRateLimiter:
-    """A moving window limiter: N per minute means N in any 60 s, exactly."""
+
+def create_rate_limiter(redis_url: str | None, memory_entries: int) -> MovingWindowRateLimiter:
+    """A moving window limiter: N per minute means N in any 60 s, exactly. Without
+    Redis, its counters hold at most `memory_entries` entries (`BoundedMemoryStorage`)."""
     if redis_url is None:
-        return MovingWindowRateLimiter(MemoryStorage())
+        return MovingWindowRateLimiter(BoundedMemoryStorage(memory_entries))
     options: dict[str, Any] = {
         "stream_timeout": 0.5,
         "connect_timeout": 0.5,
