@@ -26,6 +26,7 @@ from keyhold.domain.errors import Unauthenticated
 from keyhold.identity.v1 import identity_service_pb2 as pb
 from keyhold.identity.v1 import identity_service_pb2_grpc as pb_grpc
 from keyhold.server import KeyholdServer, build_server
+from tests.support.jws import high_s_twin
 from tests.support.pki import make_pki
 from tests.support.servers import running_server, settings_for, signed_in
 from tests.support.status import rich_error
@@ -257,6 +258,8 @@ async def test_downstream_service_accepts_only_tokens_with_its_scope(
         (other.token.token, grpc.StatusCode.PERMISSION_DENIED, "SCOPE_REQUIRED"),
         (None, grpc.StatusCode.UNAUTHENTICATED, "CREDENTIALS_MISSING"),
         ("not-a-token", grpc.StatusCode.UNAUTHENTICATED, "TOKEN_MALFORMED"),
+        (high_s_twin(granted.token.token), grpc.StatusCode.UNAUTHENTICATED, "TOKEN_NOT_CANONICAL"),
+        (granted.token.token + "==", grpc.StatusCode.UNAUTHENTICATED, "TOKEN_NOT_CANONICAL"),
     ]:
         with pytest.raises(grpc.aio.AioRpcError) as caught:
             await _get(channel, token)

@@ -16,6 +16,7 @@ from keyhold.audit.v1 import audit_service_pb2 as audit_pb
 from keyhold.audit.v1 import audit_service_pb2_grpc as audit_grpc
 from keyhold.identity.v1 import identity_service_pb2 as identity_pb
 from keyhold.identity.v1 import identity_service_pb2_grpc as identity_grpc
+from keyhold.jose_canonical import with_low_s
 from keyhold.provider.v1 import provider_service_pb2 as provider_pb
 from keyhold.provider.v1 import provider_service_pb2_grpc as provider_grpc
 from keyhold.server import KeyholdServer
@@ -249,12 +250,13 @@ async def _signed(app: KeyholdServer, **claims: object) -> str:
         "roles": [],
         "scope": "",
     }
-    return jwt.encode(
+    token = jwt.encode(
         {**genuine, **claims},
         signer.private_key,
         algorithm=signer.algorithm,
         headers={"kid": signer.key_id, "typ": "at+jwt"},
     )
+    return with_low_s(token)  # canonical, as Keyhold signs
 
 
 EXTREME_TIMES = {

@@ -19,6 +19,7 @@ from keyhold.audit.v1 import audit_service_pb2 as audit_pb
 from keyhold.audit.v1 import audit_service_pb2_grpc as audit_grpc
 from keyhold.identity.v1 import identity_service_pb2 as pb
 from keyhold.identity.v1 import identity_service_pb2_grpc as pb_grpc
+from keyhold.jose_canonical import with_low_s
 from keyhold.server import KeyholdServer
 from tests.support.servers import PASSWORD, bearer, service_token, signed_in
 from tests.support.status import RichError, rich_error
@@ -86,7 +87,9 @@ def claims_of(token: str) -> dict[str, Any]:
 
 
 def sign(claims: dict[str, Any], key: Any, key_id: str, algorithm: str = "ES256") -> str:
-    return jwt.encode(claims, key, algorithm=algorithm, headers={"kid": key_id, "typ": "at+jwt"})
+    """In canonical form (low S), as Keyhold signs."""
+    token = jwt.encode(claims, key, algorithm=algorithm, headers={"kid": key_id, "typ": "at+jwt"})
+    return with_low_s(token) if algorithm == "ES256" else token
 
 
 def server_signed(app: KeyholdServer, claims: dict[str, Any]) -> str:

@@ -8,15 +8,20 @@ from typing import Any
 
 import jwt
 import pytest
-from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
 from keyhold.adapters.crypto.access_tokens import AccessTokens
+from keyhold.adapters.crypto.checkpoints import JwsCheckpointSigner
 from keyhold.adapters.crypto.es256 import Es256KeyGenerator
 from keyhold.adapters.crypto.key_ring import KeyRing
 from keyhold.domain.errors import Unauthenticated
 from keyhold.domain.principal import PrincipalType
 from keyhold.domain.signing_keys import SigningKey
+from keyhold.jose_canonical import P256_ORDER, with_low_s
 from tests.support.fakes import FakeClock
+from tests.support.jws import altered_trailing_bits, high_s_twin, signature_s, with_signature
 
 
 class Fixture:
@@ -40,13 +45,15 @@ class Fixture:
         return self.stored
 
     def forge(self, claims: dict[str, Any], headers: dict[str, Any] | None = None) -> str:
+        """`claims` signed with the ring's key, in canonical form as Keyhold signs."""
         signer = self.ring.signer
-        return jwt.encode(
+        token = jwt.encode(
             claims,
             signer.private_key,
             algorithm="ES256",
             headers={"kid": signer.key_id, "typ": "at+jwt", **(headers or {})},
         )
+        return with_low_s(token)
 
     def claims(self, **overrides: Any) -> dict[str, Any]:
         now = self.clock.timestamp()
@@ -242,3 +249,57 @@ async def test_a_known_token_stops_being_known_when_it_expires(fx: Fixture) -> N
     assert fx.tokens.known(token) is None
     assert await refused(fx, token) == "TOKEN_EXPIRED"
     assert fx.tokens.known("x" * 9000) is None  # over-size: never looked up
+
+
+async def test_a_high_s_twin_of_a_valid_token_is_refused(fx: Fixture) -> None:
+    token = fx.tokens.issue(subject="users/u1", session_id="s").token
+    twin = high_s_twin(token)
+    signed = f"{twin.rpartition('.')[0]}".encode()
+    r_s = base64.urlsafe_b64decode(twin.rpartition(".")[2] + "==")
+    der = encode_dss_signature(int.from_bytes(r_s[:32], "big"), int.from_bytes(r_s[32:], "big"))
+    fx.ring.signer.public_key.verify(der, signed, ec.ECDSA(hashes.SHA256()))  # it does verify
+    assert await refused(fx, twin) == "TOKEN_NOT_CANONICAL"
+    assert (await fx.tokens.verify(token)).subject == "users/u1"
+    assert await refused(fx, twin) == "TOKEN_NOT_CANONICAL"  # not taken from the cache
+
+
+@pytest.mark.parametrize(
+    ("variant", "reason"),
+    [
+        (lambda s: s + "==", "TOKEN_NOT_CANONICAL"),
+        (altered_trailing_bits, "TOKEN_NOT_CANONICAL"),
+        (lambda s: s[:40] + " " + s[40:], "TOKEN_MALFORMED"),
+        (lambda s: s + "\n", "TOKEN_MALFORMED"),
+        (lambda s: s.replace("-", "+").replace("_", "/"), "TOKEN_MALFORMED"),
+    ],
+    ids=["padded", "trailing-bits", "inner-space", "newline", "standard-alphabet"],
+)
+async def test_another_encoding_of_the_signature_is_refused(
+    fx: Fixture, variant: Any, reason: str
+) -> None:
+    for _ in range(100):  # until the variant differs (a signature without - or _)
+        token = fx.tokens.issue(subject="users/u1", session_id="s").token
+        signature = token.rpartition(".")[2]
+        if variant(signature) != signature:
+            break
+    other = with_signature(token, variant(signature))
+    assert other != token
+    assert await refused(fx, other) == reason
+    assert (await fx.tokens.verify(token)).subject == "users/u1"
+
+
+async def test_every_token_keyhold_signs_has_a_low_s(fx: Fixture) -> None:
+    for index in range(200):  # a raw ECDSA signature has a high S half the time
+        token = fx.tokens.issue(subject="users/u1", session_id=f"s{index}").token
+        assert signature_s(token) <= P256_ORDER // 2
+        assert (await fx.tokens.verify(token)).session_id == f"s{index}"
+
+
+async def test_audit_checkpoints_are_signed_with_a_low_s(fx: Fixture) -> None:
+    signer = JwsCheckpointSigner(fx.ring)
+    for index in range(100):
+        token, key_id = signer.sign({"sequence": index})
+        assert key_id == fx.ring.signer.key_id
+        assert signature_s(token) <= P256_ORDER // 2
+        claims = jwt.decode(token, fx.ring.signer.public_key, algorithms=["ES256"])
+        assert claims == {"sequence": index}

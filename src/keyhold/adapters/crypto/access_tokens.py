@@ -12,6 +12,7 @@ from keyhold.adapters.crypto.jwt_verification import TOKEN_TYPE, AccessTokenVeri
 from keyhold.adapters.crypto.key_ring import KeyRing
 from keyhold.domain.clock import Clock
 from keyhold.domain.tokens import IssuedToken
+from keyhold.jose_canonical import with_low_s
 
 
 class AccessTokens(AccessTokenVerifier):
@@ -69,4 +70,4 @@ class AccessTokens(AccessTokenVerifier):
             algorithm=signer.algorithm,
             headers={"kid": signer.key_id, "typ": TOKEN_TYPE},
         )
-        return IssuedToken(token, token_id, now, expires_at)
+        return IssuedToken(with_low_s(token), token_id, now, expires_at)

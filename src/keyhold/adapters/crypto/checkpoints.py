@@ -6,6 +6,7 @@ from __future__ import annotations
 import jwt
 
 from keyhold.adapters.crypto.key_ring import KeyRing
+from keyhold.jose_canonical import with_low_s
 
 CHECKPOINT_TYPE = "keyhold-audit-checkpoint+jwt"
 
@@ -22,4 +23,4 @@ class JwsCheckpointSigner:
             algorithm=signer.algorithm,
             headers={"kid": signer.key_id, "typ": CHECKPOINT_TYPE},
         )
-        return token, signer.key_id
+        return with_low_s(token), signer.key_id

@@ -9,8 +9,6 @@ the token's SHA-256 until expiry.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import hashlib
 import json
 import re
@@ -27,6 +25,7 @@ from jwt.algorithms import get_default_algorithms
 from keyhold.domain.clock import Clock
 from keyhold.domain.errors import Unauthenticated
 from keyhold.domain.principal import Principal, PrincipalType
+from keyhold.jose_canonical import NotBase64url, NotCanonical, decode_segment, es256_has_low_s
 
 MAX_TOKEN_BYTES = 8 * 1024
 TOKEN_TYPE = "at+jwt"  # noqa: S105 - a media type, not a secret
@@ -90,8 +89,10 @@ def refuse(reason: str, message: str) -> Unauthenticated:
 
 def _segment(text: str) -> bytes:
     try:
-        return base64.b64decode(text + "=" * (-len(text) % 4), altchars=b"-_", validate=True)
-    except (binascii.Error, ValueError) as exc:
+        return decode_segment(text)
+    except NotCanonical as exc:
+        raise refuse("TOKEN_NOT_CANONICAL", f"access token is not canonical: {exc}") from exc
+    except NotBase64url as exc:
         raise refuse("TOKEN_MALFORMED", "access token is not a well-formed JWT") from exc
 
 
@@ -188,6 +189,10 @@ class AccessTokenVerifier:
         signed = f"{parts[0]}.{parts[1]}".encode()
         if not _VERIFIERS[key.algorithm](signed, key.public_key, signature):
             raise refuse("TOKEN_SIGNATURE_INVALID", "access token signature is invalid")
+        if key.algorithm == "ES256" and not es256_has_low_s(signature):
+            raise refuse(
+                "TOKEN_NOT_CANONICAL", "access token is not canonical: its ECDSA S is high"
+            )
         claims = _json_object(parts[1])
         self._check_claims(claims)
         return self._principal(claims)
