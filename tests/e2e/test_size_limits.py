@@ -41,10 +41,22 @@ async def limited(tmp_path: Path) -> AsyncIterator[Server]:
         yield started
 
 
+def varint(value: int) -> bytes:
+    encoded = bytearray()
+    while value > 0x7F:
+        encoded.append(value & 0x7F | 0x80)
+        value >>= 7
+    return bytes(encoded) + bytes([value])
+
+
 def verify_email_of_size(size: int) -> pb.VerifyEmailRequest:
-    """A request serializing to exactly `size` bytes: tag, length varint, token."""
-    token_length = size - 1 - 3  # a 3-byte length varint covers 16 KiB to 2 MiB
-    request = pb.VerifyEmailRequest(verification_token="t" * token_length)
+    """A request serializing to exactly `size` bytes: a short token, and the rest in a
+    field the message does not declare (every declared field has bounds far below the
+    limit; undeclared ones are skipped by everything that reads the request)."""
+    token = pb.VerifyEmailRequest(verification_token="t").SerializeToString()
+    padding = size - len(token) - 1 - 3  # the field's tag, and a 3-byte length varint
+    unknown = bytes([15 << 3 | 2]) + varint(padding) + b"p" * padding
+    request = pb.VerifyEmailRequest.FromString(token + unknown)
     assert request.ByteSize() == size
     return request
 

@@ -22,12 +22,16 @@ from grpc import aio
 from opentelemetry import trace
 
 from keyhold.api import errors as status_mapping
-from keyhold.api.pipeline.authentication import Authenticator, transport_identity
+from keyhold.api.pipeline.authentication import (
+    Authenticator,
+    authorization_of,
+    transport_identity,
+)
 from keyhold.api.pipeline.authorization import Authorizer
+from keyhold.api.pipeline.bounds import request_check
 from keyhold.api.pipeline.decoding import UndecodableRequest
 from keyhold.api.pipeline.rate_limit import RateLimitGate
 from keyhold.api.pipeline.request_id import request_id_from, trace_context_from
-from keyhold.api.pipeline.text import refuse_nul_characters
 from keyhold.api.policy import MethodPolicy, PolicyError
 from keyhold.domain.call import PLAINTEXT, CallContext, current_call, set_current_call
 from keyhold.domain.errors import DomainError, PermissionDenied, Unauthenticated
@@ -249,10 +253,12 @@ class PolicyInterceptor:
         authenticator, authorizer = self._authenticator, self._authorizer
         rate_limited = self._rate_limits.applies_to(policy)
         trace_ids, plaintext = self._trace_ids, self._plaintext
+        check_bounds = request_check(policy.request_type)
 
         async def admit(request: Any, context: aio.ServicerContext[Any, Any]) -> CallContext:
-            metadata = dict(context.invocation_metadata() or ())
-            authorization = _text_or_none(metadata.get("authorization"))
+            entries = context.invocation_metadata() or ()
+            metadata = dict(entries)
+            authorization = authorization_of(metadata, entries)
             peer = context.peer()
             transport = plaintext or transport_identity(context.auth_context())
             rid = request_id_from(_text_or_none(metadata.get("x-request-id")))
@@ -278,7 +284,8 @@ class PolicyInterceptor:
             try:
                 if isinstance(request, UndecodableRequest):
                     raise request.error()
-                refuse_nul_characters(request)
+                if check_bounds is not None:  # before anything reads a field
+                    check_bounds(request, "")
                 if authorizer.check(policy, principal, transport):
                     await authorizer.check_owner(policy, principal, request)
                 if rate_limited:

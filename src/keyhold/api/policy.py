@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from google.protobuf.descriptor import ServiceDescriptor
+from google.protobuf.descriptor import Descriptor, ServiceDescriptor
 from limits import RateLimitItem, parse
 
 from keyhold.domain.principal import PrincipalType
@@ -42,6 +42,7 @@ class MethodPolicy:
     rate_limits: tuple[RateLimit, ...]
     server_streaming: bool
     require_mtls: bool
+    request_type: Descriptor  # the request message, whose fields' bounds are checked
 
 
 def _rate_limit(method: str, option: policy_pb2.RateLimitPolicy) -> RateLimit:
@@ -90,6 +91,7 @@ def _method_policy(service: ServiceDescriptor, method_name: str) -> MethodPolicy
         rate_limits=limits,
         server_streaming=method.server_streaming,
         require_mtls=auth.require_mtls,
+        request_type=method.input_type,
     )
 
 

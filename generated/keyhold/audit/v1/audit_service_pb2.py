@@ -26,7 +26,7 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from keyhold.policy.v1 import policy_pb2 as keyhold_dot_policy_dot_v1_dot_policy__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n$keyhold/audit/v1/audit_service.proto\x12\x10keyhold.audit.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1ekeyhold/policy/v1/policy.proto\"\xa3\x04\n\nAuditEvent\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08sequence\x18\x02 \x01(\x03\x12\x10\n\x08\x65vent_id\x18\x03 \x01(\t\x12\x12\n\nattempt_id\x18\x04 \x01(\t\x12(\n\x04time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\nactor_type\x18\x06 \x01(\x0e\x32\x1b.keyhold.audit.v1.ActorType\x12\x10\n\x08\x61\x63tor_id\x18\x07 \x01(\t\x12\x0e\n\x06\x61\x63tion\x18\x08 \x01(\t\x12*\n\x07outcome\x18\t \x01(\x0e\x32\x19.keyhold.audit.v1.Outcome\x12\x15\n\rresource_type\x18\n \x01(\t\x12\x15\n\rresource_name\x18\x0b \x01(\t\x12\x0c\n\x04peer\x18\x0c \x01(\t\x12\x12\n\nuser_agent\x18\r \x01(\t\x12\x12\n\nrequest_id\x18\x0e \x01(\t\x12\x10\n\x08trace_id\x18\x0f \x01(\t\x12\x13\n\x0bstatus_code\x18\x10 \x01(\x05\x12\x0e\n\x06reason\x18\x11 \x01(\t\x12:\n\x07\x64\x65tails\x18\x12 \x03(\x0b\x32).keyhold.audit.v1.AuditEvent.DetailsEntry\x12\x11\n\tprev_hash\x18\x13 \x01(\t\x12\x0c\n\x04hash\x18\x14 \x01(\t\x1a.\n\x0c\x44\x65tailsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xfa\x01\n\x16ListAuditEventsRequest\x12\r\n\x05\x61\x63tor\x18\x01 \x01(\t\x12\x0e\n\x06\x61\x63tion\x18\x02 \x01(\t\x12\x10\n\x08resource\x18\x03 \x01(\t\x12*\n\x07outcome\x18\x04 \x01(\x0e\x32\x19.keyhold.audit.v1.Outcome\x12.\n\nstart_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\tpage_size\x18\x07 \x01(\x05\x12\x12\n\npage_token\x18\x08 \x01(\t\"`\n\x17ListAuditEventsResponse\x12,\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x1c.keyhold.audit.v1.AuditEvent\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"$\n\x14GetAuditEventRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"D\n\x15GetAuditEventResponse\x12+\n\x05\x65vent\x18\x01 \x01(\x0b\x32\x1c.keyhold.audit.v1.AuditEvent\"2\n\x18StreamAuditEventsRequest\x12\x16\n\x0e\x61\x66ter_sequence\x18\x01 \x01(\x03\"H\n\x19StreamAuditEventsResponse\x12+\n\x05\x65vent\x18\x01 \x01(\x0b\x32\x1c.keyhold.audit.v1.AuditEvent\"G\n\x17VerifyAuditChainRequest\x12\x16\n\x0estart_sequence\x18\x01 \x01(\x03\x12\x14\n\x0c\x65nd_sequence\x18\x02 \x01(\x03\"\x83\x01\n\x18VerifyAuditChainResponse\x12\n\n\x02ok\x18\x01 \x01(\x08\x12\x15\n\rchecked_count\x18\x02 \x01(\x03\x12\x1a\n\x12\x66irst_bad_sequence\x18\x03 \x01(\x03\x12\x15\n\rhead_sequence\x18\x04 \x01(\x03\x12\x11\n\thead_hash\x18\x05 \x01(\t\"\x1b\n\x19GetAuditCheckpointRequest\"\x95\x01\n\x1aGetAuditCheckpointResponse\x12\x10\n\x08sequence\x18\x01 \x01(\x03\x12\x11\n\thead_hash\x18\x02 \x01(\t\x12\x11\n\tsignature\x18\x03 \x01(\t\x12\x0e\n\x06key_id\x18\x04 \x01(\t\x12/\n\x0b\x63reate_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp*\x85\x01\n\tActorType\x12\x1a\n\x16\x41\x43TOR_TYPE_UNSPECIFIED\x10\x00\x12\x13\n\x0f\x41\x43TOR_TYPE_USER\x10\x01\x12\x16\n\x12\x41\x43TOR_TYPE_SERVICE\x10\x02\x12\x18\n\x14\x41\x43TOR_TYPE_ANONYMOUS\x10\x03\x12\x15\n\x11\x41\x43TOR_TYPE_SYSTEM\x10\x04*x\n\x07Outcome\x12\x17\n\x13OUTCOME_UNSPECIFIED\x10\x00\x12\x15\n\x11OUTCOME_ATTEMPTED\x10\x01\x12\x15\n\x11OUTCOME_SUCCEEDED\x10\x02\x12\x12\n\x0eOUTCOME_FAILED\x10\x03\x12\x12\n\x0eOUTCOME_DENIED\x10\x04\x32\x92\x05\n\x0c\x41uditService\x12x\n\x0fListAuditEvents\x12(.keyhold.audit.v1.ListAuditEventsRequest\x1a).keyhold.audit.v1.ListAuditEventsResponse\"\x10\xca\xf3\x18\x0c\"\naudit.read\x12r\n\rGetAuditEvent\x12&.keyhold.audit.v1.GetAuditEventRequest\x1a\'.keyhold.audit.v1.GetAuditEventResponse\"\x10\xca\xf3\x18\x0c\"\naudit.read\x12\x80\x01\n\x11StreamAuditEvents\x12*.keyhold.audit.v1.StreamAuditEventsRequest\x1a+.keyhold.audit.v1.StreamAuditEventsResponse\"\x10\xca\xf3\x18\x0c\"\naudit.read0\x01\x12\x8c\x01\n\x10VerifyAuditChain\x12).keyhold.audit.v1.VerifyAuditChainRequest\x1a*.keyhold.audit.v1.VerifyAuditChainResponse\"!\xca\xf3\x18\x0c\"\naudit.read\xd2\xf3\x18\r\x08\x02\x1a\t10/minute\x12\x81\x01\n\x12GetAuditCheckpoint\x12+.keyhold.audit.v1.GetAuditCheckpointRequest\x1a,.keyhold.audit.v1.GetAuditCheckpointResponse\"\x10\xca\xf3\x18\x0c\"\naudit.readb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n$keyhold/audit/v1/audit_service.proto\x12\x10keyhold.audit.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1ekeyhold/policy/v1/policy.proto\"\xa3\x04\n\nAuditEvent\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08sequence\x18\x02 \x01(\x03\x12\x10\n\x08\x65vent_id\x18\x03 \x01(\t\x12\x12\n\nattempt_id\x18\x04 \x01(\t\x12(\n\x04time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\nactor_type\x18\x06 \x01(\x0e\x32\x1b.keyhold.audit.v1.ActorType\x12\x10\n\x08\x61\x63tor_id\x18\x07 \x01(\t\x12\x0e\n\x06\x61\x63tion\x18\x08 \x01(\t\x12*\n\x07outcome\x18\t \x01(\x0e\x32\x19.keyhold.audit.v1.Outcome\x12\x15\n\rresource_type\x18\n \x01(\t\x12\x15\n\rresource_name\x18\x0b \x01(\t\x12\x0c\n\x04peer\x18\x0c \x01(\t\x12\x12\n\nuser_agent\x18\r \x01(\t\x12\x12\n\nrequest_id\x18\x0e \x01(\t\x12\x10\n\x08trace_id\x18\x0f \x01(\t\x12\x13\n\x0bstatus_code\x18\x10 \x01(\x05\x12\x0e\n\x06reason\x18\x11 \x01(\t\x12:\n\x07\x64\x65tails\x18\x12 \x03(\x0b\x32).keyhold.audit.v1.AuditEvent.DetailsEntry\x12\x11\n\tprev_hash\x18\x13 \x01(\t\x12\x0c\n\x04hash\x18\x14 \x01(\t\x1a.\n\x0c\x44\x65tailsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x9e\x02\n\x16ListAuditEventsRequest\x12\x16\n\x05\x61\x63tor\x18\x01 \x01(\tB\x07\xda\xf3\x18\x03\x08\x80\x02\x12\x17\n\x06\x61\x63tion\x18\x02 \x01(\tB\x07\xda\xf3\x18\x03\x08\x80\x01\x12\x19\n\x08resource\x18\x03 \x01(\tB\x07\xda\xf3\x18\x03\x08\x80\x04\x12*\n\x07outcome\x18\x04 \x01(\x0e\x32\x19.keyhold.audit.v1.Outcome\x12.\n\nstart_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\tpage_size\x18\x07 \x01(\x05\x12\x1b\n\npage_token\x18\x08 \x01(\tB\x07\xda\xf3\x18\x03\x08\x80\x08\"`\n\x17ListAuditEventsResponse\x12,\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x1c.keyhold.audit.v1.AuditEvent\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"-\n\x14GetAuditEventRequest\x12\x15\n\x04name\x18\x01 \x01(\tB\x07\xda\xf3\x18\x03\x08\x80\x02\"D\n\x15GetAuditEventResponse\x12+\n\x05\x65vent\x18\x01 \x01(\x0b\x32\x1c.keyhold.audit.v1.AuditEvent\"2\n\x18StreamAuditEventsRequest\x12\x16\n\x0e\x61\x66ter_sequence\x18\x01 \x01(\x03\"H\n\x19StreamAuditEventsResponse\x12+\n\x05\x65vent\x18\x01 \x01(\x0b\x32\x1c.keyhold.audit.v1.AuditEvent\"G\n\x17VerifyAuditChainRequest\x12\x16\n\x0estart_sequence\x18\x01 \x01(\x03\x12\x14\n\x0c\x65nd_sequence\x18\x02 \x01(\x03\"\x83\x01\n\x18VerifyAuditChainResponse\x12\n\n\x02ok\x18\x01 \x01(\x08\x12\x15\n\rchecked_count\x18\x02 \x01(\x03\x12\x1a\n\x12\x66irst_bad_sequence\x18\x03 \x01(\x03\x12\x15\n\rhead_sequence\x18\x04 \x01(\x03\x12\x11\n\thead_hash\x18\x05 \x01(\t\"\x1b\n\x19GetAuditCheckpointRequest\"\x95\x01\n\x1aGetAuditCheckpointResponse\x12\x10\n\x08sequence\x18\x01 \x01(\x03\x12\x11\n\thead_hash\x18\x02 \x01(\t\x12\x11\n\tsignature\x18\x03 \x01(\t\x12\x0e\n\x06key_id\x18\x04 \x01(\t\x12/\n\x0b\x63reate_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp*\x85\x01\n\tActorType\x12\x1a\n\x16\x41\x43TOR_TYPE_UNSPECIFIED\x10\x00\x12\x13\n\x0f\x41\x43TOR_TYPE_USER\x10\x01\x12\x16\n\x12\x41\x43TOR_TYPE_SERVICE\x10\x02\x12\x18\n\x14\x41\x43TOR_TYPE_ANONYMOUS\x10\x03\x12\x15\n\x11\x41\x43TOR_TYPE_SYSTEM\x10\x04*x\n\x07Outcome\x12\x17\n\x13OUTCOME_UNSPECIFIED\x10\x00\x12\x15\n\x11OUTCOME_ATTEMPTED\x10\x01\x12\x15\n\x11OUTCOME_SUCCEEDED\x10\x02\x12\x12\n\x0eOUTCOME_FAILED\x10\x03\x12\x12\n\x0eOUTCOME_DENIED\x10\x04\x32\x92\x05\n\x0c\x41uditService\x12x\n\x0fListAuditEvents\x12(.keyhold.audit.v1.ListAuditEventsRequest\x1a).keyhold.audit.v1.ListAuditEventsResponse\"\x10\xca\xf3\x18\x0c\"\naudit.read\x12r\n\rGetAuditEvent\x12&.keyhold.audit.v1.GetAuditEventRequest\x1a\'.keyhold.audit.v1.GetAuditEventResponse\"\x10\xca\xf3\x18\x0c\"\naudit.read\x12\x80\x01\n\x11StreamAuditEvents\x12*.keyhold.audit.v1.StreamAuditEventsRequest\x1a+.keyhold.audit.v1.StreamAuditEventsResponse\"\x10\xca\xf3\x18\x0c\"\naudit.read0\x01\x12\x8c\x01\n\x10VerifyAuditChain\x12).keyhold.audit.v1.VerifyAuditChainRequest\x1a*.keyhold.audit.v1.VerifyAuditChainResponse\"!\xca\xf3\x18\x0c\"\naudit.read\xd2\xf3\x18\r\x08\x02\x1a\t10/minute\x12\x81\x01\n\x12GetAuditCheckpoint\x12+.keyhold.audit.v1.GetAuditCheckpointRequest\x1a,.keyhold.audit.v1.GetAuditCheckpointResponse\"\x10\xca\xf3\x18\x0c\"\naudit.readb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,6 +35,16 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_AUDITEVENT_DETAILSENTRY']._loaded_options = None
   _globals['_AUDITEVENT_DETAILSENTRY']._serialized_options = b'8\001'
+  _globals['_LISTAUDITEVENTSREQUEST'].fields_by_name['actor']._loaded_options = None
+  _globals['_LISTAUDITEVENTSREQUEST'].fields_by_name['actor']._serialized_options = b'\332\363\030\003\010\200\002'
+  _globals['_LISTAUDITEVENTSREQUEST'].fields_by_name['action']._loaded_options = None
+  _globals['_LISTAUDITEVENTSREQUEST'].fields_by_name['action']._serialized_options = b'\332\363\030\003\010\200\001'
+  _globals['_LISTAUDITEVENTSREQUEST'].fields_by_name['resource']._loaded_options = None
+  _globals['_LISTAUDITEVENTSREQUEST'].fields_by_name['resource']._serialized_options = b'\332\363\030\003\010\200\004'
+  _globals['_LISTAUDITEVENTSREQUEST'].fields_by_name['page_token']._loaded_options = None
+  _globals['_LISTAUDITEVENTSREQUEST'].fields_by_name['page_token']._serialized_options = b'\332\363\030\003\010\200\010'
+  _globals['_GETAUDITEVENTREQUEST'].fields_by_name['name']._loaded_options = None
+  _globals['_GETAUDITEVENTREQUEST'].fields_by_name['name']._serialized_options = b'\332\363\030\003\010\200\002'
   _globals['_AUDITSERVICE'].methods_by_name['ListAuditEvents']._loaded_options = None
   _globals['_AUDITSERVICE'].methods_by_name['ListAuditEvents']._serialized_options = b'\312\363\030\014\"\naudit.read'
   _globals['_AUDITSERVICE'].methods_by_name['GetAuditEvent']._loaded_options = None
@@ -45,34 +55,34 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_AUDITSERVICE'].methods_by_name['VerifyAuditChain']._serialized_options = b'\312\363\030\014\"\naudit.read\322\363\030\r\010\002\032\t10/minute'
   _globals['_AUDITSERVICE'].methods_by_name['GetAuditCheckpoint']._loaded_options = None
   _globals['_AUDITSERVICE'].methods_by_name['GetAuditCheckpoint']._serialized_options = b'\312\363\030\014\"\naudit.read'
-  _globals['_ACTORTYPE']._serialized_start=1647
-  _globals['_ACTORTYPE']._serialized_end=1780
-  _globals['_OUTCOME']._serialized_start=1782
-  _globals['_OUTCOME']._serialized_end=1902
+  _globals['_ACTORTYPE']._serialized_start=1692
+  _globals['_ACTORTYPE']._serialized_end=1825
+  _globals['_OUTCOME']._serialized_start=1827
+  _globals['_OUTCOME']._serialized_end=1947
   _globals['_AUDITEVENT']._serialized_start=124
   _globals['_AUDITEVENT']._serialized_end=671
   _globals['_AUDITEVENT_DETAILSENTRY']._serialized_start=625
   _globals['_AUDITEVENT_DETAILSENTRY']._serialized_end=671
   _globals['_LISTAUDITEVENTSREQUEST']._serialized_start=674
-  _globals['_LISTAUDITEVENTSREQUEST']._serialized_end=924
-  _globals['_LISTAUDITEVENTSRESPONSE']._serialized_start=926
-  _globals['_LISTAUDITEVENTSRESPONSE']._serialized_end=1022
-  _globals['_GETAUDITEVENTREQUEST']._serialized_start=1024
-  _globals['_GETAUDITEVENTREQUEST']._serialized_end=1060
-  _globals['_GETAUDITEVENTRESPONSE']._serialized_start=1062
-  _globals['_GETAUDITEVENTRESPONSE']._serialized_end=1130
-  _globals['_STREAMAUDITEVENTSREQUEST']._serialized_start=1132
-  _globals['_STREAMAUDITEVENTSREQUEST']._serialized_end=1182
-  _globals['_STREAMAUDITEVENTSRESPONSE']._serialized_start=1184
-  _globals['_STREAMAUDITEVENTSRESPONSE']._serialized_end=1256
-  _globals['_VERIFYAUDITCHAINREQUEST']._serialized_start=1258
-  _globals['_VERIFYAUDITCHAINREQUEST']._serialized_end=1329
-  _globals['_VERIFYAUDITCHAINRESPONSE']._serialized_start=1332
-  _globals['_VERIFYAUDITCHAINRESPONSE']._serialized_end=1463
-  _globals['_GETAUDITCHECKPOINTREQUEST']._serialized_start=1465
-  _globals['_GETAUDITCHECKPOINTREQUEST']._serialized_end=1492
-  _globals['_GETAUDITCHECKPOINTRESPONSE']._serialized_start=1495
-  _globals['_GETAUDITCHECKPOINTRESPONSE']._serialized_end=1644
-  _globals['_AUDITSERVICE']._serialized_start=1905
-  _globals['_AUDITSERVICE']._serialized_end=2563
+  _globals['_LISTAUDITEVENTSREQUEST']._serialized_end=960
+  _globals['_LISTAUDITEVENTSRESPONSE']._serialized_start=962
+  _globals['_LISTAUDITEVENTSRESPONSE']._serialized_end=1058
+  _globals['_GETAUDITEVENTREQUEST']._serialized_start=1060
+  _globals['_GETAUDITEVENTREQUEST']._serialized_end=1105
+  _globals['_GETAUDITEVENTRESPONSE']._serialized_start=1107
+  _globals['_GETAUDITEVENTRESPONSE']._serialized_end=1175
+  _globals['_STREAMAUDITEVENTSREQUEST']._serialized_start=1177
+  _globals['_STREAMAUDITEVENTSREQUEST']._serialized_end=1227
+  _globals['_STREAMAUDITEVENTSRESPONSE']._serialized_start=1229
+  _globals['_STREAMAUDITEVENTSRESPONSE']._serialized_end=1301
+  _globals['_VERIFYAUDITCHAINREQUEST']._serialized_start=1303
+  _globals['_VERIFYAUDITCHAINREQUEST']._serialized_end=1374
+  _globals['_VERIFYAUDITCHAINRESPONSE']._serialized_start=1377
+  _globals['_VERIFYAUDITCHAINRESPONSE']._serialized_end=1508
+  _globals['_GETAUDITCHECKPOINTREQUEST']._serialized_start=1510
+  _globals['_GETAUDITCHECKPOINTREQUEST']._serialized_end=1537
+  _globals['_GETAUDITCHECKPOINTRESPONSE']._serialized_start=1540
+  _globals['_GETAUDITCHECKPOINTRESPONSE']._serialized_end=1689
+  _globals['_AUDITSERVICE']._serialized_start=1950
+  _globals['_AUDITSERVICE']._serialized_end=2608
 # @@protoc_insertion_point(module_scope)

@@ -253,12 +253,17 @@ class ListAuditEventsRequest(_message.Message):
     PAGE_SIZE_FIELD_NUMBER: _builtins.int
     PAGE_TOKEN_FIELD_NUMBER: _builtins.int
     actor: _builtins.str
-    """Only events whose `actor_id` equals this, such as `users/{user_id}`."""
+    """Only events whose `actor_id` equals this, such as `users/{user_id}`.
+    At most 256 characters.
+    """
     action: _builtins.str
-    """Only events whose `action` equals this, such as `identity.session.create`."""
+    """Only events whose `action` equals this, such as `identity.session.create`.
+    At most 128 characters.
+    """
     resource: _builtins.str
     """Only events whose `resource_name` equals this, such as
     `connections/{connection_id}`.
+    At most 512 characters.
     """
     outcome: Global___Outcome.ValueType
     """Only events with this outcome; OUTCOME_UNSPECIFIED matches every outcome."""
@@ -270,6 +275,7 @@ class ListAuditEventsRequest(_message.Message):
     """The `next_page_token` of a previous ListAuditEvents call with the same
     filters; empty for the first page. A token used with other filters fails with
     INVALID_ARGUMENT.
+    At most 1024 characters.
     """
     @_builtins.property
     def start_time(self) -> _timestamp_pb2.Timestamp:
@@ -335,7 +341,9 @@ class GetAuditEventRequest(_message.Message):
 
     NAME_FIELD_NUMBER: _builtins.int
     name: _builtins.str
-    """The event to read, `audit-events/{sequence}`."""
+    """The event to read, `audit-events/{sequence}`.
+    At most 256 characters.
+    """
     def __init__(
         self,
         *,

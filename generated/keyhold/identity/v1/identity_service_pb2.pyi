@@ -94,18 +94,25 @@ class User(_message.Message):
     name: _builtins.str
     """The resource name, `users/{user_id}`; the id is opaque. Output only on create;
     in responses always the real id, never `users/me`.
+    At most 256 characters.
     """
     email: _builtins.str
-    """The login email, trimmed and lower-cased; unique among users."""
+    """The login email, trimmed and lower-cased; unique among users.
+    At most 254 characters.
+    """
     display_name: _builtins.str
-    """The human-readable name shown in user interfaces; free text."""
+    """The human-readable name shown in user interfaces; free text.
+    At most 256 characters.
+    """
     email_verified: _builtins.bool
     """Whether the user proved control of `email` through VerifyEmail. Output only."""
     state: Global___UserState.ValueType
     """Whether the user may log in. Set by admins through UpdateUser."""
     @_builtins.property
     def roles(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
-        """The user's roles, such as `user` and `admin`. Set by admins through UpdateUser."""
+        """The user's roles, such as `user` and `admin`. Set by admins through UpdateUser.
+        At most 16 items of at most 64 characters each.
+        """
 
     @_builtins.property
     def create_time(self) -> _timestamp_pb2.Timestamp:
@@ -297,13 +304,18 @@ class CreateUserRequest(_message.Message):
     PASSWORD_FIELD_NUMBER: _builtins.int
     DISPLAY_NAME_FIELD_NUMBER: _builtins.int
     email: _builtins.str
-    """The login email; trimmed and lower-cased before use. Must be unique."""
+    """The login email; trimmed and lower-cased before use. Must be unique.
+    At most 254 characters.
+    """
     password: _builtins.str
     """The password in clear text; must meet the server's password policy (length
     limits from configuration). Stored only as an Argon2id hash, never logged.
+    At most 128 characters.
     """
     display_name: _builtins.str
-    """The human-readable name; free text."""
+    """The human-readable name; free text.
+    At most 256 characters.
+    """
     def __init__(
         self,
         *,
@@ -328,7 +340,10 @@ class CreateUserResponse(_message.Message):
     USER_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def user(self) -> Global___User:
-        """The new user: state USER_STATE_ACTIVE, `email_verified` false, role `user`."""
+        """The new user (state USER_STATE_ACTIVE, `email_verified` false, role `user`) when
+        an admin called; unset for self-service sign-up, whether the email was new or
+        taken.
+        """
 
     def __init__(
         self,
@@ -351,7 +366,9 @@ class GetUserRequest(_message.Message):
 
     NAME_FIELD_NUMBER: _builtins.int
     name: _builtins.str
-    """The user to read: `users/{user_id}`, or `users/me` for the caller."""
+    """The user to read: `users/{user_id}`, or `users/me` for the caller.
+    At most 256 characters.
+    """
     def __init__(
         self,
         *,
@@ -404,6 +421,7 @@ class ListUsersRequest(_message.Message):
     page_token: _builtins.str
     """The `next_page_token` of a previous ListUsers call, to get the next page; empty
     for the first page.
+    At most 1024 characters.
     """
     def __init__(
         self,
@@ -514,7 +532,9 @@ class DeleteUserRequest(_message.Message):
 
     NAME_FIELD_NUMBER: _builtins.int
     name: _builtins.str
-    """The user to delete, `users/{user_id}`."""
+    """The user to delete, `users/{user_id}`.
+    At most 256 characters.
+    """
     def __init__(
         self,
         *,
@@ -553,7 +573,9 @@ class CreateEmailVerificationRequest(_message.Message):
 
     NAME_FIELD_NUMBER: _builtins.int
     name: _builtins.str
-    """The user whose email is to be verified, `users/{user_id}`."""
+    """The user whose email is to be verified, `users/{user_id}`.
+    At most 256 characters.
+    """
     def __init__(
         self,
         *,
@@ -605,7 +627,9 @@ class VerifyEmailRequest(_message.Message):
 
     VERIFICATION_TOKEN_FIELD_NUMBER: _builtins.int
     verification_token: _builtins.str
-    """The token from CreateEmailVerification."""
+    """The token from CreateEmailVerification.
+    At most 1024 characters.
+    """
     def __init__(
         self,
         *,
@@ -653,12 +677,17 @@ class CreateSessionRequest(_message.Message):
     PASSWORD_FIELD_NUMBER: _builtins.int
     USER_AGENT_FIELD_NUMBER: _builtins.int
     email: _builtins.str
-    """The login email; trimmed and lower-cased before lookup."""
+    """The login email; trimmed and lower-cased before lookup.
+    At most 254 characters.
+    """
     password: _builtins.str
-    """The password in clear text; never logged."""
+    """The password in clear text; never logged.
+    At most 128 characters.
+    """
     user_agent: _builtins.str
     """The client's user agent, recorded on the session; when empty, the caller's
     `user-agent` metadata is recorded.
+    At most 1024 characters.
     """
     def __init__(
         self,
@@ -723,6 +752,7 @@ class RefreshSessionRequest(_message.Message):
     refresh_token: _builtins.str
     """The latest refresh token of the session, from CreateSession or the previous
     RefreshSession.
+    At most 1024 characters.
     """
     def __init__(
         self,
@@ -787,6 +817,7 @@ class ListSessionsRequest(_message.Message):
     parent: _builtins.str
     """The user whose sessions to list: `users/{user_id}`, or `users/me` for the
     caller.
+    At most 256 characters.
     """
     page_size: _builtins.int
     """The maximum number of sessions to return: default 50 when 0, at most 500
@@ -796,6 +827,7 @@ class ListSessionsRequest(_message.Message):
     page_token: _builtins.str
     """The `next_page_token` of a previous ListSessions call with the same `parent`;
     empty for the first page.
+    At most 1024 characters.
     """
     def __init__(
         self,
@@ -850,6 +882,7 @@ class DeleteSessionRequest(_message.Message):
     name: _builtins.str
     """The session to end: `sessions/{session_id}`, or `sessions/current` for the
     session of the caller's access token.
+    At most 256 characters.
     """
     def __init__(
         self,
@@ -890,9 +923,13 @@ class ChangePasswordRequest(_message.Message):
     CURRENT_PASSWORD_FIELD_NUMBER: _builtins.int
     NEW_PASSWORD_FIELD_NUMBER: _builtins.int
     current_password: _builtins.str
-    """The caller's current password, in clear text; never logged."""
+    """The caller's current password, in clear text; never logged.
+    At most 128 characters.
+    """
     new_password: _builtins.str
-    """The new password, in clear text; must meet the password policy. Never logged."""
+    """The new password, in clear text; must meet the password policy. Never logged.
+    At most 128 characters.
+    """
     def __init__(
         self,
         *,
@@ -932,7 +969,9 @@ class CreatePasswordResetRequest(_message.Message):
 
     EMAIL_FIELD_NUMBER: _builtins.int
     email: _builtins.str
-    """The email of the user who forgot the password; trimmed and lower-cased."""
+    """The email of the user who forgot the password; trimmed and lower-cased.
+    At most 254 characters.
+    """
     def __init__(
         self,
         *,
@@ -985,9 +1024,13 @@ class ResetPasswordRequest(_message.Message):
     RESET_TOKEN_FIELD_NUMBER: _builtins.int
     NEW_PASSWORD_FIELD_NUMBER: _builtins.int
     reset_token: _builtins.str
-    """The token from CreatePasswordReset."""
+    """The token from CreatePasswordReset.
+    At most 1024 characters.
+    """
     new_password: _builtins.str
-    """The new password, in clear text; must meet the password policy. Never logged."""
+    """The new password, in clear text; must meet the password policy. Never logged.
+    At most 128 characters.
+    """
     def __init__(
         self,
         *,
@@ -1028,11 +1071,14 @@ class CreateServiceAccountRequest(_message.Message):
     DISPLAY_NAME_FIELD_NUMBER: _builtins.int
     SCOPES_FIELD_NUMBER: _builtins.int
     display_name: _builtins.str
-    """The human-readable name of the new account; free text."""
+    """The human-readable name of the new account; free text.
+    At most 256 characters.
+    """
     @_builtins.property
     def scopes(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """The scopes the account may request, such as `audit.read` or
         `identity.introspect`.
+        At most 64 items of at most 128 characters each.
         """
 
     def __init__(
@@ -1095,6 +1141,7 @@ class ListServiceAccountsRequest(_message.Message):
     page_token: _builtins.str
     """The `next_page_token` of a previous ListServiceAccounts call; empty for the
     first page.
+    At most 1024 characters.
     """
     def __init__(
         self,
@@ -1146,7 +1193,9 @@ class DeleteServiceAccountRequest(_message.Message):
 
     NAME_FIELD_NUMBER: _builtins.int
     name: _builtins.str
-    """The account to delete, `service-accounts/{id}`."""
+    """The account to delete, `service-accounts/{id}`.
+    At most 256 characters.
+    """
     def __init__(
         self,
         *,
@@ -1187,13 +1236,18 @@ class CreateServiceTokenRequest(_message.Message):
     CLIENT_SECRET_FIELD_NUMBER: _builtins.int
     SCOPES_FIELD_NUMBER: _builtins.int
     client_id: _builtins.str
-    """The service account's client id."""
+    """The service account's client id.
+    At most 128 characters.
+    """
     client_secret: _builtins.str
-    """The service account's client secret; never logged."""
+    """The service account's client secret; never logged.
+    At most 1024 characters.
+    """
     @_builtins.property
     def scopes(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """The scopes wanted; must be a subset of the account's scopes. Empty means all of
         the account's scopes.
+        At most 64 items of at most 128 characters each.
         """
 
     def __init__(
@@ -1253,7 +1307,9 @@ class IntrospectTokenRequest(_message.Message):
 
     TOKEN_FIELD_NUMBER: _builtins.int
     token: _builtins.str
-    """The access token to examine (the JWT itself, without a `Bearer ` prefix)."""
+    """The access token to examine (the JWT itself, without a `Bearer ` prefix).
+    At most 16384 characters.
+    """
     def __init__(
         self,
         *,

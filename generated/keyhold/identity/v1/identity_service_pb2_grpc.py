@@ -155,9 +155,18 @@ class IdentityServiceServicer:
 
     def CreateUser(self, request, context):
         """Registers a user with state USER_STATE_ACTIVE, `email_verified` false and the
-        single role `user`. Fails with ALREADY_EXISTS when the email is taken and with
-        INVALID_ARGUMENT when the email is malformed or the password does not meet the
-        password policy. Throttled per network peer.
+        single role `user`. Fails with INVALID_ARGUMENT when the email is malformed or
+        the password does not meet the password policy. Throttled per network peer.
+
+        Called by an admin, it returns the new user, and fails with ALREADY_EXISTS
+        (reason EMAIL_TAKEN) when the email is taken: admins may read every user anyway.
+
+        Called by anyone else, it is self-service sign-up and answers the same for a new
+        and a taken email, so that it cannot tell which emails have accounts: an empty
+        response (no `user`). A new email gets its user; the owner of a taken one is
+        notified instead. The new user learns its name by logging in. When the server
+        turns self-service sign-up off (`KEYHOLD_SELF_SIGNUP=false`), non-admin callers
+        fail with PERMISSION_DENIED (reason SIGN_UP_DISABLED).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -217,9 +226,12 @@ class IdentityServiceServicer:
     def CreateSession(self, request, context):
         """Logs in with email and password: starts a session and returns its first access
         and refresh tokens. Unknown email, wrong password and disabled account all fail
-        alike with UNAUTHENTICATED. After repeated failures the account is locked out
-        for a while and calls fail with RESOURCE_EXHAUSTED (with RetryInfo). Throttled
-        per network peer and per email.
+        alike with UNAUTHENTICATED. After repeated failures calls fail with
+        RESOURCE_EXHAUSTED (reason LOGIN_LOCKED, with RetryInfo): for one peer guessing
+        one account, for a peer guessing many, and, past a ceiling of failures from all
+        peers, an account is slowed to one password check at a time, never locked.
+        Throttled per network peer only: a limit per email would let anyone lock the
+        owner out; the lockout, kept in the database, protects the account instead.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -254,8 +266,9 @@ class IdentityServiceServicer:
     def ChangePassword(self, request, context):
         """Changes the caller's own password and revokes the caller's other sessions (the
         calling session stays). A wrong `current_password` fails with
-        PERMISSION_DENIED; a new password that does not meet the password policy fails
-        with INVALID_ARGUMENT.
+        PERMISSION_DENIED and counts towards the login lockout like a failed login
+        (locked: RESOURCE_EXHAUSTED, reason LOGIN_LOCKED); a new password that does not
+        meet the password policy fails with INVALID_ARGUMENT.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

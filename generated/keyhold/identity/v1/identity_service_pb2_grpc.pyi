@@ -45,9 +45,18 @@ class IdentityServiceStub:
     def __new__(cls, channel: _aio.Channel) -> IdentityServiceAsyncStub: ...
     CreateUser: _grpc.UnaryUnaryMultiCallable[_identity_service_pb2.CreateUserRequest, _identity_service_pb2.CreateUserResponse]
     """Registers a user with state USER_STATE_ACTIVE, `email_verified` false and the
-    single role `user`. Fails with ALREADY_EXISTS when the email is taken and with
-    INVALID_ARGUMENT when the email is malformed or the password does not meet the
-    password policy. Throttled per network peer.
+    single role `user`. Fails with INVALID_ARGUMENT when the email is malformed or
+    the password does not meet the password policy. Throttled per network peer.
+
+    Called by an admin, it returns the new user, and fails with ALREADY_EXISTS
+    (reason EMAIL_TAKEN) when the email is taken: admins may read every user anyway.
+
+    Called by anyone else, it is self-service sign-up and answers the same for a new
+    and a taken email, so that it cannot tell which emails have accounts: an empty
+    response (no `user`). A new email gets its user; the owner of a taken one is
+    notified instead. The new user learns its name by logging in. When the server
+    turns self-service sign-up off (`KEYHOLD_SELF_SIGNUP=false`), non-admin callers
+    fail with PERMISSION_DENIED (reason SIGN_UP_DISABLED).
     """
     GetUser: _grpc.UnaryUnaryMultiCallable[_identity_service_pb2.GetUserRequest, _identity_service_pb2.GetUserResponse]
     """Returns a user. `users/me` names the caller. Callers may read themselves;
@@ -78,9 +87,12 @@ class IdentityServiceStub:
     CreateSession: _grpc.UnaryUnaryMultiCallable[_identity_service_pb2.CreateSessionRequest, _identity_service_pb2.CreateSessionResponse]
     """Logs in with email and password: starts a session and returns its first access
     and refresh tokens. Unknown email, wrong password and disabled account all fail
-    alike with UNAUTHENTICATED. After repeated failures the account is locked out
-    for a while and calls fail with RESOURCE_EXHAUSTED (with RetryInfo). Throttled
-    per network peer and per email.
+    alike with UNAUTHENTICATED. After repeated failures calls fail with
+    RESOURCE_EXHAUSTED (reason LOGIN_LOCKED, with RetryInfo): for one peer guessing
+    one account, for a peer guessing many, and, past a ceiling of failures from all
+    peers, an account is slowed to one password check at a time, never locked.
+    Throttled per network peer only: a limit per email would let anyone lock the
+    owner out; the lockout, kept in the database, protects the account instead.
     """
     RefreshSession: _grpc.UnaryUnaryMultiCallable[_identity_service_pb2.RefreshSessionRequest, _identity_service_pb2.RefreshSessionResponse]
     """Exchanges a refresh token for a new access token and a new refresh token (the
@@ -98,8 +110,9 @@ class IdentityServiceStub:
     ChangePassword: _grpc.UnaryUnaryMultiCallable[_identity_service_pb2.ChangePasswordRequest, _identity_service_pb2.ChangePasswordResponse]
     """Changes the caller's own password and revokes the caller's other sessions (the
     calling session stays). A wrong `current_password` fails with
-    PERMISSION_DENIED; a new password that does not meet the password policy fails
-    with INVALID_ARGUMENT.
+    PERMISSION_DENIED and counts towards the login lockout like a failed login
+    (locked: RESOURCE_EXHAUSTED, reason LOGIN_LOCKED); a new password that does not
+    meet the password policy fails with INVALID_ARGUMENT.
     """
     CreatePasswordReset: _grpc.UnaryUnaryMultiCallable[_identity_service_pb2.CreatePasswordResetRequest, _identity_service_pb2.CreatePasswordResetResponse]
     """Issues a single-use password reset token for a mailer service to deliver.
@@ -156,9 +169,18 @@ class IdentityServiceAsyncStub(IdentityServiceStub):
     def __init__(self, channel: _aio.Channel) -> None: ...
     CreateUser: _aio.UnaryUnaryMultiCallable[_identity_service_pb2.CreateUserRequest, _identity_service_pb2.CreateUserResponse]  # type: ignore[assignment]
     """Registers a user with state USER_STATE_ACTIVE, `email_verified` false and the
-    single role `user`. Fails with ALREADY_EXISTS when the email is taken and with
-    INVALID_ARGUMENT when the email is malformed or the password does not meet the
-    password policy. Throttled per network peer.
+    single role `user`. Fails with INVALID_ARGUMENT when the email is malformed or
+    the password does not meet the password policy. Throttled per network peer.
+
+    Called by an admin, it returns the new user, and fails with ALREADY_EXISTS
+    (reason EMAIL_TAKEN) when the email is taken: admins may read every user anyway.
+
+    Called by anyone else, it is self-service sign-up and answers the same for a new
+    and a taken email, so that it cannot tell which emails have accounts: an empty
+    response (no `user`). A new email gets its user; the owner of a taken one is
+    notified instead. The new user learns its name by logging in. When the server
+    turns self-service sign-up off (`KEYHOLD_SELF_SIGNUP=false`), non-admin callers
+    fail with PERMISSION_DENIED (reason SIGN_UP_DISABLED).
     """
     GetUser: _aio.UnaryUnaryMultiCallable[_identity_service_pb2.GetUserRequest, _identity_service_pb2.GetUserResponse]  # type: ignore[assignment]
     """Returns a user. `users/me` names the caller. Callers may read themselves;
@@ -189,9 +211,12 @@ class IdentityServiceAsyncStub(IdentityServiceStub):
     CreateSession: _aio.UnaryUnaryMultiCallable[_identity_service_pb2.CreateSessionRequest, _identity_service_pb2.CreateSessionResponse]  # type: ignore[assignment]
     """Logs in with email and password: starts a session and returns its first access
     and refresh tokens. Unknown email, wrong password and disabled account all fail
-    alike with UNAUTHENTICATED. After repeated failures the account is locked out
-    for a while and calls fail with RESOURCE_EXHAUSTED (with RetryInfo). Throttled
-    per network peer and per email.
+    alike with UNAUTHENTICATED. After repeated failures calls fail with
+    RESOURCE_EXHAUSTED (reason LOGIN_LOCKED, with RetryInfo): for one peer guessing
+    one account, for a peer guessing many, and, past a ceiling of failures from all
+    peers, an account is slowed to one password check at a time, never locked.
+    Throttled per network peer only: a limit per email would let anyone lock the
+    owner out; the lockout, kept in the database, protects the account instead.
     """
     RefreshSession: _aio.UnaryUnaryMultiCallable[_identity_service_pb2.RefreshSessionRequest, _identity_service_pb2.RefreshSessionResponse]  # type: ignore[assignment]
     """Exchanges a refresh token for a new access token and a new refresh token (the
@@ -209,8 +234,9 @@ class IdentityServiceAsyncStub(IdentityServiceStub):
     ChangePassword: _aio.UnaryUnaryMultiCallable[_identity_service_pb2.ChangePasswordRequest, _identity_service_pb2.ChangePasswordResponse]  # type: ignore[assignment]
     """Changes the caller's own password and revokes the caller's other sessions (the
     calling session stays). A wrong `current_password` fails with
-    PERMISSION_DENIED; a new password that does not meet the password policy fails
-    with INVALID_ARGUMENT.
+    PERMISSION_DENIED and counts towards the login lockout like a failed login
+    (locked: RESOURCE_EXHAUSTED, reason LOGIN_LOCKED); a new password that does not
+    meet the password policy fails with INVALID_ARGUMENT.
     """
     CreatePasswordReset: _aio.UnaryUnaryMultiCallable[_identity_service_pb2.CreatePasswordResetRequest, _identity_service_pb2.CreatePasswordResetResponse]  # type: ignore[assignment]
     """Issues a single-use password reset token for a mailer service to deliver.
@@ -270,9 +296,18 @@ class IdentityServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_identity_service_pb2.CreateUserResponse, _abc.Awaitable[_identity_service_pb2.CreateUserResponse]]:
         """Registers a user with state USER_STATE_ACTIVE, `email_verified` false and the
-        single role `user`. Fails with ALREADY_EXISTS when the email is taken and with
-        INVALID_ARGUMENT when the email is malformed or the password does not meet the
-        password policy. Throttled per network peer.
+        single role `user`. Fails with INVALID_ARGUMENT when the email is malformed or
+        the password does not meet the password policy. Throttled per network peer.
+
+        Called by an admin, it returns the new user, and fails with ALREADY_EXISTS
+        (reason EMAIL_TAKEN) when the email is taken: admins may read every user anyway.
+
+        Called by anyone else, it is self-service sign-up and answers the same for a new
+        and a taken email, so that it cannot tell which emails have accounts: an empty
+        response (no `user`). A new email gets its user; the owner of a taken one is
+        notified instead. The new user learns its name by logging in. When the server
+        turns self-service sign-up off (`KEYHOLD_SELF_SIGNUP=false`), non-admin callers
+        fail with PERMISSION_DENIED (reason SIGN_UP_DISABLED).
         """
 
     @_abc_1.abstractmethod
@@ -345,9 +380,12 @@ class IdentityServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_identity_service_pb2.CreateSessionResponse, _abc.Awaitable[_identity_service_pb2.CreateSessionResponse]]:
         """Logs in with email and password: starts a session and returns its first access
         and refresh tokens. Unknown email, wrong password and disabled account all fail
-        alike with UNAUTHENTICATED. After repeated failures the account is locked out
-        for a while and calls fail with RESOURCE_EXHAUSTED (with RetryInfo). Throttled
-        per network peer and per email.
+        alike with UNAUTHENTICATED. After repeated failures calls fail with
+        RESOURCE_EXHAUSTED (reason LOGIN_LOCKED, with RetryInfo): for one peer guessing
+        one account, for a peer guessing many, and, past a ceiling of failures from all
+        peers, an account is slowed to one password check at a time, never locked.
+        Throttled per network peer only: a limit per email would let anyone lock the
+        owner out; the lockout, kept in the database, protects the account instead.
         """
 
     @_abc_1.abstractmethod
@@ -389,8 +427,9 @@ class IdentityServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_identity_service_pb2.ChangePasswordResponse, _abc.Awaitable[_identity_service_pb2.ChangePasswordResponse]]:
         """Changes the caller's own password and revokes the caller's other sessions (the
         calling session stays). A wrong `current_password` fails with
-        PERMISSION_DENIED; a new password that does not meet the password policy fails
-        with INVALID_ARGUMENT.
+        PERMISSION_DENIED and counts towards the login lockout like a failed login
+        (locked: RESOURCE_EXHAUSTED, reason LOGIN_LOCKED); a new password that does not
+        meet the password policy fails with INVALID_ARGUMENT.
         """
 
     @_abc_1.abstractmethod

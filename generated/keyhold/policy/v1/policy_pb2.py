@@ -25,19 +25,21 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import descriptor_pb2 as google_dot_protobuf_dot_descriptor__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1ekeyhold/policy/v1/policy.proto\x12\x11keyhold.policy.v1\x1a google/protobuf/descriptor.proto\"\xa1\x01\n\nAuthPolicy\x12\x0e\n\x06public\x18\x01 \x01(\x08\x12\x39\n\x0fprincipal_types\x18\x02 \x03(\x0e\x32 .keyhold.policy.v1.PrincipalType\x12\r\n\x05roles\x18\x03 \x03(\t\x12\x0e\n\x06scopes\x18\x04 \x03(\t\x12\x13\n\x0bowner_field\x18\x05 \x01(\t\x12\x14\n\x0crequire_mtls\x18\x06 \x01(\x08\"]\n\x0fRateLimitPolicy\x12,\n\x03key\x18\x01 \x01(\x0e\x32\x1f.keyhold.policy.v1.RateLimitKey\x12\r\n\x05\x66ield\x18\x02 \x01(\t\x12\r\n\x05limit\x18\x03 \x01(\t*d\n\rPrincipalType\x12\x1e\n\x1aPRINCIPAL_TYPE_UNSPECIFIED\x10\x00\x12\x17\n\x13PRINCIPAL_TYPE_USER\x10\x01\x12\x1a\n\x16PRINCIPAL_TYPE_SERVICE\x10\x02*\x9a\x01\n\x0cRateLimitKey\x12\x1e\n\x1aRATE_LIMIT_KEY_UNSPECIFIED\x10\x00\x12\x17\n\x13RATE_LIMIT_KEY_PEER\x10\x01\x12\x1c\n\x18RATE_LIMIT_KEY_PRINCIPAL\x10\x02\x12\x18\n\x14RATE_LIMIT_KEY_FIELD\x10\x03\x12\x19\n\x15RATE_LIMIT_KEY_GLOBAL\x10\x04:M\n\x04\x61uth\x12\x1e.google.protobuf.MethodOptions\x18\xb9\x8e\x03 \x01(\x0b\x32\x1d.keyhold.policy.v1.AuthPolicy:X\n\nrate_limit\x12\x1e.google.protobuf.MethodOptions\x18\xba\x8e\x03 \x03(\x0b\x32\".keyhold.policy.v1.RateLimitPolicyb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1ekeyhold/policy/v1/policy.proto\x12\x11keyhold.policy.v1\x1a google/protobuf/descriptor.proto\"\xa1\x01\n\nAuthPolicy\x12\x0e\n\x06public\x18\x01 \x01(\x08\x12\x39\n\x0fprincipal_types\x18\x02 \x03(\x0e\x32 .keyhold.policy.v1.PrincipalType\x12\r\n\x05roles\x18\x03 \x03(\t\x12\x0e\n\x06scopes\x18\x04 \x03(\t\x12\x13\n\x0bowner_field\x18\x05 \x01(\t\x12\x14\n\x0crequire_mtls\x18\x06 \x01(\x08\"]\n\x0fRateLimitPolicy\x12,\n\x03key\x18\x01 \x01(\x0e\x32\x1f.keyhold.policy.v1.RateLimitKey\x12\r\n\x05\x66ield\x18\x02 \x01(\t\x12\r\n\x05limit\x18\x03 \x01(\t\"4\n\x0b\x46ieldBounds\x12\x12\n\nmax_length\x18\x01 \x01(\r\x12\x11\n\tmax_items\x18\x02 \x01(\r*d\n\rPrincipalType\x12\x1e\n\x1aPRINCIPAL_TYPE_UNSPECIFIED\x10\x00\x12\x17\n\x13PRINCIPAL_TYPE_USER\x10\x01\x12\x1a\n\x16PRINCIPAL_TYPE_SERVICE\x10\x02*\x9a\x01\n\x0cRateLimitKey\x12\x1e\n\x1aRATE_LIMIT_KEY_UNSPECIFIED\x10\x00\x12\x17\n\x13RATE_LIMIT_KEY_PEER\x10\x01\x12\x1c\n\x18RATE_LIMIT_KEY_PRINCIPAL\x10\x02\x12\x18\n\x14RATE_LIMIT_KEY_FIELD\x10\x03\x12\x19\n\x15RATE_LIMIT_KEY_GLOBAL\x10\x04:M\n\x04\x61uth\x12\x1e.google.protobuf.MethodOptions\x18\xb9\x8e\x03 \x01(\x0b\x32\x1d.keyhold.policy.v1.AuthPolicy:X\n\nrate_limit\x12\x1e.google.protobuf.MethodOptions\x18\xba\x8e\x03 \x03(\x0b\x32\".keyhold.policy.v1.RateLimitPolicy:O\n\x06\x62ounds\x12\x1d.google.protobuf.FieldOptions\x18\xbb\x8e\x03 \x01(\x0b\x32\x1e.keyhold.policy.v1.FieldBoundsb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'keyhold.policy.v1.policy_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_PRINCIPALTYPE']._serialized_start=346
-  _globals['_PRINCIPALTYPE']._serialized_end=446
-  _globals['_RATELIMITKEY']._serialized_start=449
-  _globals['_RATELIMITKEY']._serialized_end=603
+  _globals['_PRINCIPALTYPE']._serialized_start=400
+  _globals['_PRINCIPALTYPE']._serialized_end=500
+  _globals['_RATELIMITKEY']._serialized_start=503
+  _globals['_RATELIMITKEY']._serialized_end=657
   _globals['_AUTHPOLICY']._serialized_start=88
   _globals['_AUTHPOLICY']._serialized_end=249
   _globals['_RATELIMITPOLICY']._serialized_start=251
   _globals['_RATELIMITPOLICY']._serialized_end=344
+  _globals['_FIELDBOUNDS']._serialized_start=346
+  _globals['_FIELDBOUNDS']._serialized_end=398
 # @@protoc_insertion_point(module_scope)

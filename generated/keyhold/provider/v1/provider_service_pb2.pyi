@@ -68,7 +68,9 @@ class _ConnectionStateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Conne
     """Credentials are in place and usable."""
     CONNECTION_STATE_NEEDS_REAUTH: _ConnectionState.ValueType  # 3
     """The provider rejected the stored credentials (for example an expired or
-    revoked refresh token); the user must connect again.
+    revoked refresh token) or the authorization code, or the provider's token
+    endpoint moved to another origin (the credentials were wiped); the user must
+    connect again.
     """
     CONNECTION_STATE_REVOKED: _ConnectionState.ValueType  # 4
     """The connection was revoked and its credentials wiped."""
@@ -84,7 +86,9 @@ CONNECTION_STATE_ACTIVE: ConnectionState.ValueType  # 2
 """Credentials are in place and usable."""
 CONNECTION_STATE_NEEDS_REAUTH: ConnectionState.ValueType  # 3
 """The provider rejected the stored credentials (for example an expired or
-revoked refresh token); the user must connect again.
+revoked refresh token) or the authorization code, or the provider's token
+endpoint moved to another origin (the credentials were wiped); the user must
+connect again.
 """
 CONNECTION_STATE_REVOKED: ConnectionState.ValueType  # 4
 """The connection was revoked and its credentials wiped."""
@@ -107,29 +111,38 @@ class Provider(_message.Message):
     HAS_CLIENT_SECRET_FIELD_NUMBER: _builtins.int
     CREATE_TIME_FIELD_NUMBER: _builtins.int
     UPDATE_TIME_FIELD_NUMBER: _builtins.int
+    REDIRECT_URIS_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """The resource name, `providers/{slug}`. Output only on create (the slug comes
     from `provider_id`); identifies the provider on update.
+    At most 256 characters.
     """
     display_name: _builtins.str
-    """The human-readable name shown in user interfaces, such as `Example Bank`."""
+    """The human-readable name shown in user interfaces, such as `Example Bank`.
+    At most 256 characters.
+    """
     auth_type: Global___AuthType.ValueType
     """How the provider authenticates. Set on create; cannot be changed."""
     authorization_endpoint: _builtins.str
     """The OAuth 2.0 authorization endpoint, an https URL; required for
     AUTH_TYPE_OAUTH2, empty for AUTH_TYPE_API_KEY.
+    At most 2048 characters.
     """
     token_endpoint: _builtins.str
     """The OAuth 2.0 token endpoint, an https URL; required for AUTH_TYPE_OAUTH2,
     empty for AUTH_TYPE_API_KEY.
+    At most 2048 characters.
     """
     revocation_endpoint: _builtins.str
-    """The OAuth 2.0 token revocation endpoint (RFC 7009), an https URL; empty when
-    the provider has none.
+    """The OAuth 2.0 token revocation endpoint (RFC 7009), an https URL on the token
+    endpoint's origin (it is sent the same credentials); empty when the provider
+    has none.
+    At most 2048 characters.
     """
     client_id: _builtins.str
     """The OAuth 2.0 client id Keyhold is registered with at the provider; required
     for AUTH_TYPE_OAUTH2.
+    At most 256 characters.
     """
     has_client_secret: _builtins.bool
     """Whether a client secret is stored. Output only: the secret itself is stored
@@ -137,7 +150,10 @@ class Provider(_message.Message):
     """
     @_builtins.property
     def default_scopes(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
-        """The scopes requested when StartConnection names none."""
+        """The scopes requested when StartConnection names none: at most 50 scope
+        tokens (RFC 6749 §3.3: printable ASCII but space, `"` and `\\`) of at most 128
+        characters each.
+        """
 
     @_builtins.property
     def create_time(self) -> _timestamp_pb2.Timestamp:
@@ -146,6 +162,15 @@ class Provider(_message.Message):
     @_builtins.property
     def update_time(self) -> _timestamp_pb2.Timestamp:
         """When the provider was last changed. Output only."""
+
+    @_builtins.property
+    def redirect_uris(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The redirect URIs StartConnection accepts, each matched exactly, character
+        for character (no prefix, case or encoding leeway): absolute https URIs (http
+        only on a loopback address) without a fragment, at most 20 of at most 2048
+        characters each. Empty (as for providers added before this field) refuses
+        every OAuth StartConnection.
+        """
 
     def __init__(
         self,
@@ -161,10 +186,11 @@ class Provider(_message.Message):
         has_client_secret: _builtins.bool = ...,
         create_time: _timestamp_pb2.Timestamp | None = ...,
         update_time: _timestamp_pb2.Timestamp | None = ...,
+        redirect_uris: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["auth_type", b"auth_type", "authorization_endpoint", b"authorization_endpoint", "client_id", b"client_id", "create_time", b"create_time", "default_scopes", b"default_scopes", "display_name", b"display_name", "has_client_secret", b"has_client_secret", "name", b"name", "revocation_endpoint", b"revocation_endpoint", "token_endpoint", b"token_endpoint", "update_time", b"update_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["auth_type", b"auth_type", "authorization_endpoint", b"authorization_endpoint", "client_id", b"client_id", "create_time", b"create_time", "default_scopes", b"default_scopes", "display_name", b"display_name", "has_client_secret", b"has_client_secret", "name", b"name", "redirect_uris", b"redirect_uris", "revocation_endpoint", b"revocation_endpoint", "token_endpoint", b"token_endpoint", "update_time", b"update_time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -254,6 +280,7 @@ class ListProvidersRequest(_message.Message):
     page_token: _builtins.str
     """The `next_page_token` of a previous ListProviders call; empty for the first
     page.
+    At most 1024 characters.
     """
     def __init__(
         self,
@@ -313,6 +340,7 @@ class CreateProviderRequest(_message.Message):
     client_secret: _builtins.str
     """The OAuth 2.0 client secret, stored encrypted and never returned; empty for
     public clients and for AUTH_TYPE_API_KEY providers.
+    At most 4096 characters.
     """
     @_builtins.property
     def provider(self) -> Global___Provider:
@@ -369,6 +397,7 @@ class UpdateProviderRequest(_message.Message):
     client_secret: _builtins.str
     """A new OAuth 2.0 client secret, replacing the stored one when non-empty; empty
     keeps the stored secret. Stored encrypted and never returned.
+    At most 4096 characters.
     """
     @_builtins.property
     def provider(self) -> Global___Provider:
@@ -379,7 +408,8 @@ class UpdateProviderRequest(_message.Message):
     @_builtins.property
     def update_mask(self) -> _field_mask_pb2.FieldMask:
         """The fields to update, among `display_name`, `authorization_endpoint`,
-        `token_endpoint`, `revocation_endpoint`, `client_id` and `default_scopes`. Any
+        `token_endpoint`, `revocation_endpoint`, `client_id`, `default_scopes` and
+        `redirect_uris`. Any
         other path, or `*`, fails with INVALID_ARGUMENT. May be empty when only
         `client_secret` is replaced.
         """
@@ -431,7 +461,9 @@ class DeleteProviderRequest(_message.Message):
 
     NAME_FIELD_NUMBER: _builtins.int
     name: _builtins.str
-    """The provider to delete, `providers/{slug}`."""
+    """The provider to delete, `providers/{slug}`.
+    At most 256 characters.
+    """
     def __init__(
         self,
         *,
@@ -475,19 +507,24 @@ class StartConnectionRequest(_message.Message):
     provider: _builtins.str
     """The provider to connect to, `providers/{slug}`. Fails with NOT_FOUND when
     unknown.
+    At most 256 characters.
     """
     redirect_uri: _builtins.str
-    """Where the provider sends the user back after authorization, an absolute URL;
-    required for AUTH_TYPE_OAUTH2, must be empty for AUTH_TYPE_API_KEY.
+    """Where the provider sends the user back after authorization: exactly one of
+    the provider's `redirect_uris`; required for AUTH_TYPE_OAUTH2, must be empty
+    for AUTH_TYPE_API_KEY.
+    At most 2048 characters.
     """
     api_key: _builtins.str
     """The user's API key; required for AUTH_TYPE_API_KEY, must be empty for
     AUTH_TYPE_OAUTH2. Stored encrypted, never returned or logged.
+    At most 4096 characters.
     """
     @_builtins.property
     def scopes(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """The scopes to request; empty means the provider's `default_scopes`. Ignored
-        for AUTH_TYPE_API_KEY.
+        for AUTH_TYPE_API_KEY. At most 50 scope tokens (RFC 6749 §3.3) of at most
+        128 characters each.
         """
 
     def __init__(
@@ -552,9 +589,12 @@ class CompleteConnectionRequest(_message.Message):
     state: _builtins.str
     """The `state` parameter returned by the provider; identifies the pending
     connection.
+    At most 256 characters.
     """
     code: _builtins.str
-    """The authorization `code` returned by the provider; single use."""
+    """The authorization `code` returned by the provider; single use.
+    At most 2048 characters.
+    """
     def __init__(
         self,
         *,
@@ -601,7 +641,9 @@ class GetConnectionRequest(_message.Message):
 
     NAME_FIELD_NUMBER: _builtins.int
     name: _builtins.str
-    """The connection to read, `connections/{connection_id}`."""
+    """The connection to read, `connections/{connection_id}`.
+    At most 256 characters.
+    """
     def __init__(
         self,
         *,
@@ -651,6 +693,7 @@ class ListConnectionsRequest(_message.Message):
     parent: _builtins.str
     """The user whose connections to list: `users/{user_id}`, or `users/me` for the
     caller.
+    At most 256 characters.
     """
     page_size: _builtins.int
     """The maximum number of connections to return: default 50 when 0, at most 500
@@ -660,6 +703,7 @@ class ListConnectionsRequest(_message.Message):
     page_token: _builtins.str
     """The `next_page_token` of a previous ListConnections call with the same
     `parent`; empty for the first page.
+    At most 1024 characters.
     """
     def __init__(
         self,
@@ -712,7 +756,9 @@ class RefreshConnectionRequest(_message.Message):
 
     NAME_FIELD_NUMBER: _builtins.int
     name: _builtins.str
-    """The connection to refresh, `connections/{connection_id}`."""
+    """The connection to refresh, `connections/{connection_id}`.
+    At most 256 characters.
+    """
     def __init__(
         self,
         *,
@@ -758,7 +804,9 @@ class GetConnectionCredentialRequest(_message.Message):
 
     NAME_FIELD_NUMBER: _builtins.int
     name: _builtins.str
-    """The connection whose credential to return, `connections/{connection_id}`."""
+    """The connection whose credential to return, `connections/{connection_id}`.
+    At most 256 characters.
+    """
     def __init__(
         self,
         *,
@@ -822,7 +870,9 @@ class DeleteConnectionRequest(_message.Message):
 
     NAME_FIELD_NUMBER: _builtins.int
     name: _builtins.str
-    """The connection to delete, `connections/{connection_id}`."""
+    """The connection to delete, `connections/{connection_id}`.
+    At most 256 characters.
+    """
     def __init__(
         self,
         *,

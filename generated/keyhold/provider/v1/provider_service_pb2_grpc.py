@@ -118,6 +118,14 @@ class ProviderServiceServicer:
         """Updates the fields of `provider` named in `update_mask`, and replaces the
         stored client secret when `client_secret` is non-empty. Fails with NOT_FOUND
         for an unknown provider. Admins only.
+
+        Stored credentials are bound to the origin (scheme, host and port) of the
+        token endpoint they were issued for and are never sent to another. When the
+        token endpoint moves to another origin, a provider with a client secret needs
+        the new one in the same request (else FAILED_PRECONDITION with reason
+        `CLIENT_SECRET_REQUIRED`, and nothing changes), and every connection to the
+        provider becomes CONNECTION_STATE_NEEDS_REAUTH with its tokens wiped: its
+        users connect again. A change within the same origin keeps both.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -137,7 +145,10 @@ class ProviderServiceServicer:
         provider's authorization endpoint with `state` and a PKCE S256 challenge: send
         the user there, then call CompleteConnection with what comes back. For
         AUTH_TYPE_API_KEY providers the key is stored encrypted and the connection is
-        CONNECTION_STATE_ACTIVE at once.
+        CONNECTION_STATE_ACTIVE at once. A `redirect_uri` that is not one of the
+        provider's `redirect_uris` fails with INVALID_ARGUMENT, reason
+        `REDIRECT_URI_NOT_ALLOWED`; too many or malformed `scopes` with
+        INVALID_ARGUMENT, reason `SCOPES_TOO_MANY` or `SCOPE_INVALID`.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -149,8 +160,15 @@ class ProviderServiceServicer:
         CONNECTION_STATE_ACTIVE. Only the user who started it may complete it. A
         wrong, reused or expired `state` (including one started by another user)
         fails with FAILED_PRECONDITION; a code the provider rejects fails with
-        FAILED_PRECONDITION and the provider's OAuth error code in the details; an
-        unreachable provider fails with UNAVAILABLE.
+        FAILED_PRECONDITION (reason `PROVIDER_REJECTED`, the provider's OAuth error
+        code, cut to 64 printable characters, in the details) and a token response
+        it cannot use (no access token, an `expires_in` that is not a number, …) with
+        FAILED_PRECONDITION (reason `PROVIDER_RESPONSE_INVALID`, the member at fault
+        as `field` in the details): the connection then becomes
+        CONNECTION_STATE_NEEDS_REAUTH. An unreachable provider fails with UNAVAILABLE
+        and the connection stays pending: the same `state` and `code` may be sent
+        again until the authorization expires. A stated token lifetime beyond a year
+        is taken as a year, a negative one as already expired.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -3,7 +3,7 @@ and the connection's TLS properties become the call's transport identity."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from typing import Protocol
 
 from keyhold.api.policy import MethodPolicy
@@ -12,6 +12,52 @@ from keyhold.domain.errors import Unauthenticated
 from keyhold.domain.principal import ANONYMOUS, Principal
 
 _DOMAIN = "keyhold.identity"
+MAX_AUTHORIZATION_LENGTH = 8 * 1024
+
+
+class UnusableAuthorization:
+    """`authorization` metadata that no token can be: sent more than once (which one
+    counts would depend on who reads it), or longer than `MAX_AUTHORIZATION_LENGTH`.
+    Refused on every method, public or not, before anything parses it or looks it up."""
+
+    __slots__ = ("message", "reason")
+
+    def __init__(self, reason: str, message: str) -> None:
+        self.reason = reason
+        self.message = message
+
+    def error(self) -> Unauthenticated:
+        return Unauthenticated(self.reason, self.message, domain=_DOMAIN)
+
+
+AMBIGUOUS = UnusableAuthorization(
+    "CREDENTIALS_AMBIGUOUS", "send `authorization` metadata once, not several times"
+)
+TOO_LARGE = UnusableAuthorization(
+    "TOKEN_TOO_LARGE", f"authorization is longer than {MAX_AUTHORIZATION_LENGTH} characters"
+)
+Authorization = str | UnusableAuthorization | None
+
+
+def authorization_of(
+    metadata: Mapping[str, str | bytes], entries: Collection[tuple[str, str | bytes]]
+) -> Authorization:
+    """The `authorization` value of a call whose metadata `entries` made `metadata`
+    (later entries overriding earlier ones): None when there is none. `entries` are
+    counted only when `metadata` has fewer keys than there are entries, which a call
+    with every key once never pays for."""
+    value = metadata.get("authorization")
+    if not isinstance(value, str):
+        return None
+    if len(metadata) != len(entries) and _sent_more_than_once(entries):
+        return AMBIGUOUS
+    if len(value) > MAX_AUTHORIZATION_LENGTH:
+        return TOO_LARGE
+    return value
+
+
+def _sent_more_than_once(entries: Collection[tuple[str, str | bytes]]) -> bool:
+    return sum(1 for key, _ in entries if key == "authorization") > 1
 
 
 class TokenVerifier(Protocol):
@@ -72,16 +118,20 @@ class Authenticator:
     def __init__(self, verifier: TokenVerifier) -> None:
         self._verifier = verifier
 
-    def known(self, policy: MethodPolicy, authorization: str | None) -> Principal | None:
+    def known(self, policy: MethodPolicy, authorization: Authorization) -> Principal | None:
         """The caller, when it is established without waiting (no token on a public
         method, or a token verified before whose session is known live); None when
         `authenticate` must be awaited, which also gives every refusal."""
         if authorization is None:
             return ANONYMOUS if policy.public else None
+        if isinstance(authorization, UnusableAuthorization):
+            return None
         token = _bearer_token_or_none(authorization)
         return None if token is None else self._verifier.known(token)
 
-    async def authenticate(self, policy: MethodPolicy, authorization: str | None) -> Principal:
+    async def authenticate(self, policy: MethodPolicy, authorization: Authorization) -> Principal:
+        if isinstance(authorization, UnusableAuthorization):
+            raise authorization.error()
         if policy.public:
             return await self._optional(authorization)
         if authorization is None:
