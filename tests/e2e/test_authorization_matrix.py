@@ -436,6 +436,7 @@ async def matrix(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Matr
                         token_endpoint=oauth.token_endpoint,
                         client_id=oauth.client_id,
                         default_scopes=["accounts"],
+                        redirect_uris=[REDIRECT],
                     ),
                 ),
             ):

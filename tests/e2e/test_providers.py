@@ -63,6 +63,7 @@ class World:
                     revocation_endpoint=fake.revocation_endpoint,
                     client_id=fake.client_id,
                     default_scopes=["accounts", "balances"],
+                    redirect_uris=[REDIRECT],
                 ),
                 client_secret=fake.client_secret or "",
             ),
@@ -122,7 +123,7 @@ async def test_catalog_rules(world: World, provider: FakeOAuthProvider) -> None:
             metadata=world.admin,
         )
     )
-    assert (code, reason) == (grpc.StatusCode.INVALID_ARGUMENT, "ENDPOINT_INVALID")
+    assert (code, reason) == (grpc.StatusCode.INVALID_ARGUMENT, "URL_NOT_ALLOWED")
     code, reason, _ = await refused(
         world.stub.CreateProvider(
             pb.CreateProviderRequest(provider_id="x1", provider=created), metadata=world.user

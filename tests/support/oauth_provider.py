@@ -133,6 +133,7 @@ class _RefreshToken:
 @dataclass
 class _Faults:
     failures: deque[tuple[int, str | None]] = field(default_factory=deque)
+    answers: deque[_Response] = field(default_factory=deque)
     garbage: int = 0
     stall_seconds: float = 0.0
     process_if_abandoned: bool = False
@@ -400,6 +401,26 @@ class FakeOAuthProvider:
             self._stall_generation += 1
             self._changed.notify_all()
 
+    def answer_next(
+        self,
+        endpoint: str = "token",
+        body: Mapping[str, Any] | bytes = b"",
+        *,
+        status: int = 200,
+        count: int = 1,
+    ) -> None:
+        """Answer the next `count` requests to `endpoint` with `status` and `body`: a mapping
+        is sent as JSON (NaN and infinities as Python's `json` writes them), bytes as they are
+        under Content-Type application/json. Like every fault, the request has no side effect.
+        """
+        if not 100 <= status <= 599:
+            raise ValueError(f"not an HTTP status: {status}")
+        self._check_endpoint(endpoint, count)
+        raw = body if isinstance(body, bytes) else json.dumps(dict(body)).encode()
+        answer = _Response(status, raw, "application/json", _NO_STORE)
+        with self._lock:
+            self._faults[endpoint].answers.extend([answer] * count)
+
     def garbage(self, endpoint: str = "token", count: int = 1) -> None:
         """Answer the next `count` requests to `endpoint` with 200 and a body that is not JSON
         (though it claims to be: Content-Type application/json)."""
@@ -520,6 +541,8 @@ class FakeOAuthProvider:
     def _take_fault(self, endpoint: str) -> _Response | None:
         with self._lock:
             faults = self._faults[endpoint]
+            if faults.answers:
+                return faults.answers.popleft()
             if faults.failures:
                 status, error = faults.failures.popleft()
                 if error is None:

@@ -4,10 +4,27 @@ from __future__ import annotations
 
 from typing import Protocol
 
+from keyhold.domain.errors import FailedPrecondition
+
+
+class SealedValueUnreadable(FailedPrecondition):
+    """A value sealed at rest does not open: its ciphertext was altered or moved to another
+    row, or the key that sealed it is no longer configured. Nothing recovers it; whoever
+    owns it must set it again."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            "CREDENTIAL_UNREADABLE",
+            "a stored credential cannot be decrypted; it must be set again",
+            domain="keyhold.provider",
+        )
+
 
 class Sealer(Protocol):
     def seal(self, value: str, context: str) -> tuple[bytes, str]:
         """The ciphertext and the id of the key that sealed it."""
         ...
 
-    def open(self, sealed: bytes, key_id: str, context: str) -> str: ...
+    def open(self, sealed: bytes, key_id: str, context: str) -> str:
+        """The value sealed for `context`; SealedValueUnreadable when it does not open."""
+        ...

@@ -38,6 +38,7 @@ def _connection(row: Row[Any]) -> Connection:
         created_at=row.created_at,
         updated_at=row.updated_at,
         last_refresh_at=row.last_refresh_at,
+        credential_origin=row.credential_origin,
     )
 
 
@@ -72,6 +73,7 @@ class SqlConnectionRepository:
             "expires_at": connection.expires_at,
             "updated_at": connection.updated_at,
             "last_refresh_at": connection.last_refresh_at,
+            "credential_origin": connection.credential_origin,
         }
 
     async def add(
@@ -133,6 +135,44 @@ class SqlConnectionRepository:
             .values(state_hash=None, verifier_ciphertext=None, authorize_expires_at=None)
         )
         return bool(result.rowcount)
+
+    async def reopen_pending(self, connection_id: str, pending: PendingAuthorization) -> None:
+        await self._connection.execute(
+            update(connections)
+            .where(
+                connections.c.id == connection_id,
+                connections.c.state == ConnectionState.PENDING.value,
+                connections.c.state_hash.is_(None),
+            )
+            .values(
+                state_hash=pending.state_hash,
+                verifier_ciphertext=self._seal(connection_id, "verifier", pending.code_verifier),
+                authorize_expires_at=pending.expires_at,
+                credential_key_id=self._aead.primary_key_id,
+            )
+        )
+
+    async def require_reauthorization(self, provider: str, origin: str, now: datetime) -> int:
+        c = connections.c
+        result = await self._connection.execute(
+            update(connections)
+            .where(
+                c.provider == provider,
+                c.credential_origin != "",
+                c.credential_origin != origin,
+                c.state != ConnectionState.REVOKED.value,
+            )
+            .values(
+                state=ConnectionState.NEEDS_REAUTH.value,
+                updated_at=now,
+                access_token_ciphertext=None,
+                refresh_token_ciphertext=None,
+                state_hash=None,
+                verifier_ciphertext=None,
+                authorize_expires_at=None,
+            )
+        )
+        return int(result.rowcount or 0)
 
     async def page(
         self, user_id: str, before: tuple[str, str] | None, limit: int

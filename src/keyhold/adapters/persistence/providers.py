@@ -10,7 +10,12 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from keyhold.adapters.persistence.tables import connections, providers
-from keyhold.domain.provider.providers import AuthType, Provider, ProviderExists
+from keyhold.domain.provider.providers import (
+    AuthType,
+    Provider,
+    ProviderExists,
+    SealedClientSecret,
+)
 
 
 def _provider(row: Row[Any]) -> Provider:
@@ -26,6 +31,8 @@ def _provider(row: Row[Any]) -> Provider:
         has_client_secret=row.secret_ciphertext is not None,
         created_at=row.created_at,
         updated_at=row.updated_at,
+        redirect_uris=tuple(json.loads(row.redirect_uris)),
+        secret_origin=row.secret_origin,
     )
 
 
@@ -38,6 +45,8 @@ def _values(provider: Provider) -> dict[str, Any]:
         "revocation_endpoint": provider.revocation_endpoint,
         "client_id": provider.client_id,
         "default_scopes": json.dumps(list(provider.default_scopes)),
+        "redirect_uris": json.dumps(list(provider.redirect_uris)),
+        "secret_origin": provider.secret_origin,
         "updated_at": provider.updated_at,
     }
 
@@ -69,17 +78,18 @@ class SqlProviderRepository:
         ).first()
         return _provider(row) if row else None
 
-    async def client_secret(self, slug: str) -> tuple[bytes, str] | None:
+    async def client_secret(self, slug: str) -> SealedClientSecret | None:
+        columns = (
+            providers.c.secret_ciphertext,
+            providers.c.secret_key_id,
+            providers.c.secret_origin,
+        )
         row = (
-            await self._connection.execute(
-                select(providers.c.secret_ciphertext, providers.c.secret_key_id).where(
-                    providers.c.slug == slug
-                )
-            )
+            await self._connection.execute(select(*columns).where(providers.c.slug == slug))
         ).first()
         if row is None or row.secret_ciphertext is None:
             return None
-        return row.secret_ciphertext, row.secret_key_id
+        return SealedClientSecret(row.secret_ciphertext, row.secret_key_id, row.secret_origin)
 
     async def page(self, after: str | None, limit: int) -> list[Provider]:
         query = select(providers).order_by(providers.c.slug).limit(limit)

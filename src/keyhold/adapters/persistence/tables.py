@@ -119,6 +119,10 @@ refresh_tokens = Table(
     Column("session_id", String(64), ForeignKey("sessions.id", ondelete="CASCADE"), nullable=False),
     Column("created_at", UtcDateTime, nullable=False),
     Column("spent_at", UtcDateTime, nullable=True),
+    # The live successor this token's use (or its last retry within the grace window)
+    # issued, and how many retries it had; NULL for a token spent by a retry.
+    Column("successor_hash", LargeBinary, nullable=True),
+    Column("grace_retries", Integer, nullable=False, server_default="0"),
     Index("ix_refresh_tokens_session_id", "session_id"),
 )
 
@@ -170,6 +174,9 @@ providers = Table(
     Column("secret_key_id", String(32), nullable=False),
     Column("created_at", UtcDateTime, nullable=False),
     Column("updated_at", UtcDateTime, nullable=False),
+    # The origin (scheme://host:port) of the token endpoint the secret was issued for.
+    Column("secret_origin", String(2100), nullable=False, server_default=""),
+    Column("redirect_uris", Text, nullable=False, server_default="[]"),
 )
 
 connections = Table(
@@ -194,6 +201,8 @@ connections = Table(
     Column("refresh_token_ciphertext", LargeBinary, nullable=True),
     Column("api_key_ciphertext", LargeBinary, nullable=True),
     Column("credential_key_id", String(32), nullable=False),
+    # The origin of the token endpoint the authorization and tokens belong to.
+    Column("credential_origin", String(2100), nullable=False, server_default=""),
     Index("ix_connections_user_id_created_at", "user_id", "created_at"),
     Index("ix_connections_provider", "provider"),
 )

@@ -36,6 +36,7 @@ def provider_message(provider: Provider) -> pb.Provider:
         has_client_secret=provider.has_client_secret,
         create_time=timestamp(provider.created_at),
         update_time=timestamp(provider.updated_at),
+        redirect_uris=list(provider.redirect_uris),
     )
 
 
@@ -65,6 +66,7 @@ def _fields(provider: pb.Provider) -> ProviderFields:
         revocation_endpoint=provider.revocation_endpoint,
         client_id=provider.client_id,
         default_scopes=tuple(provider.default_scopes),
+        redirect_uris=tuple(provider.redirect_uris),
     )
 
 

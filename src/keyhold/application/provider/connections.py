@@ -3,6 +3,7 @@ upstream credentials fresh for internal callers."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import secrets
@@ -36,19 +37,63 @@ from keyhold.domain.provider.connections import (
     RefreshLock,
     connection_id_from_name,
 )
-from keyhold.domain.provider.oauth import OAuthClient, OAuthError, ProviderUnreachable, TokenSet
+from keyhold.domain.provider.egress import EgressRefused
+from keyhold.domain.provider.oauth import (
+    MAX_TOKEN_LIFETIME_SECONDS,
+    OAuthClient,
+    OAuthError,
+    ProviderResponseInvalid,
+    ProviderUnreachable,
+    TokenSet,
+)
+from keyhold.domain.provider.origins import origin_of, same_origin
 from keyhold.domain.provider.providers import (
     AuthType,
     Provider,
+    SealedClientSecret,
     invalid,
     slug_from_name,
-    validate_endpoint,
-    validate_scope_list,
 )
-from keyhold.domain.sealing import Sealer
+from keyhold.domain.provider.redirects import require_allowed
+from keyhold.domain.provider.scopes import validate_scope_list
+from keyhold.domain.sealing import SealedValueUnreadable, Sealer
 from keyhold.domain.unit_of_work import UnitOfWorkFactory
 
 MAX_API_KEY_LENGTH = 4096
+
+
+@dataclass(frozen=True, slots=True)
+class StoredClientSecret:
+    """A provider's client secret as stored: opened only by a call that sends it, so that
+    a secret that no longer opens stops nothing else."""
+
+    slug: str
+    sealed: SealedClientSecret | None
+    sealer: Sealer
+
+    def open(self) -> str:
+        if self.sealed is None:
+            return ""
+        return self.sealer.open(
+            self.sealed.ciphertext, self.sealed.key_id, secret_context(self.slug)
+        )
+
+    def for_endpoint(self, url: str) -> str:
+        """The secret, to be sent to `url`: "" when there is none; CLIENT_SECRET_REQUIRED,
+        without opening it, when `url` is not on the origin it was issued for."""
+        if self.sealed is None:
+            return ""
+        if not same_origin(self.sealed.origin, url):
+            raise FailedPrecondition(
+                "CLIENT_SECRET_REQUIRED",
+                "the stored client secret was issued for another origin; an admin must "
+                "supply the one for the provider's token endpoint",
+                domain=DOMAIN,
+            )
+        return self.open()
+
+    def sendable_to(self, url: str) -> bool:
+        return self.sealed is None or same_origin(self.sealed.origin, url)
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,7 +123,30 @@ def _rejected(error: OAuthError, reason: str) -> FailedPrecondition:
     )
 
 
-def _unreachable() -> Unavailable:
+def _response_invalid(error: ProviderResponseInvalid) -> FailedPrecondition:
+    return FailedPrecondition(
+        "PROVIDER_RESPONSE_INVALID",
+        f"the provider's token response is unusable: {error}",
+        domain=DOMAIN,
+        metadata={"field": error.field},
+    )
+
+
+def _needs_reauth() -> FailedPrecondition:
+    return FailedPrecondition(
+        "CONNECTION_NEEDS_REAUTH",
+        "the connection's credentials belong to another token endpoint origin; connect again",
+        domain=DOMAIN,
+    )
+
+
+def _unreachable(error: ProviderUnreachable) -> Unavailable | FailedPrecondition:
+    if isinstance(error, EgressRefused):  # a retry cannot help: the administrator must act
+        return FailedPrecondition(
+            "EGRESS_REFUSED",
+            "the provider's endpoint is outside the server's egress policy",
+            domain=DOMAIN,
+        )
     return Unavailable("PROVIDER_UNAVAILABLE", "the provider cannot be reached", domain=DOMAIN)
 
 
@@ -110,14 +178,13 @@ class Connections:
         self._margin = refresh_margin
         self._authorization_lifetime = authorization_lifetime
 
-    async def _provider(self, slug: str) -> tuple[Provider, str]:
+    async def _provider(self, slug: str) -> tuple[Provider, StoredClientSecret]:
         async with self._unit_of_work() as uow:
             provider = await uow.providers.get(slug)
             sealed = await uow.providers.client_secret(slug)
         if provider is None:
             raise provider_not_found(f"providers/{slug}")
-        secret = self._sealer.open(sealed[0], sealed[1], secret_context(slug)) if sealed else ""
-        return provider, secret
+        return provider, StoredClientSecret(slug, sealed, self._sealer)
 
     async def start(
         self, provider_name: str, redirect_uri: str, scopes: list[str], api_key: str
@@ -152,7 +219,7 @@ class Connections:
             return connection, ""
         if api_key:
             raise invalid("API_KEY_INVALID", "api_key", "this provider uses OAuth 2.0")
-        redirect_uri = validate_endpoint(redirect_uri, "redirect_uri", required=True)
+        redirect_uri = require_allowed(redirect_uri, provider.redirect_uris, "redirect_uri")
         state = secrets.token_urlsafe(32)
         verifier = secrets.token_urlsafe(64)  # 86 characters: within RFC 7636's 43-128
         challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest())
@@ -162,7 +229,11 @@ class Connections:
             redirect_uri=redirect_uri,
             expires_at=now + self._authorization_lifetime,
         )
-        connection = replace(connection, state=ConnectionState.PENDING)
+        connection = replace(
+            connection,
+            state=ConnectionState.PENDING,
+            credential_origin=origin_of(provider.token_endpoint),
+        )
         query = {
             "response_type": "code",
             "client_id": provider.client_id,
@@ -196,32 +267,64 @@ class Connections:
                     raise _bad_state()
                 connection, pending = found
                 attempt.resource_name = connection.name
+            provider, sealed_secret = await self._provider(connection.provider)
+            if not same_origin(connection.credential_origin, provider.token_endpoint):
+                raise _needs_reauth()
+            # Opened before the authorization is spent: one that fails leaves it for a retry.
+            secret = sealed_secret.for_endpoint(provider.token_endpoint)
+            async with self._unit_of_work() as uow:
                 if not await uow.connections.consume_pending(connection.id, now):
                     raise _bad_state()
-            provider, secret = await self._provider(connection.provider)
             try:
                 tokens = await self._oauth.exchange_code(
                     provider, secret, code, pending.code_verifier, pending.redirect_uri
                 )
             except OAuthError as error:
-                attempt.details["oauth_error"] = error.error[:64]
+                attempt.details["oauth_error"] = error.error
+                await self._give_up(connection)
                 raise _rejected(error, "PROVIDER_REJECTED") from error
+            except ProviderResponseInvalid as error:
+                attempt.details["invalid_field"] = error.field
+                await self._give_up(connection)
+                raise _response_invalid(error) from error
             except ProviderUnreachable as exc:
-                raise _unreachable() from exc
+                await self._reopen(connection, pending)
+                raise _unreachable(exc) from exc
+            except asyncio.CancelledError:
+                await asyncio.shield(self._reopen(connection, pending))
+                raise
             activated = self._with_tokens(connection, tokens, ConnectionState.ACTIVE)
             async with self._unit_of_work() as uow:
                 await uow.connections.save(activated, self._credentials(tokens, None))
         return activated
 
+    async def _reopen(self, connection: Connection, pending: PendingAuthorization) -> None:
+        """The exchange did not happen (as far as we know): the same state and code may be
+        tried again until the authorization expires."""
+        async with self._unit_of_work() as uow:
+            await uow.connections.reopen_pending(connection.id, pending)
+
+    async def _give_up(self, connection: Connection) -> None:
+        """The provider refused the code or answered unusably: the connection is over and
+        says so (the user connects again) rather than staying PENDING for good."""
+        failed = replace(
+            connection, state=ConnectionState.NEEDS_REAUTH, updated_at=self._clock.now()
+        )
+        async with self._unit_of_work() as uow:
+            await uow.connections.save(failed, None)
+
     def _with_tokens(
         self, connection: Connection, tokens: TokenSet, state: ConnectionState
     ) -> Connection:
         now = self._clock.now()
+        lifetime = tokens.expires_in
+        if lifetime is not None:
+            lifetime = min(max(lifetime, 0), MAX_TOKEN_LIFETIME_SECONDS)
         return replace(
             connection,
             state=state,
             scopes=tuple(tokens.scope.split()) if tokens.scope else connection.scopes,
-            expires_at=now + timedelta(seconds=tokens.expires_in) if tokens.expires_in else None,
+            expires_at=None if lifetime is None else now + timedelta(seconds=lifetime),
             updated_at=now,
             last_refresh_at=now,
         )
@@ -313,7 +416,12 @@ class Connections:
         return expires_at is not None and expires_at - self._margin <= self._clock.now()
 
     async def _refresh(
-        self, connection: Connection, provider: Provider, secret: str, *, force: bool
+        self,
+        connection: Connection,
+        provider: Provider,
+        secret: StoredClientSecret,
+        *,
+        force: bool,
     ) -> tuple[Connection, Credentials]:
         """RFC 6749 §6, one at a time per connection across every replica."""
         async with self._lock.hold(connection.id):
@@ -331,10 +439,15 @@ class Connections:
                 raise FailedPrecondition(
                     "NOT_REFRESHABLE", "the provider gave no refresh token", domain=DOMAIN
                 )
+            if not same_origin(current.credential_origin, provider.token_endpoint):
+                raise _needs_reauth()  # never sent anywhere but where it was issued
+            client_secret = secret.for_endpoint(provider.token_endpoint)
             details = {"provider": provider.slug}
             async with self._recorder.attempt(Action.CONNECTION_REFRESH, current.name, details):
                 try:
-                    tokens = await self._oauth.refresh(provider, secret, credentials.refresh_token)
+                    tokens = await self._oauth.refresh(
+                        provider, client_secret, credentials.refresh_token
+                    )
                 except OAuthError as error:
                     self._telemetry.provider_refreshed(provider.slug, "rejected")
                     if error.error == "invalid_grant":
@@ -348,15 +461,35 @@ class Connections:
                                 None,
                             )
                     raise _rejected(error, "REFRESH_REJECTED") from error
+                except ProviderResponseInvalid as error:
+                    # Nothing is written: the stored tokens stay as they were.
+                    self._telemetry.provider_refreshed(provider.slug, "rejected")
+                    raise _response_invalid(error) from error
                 except ProviderUnreachable as exc:
                     self._telemetry.provider_refreshed(provider.slug, "unreachable")
-                    raise _unreachable() from exc
+                    raise _unreachable(exc) from exc
                 self._telemetry.provider_refreshed(provider.slug, "succeeded")
                 refreshed = self._with_tokens(current, tokens, ConnectionState.ACTIVE)
                 fresh = self._credentials(tokens, credentials)
                 async with self._unit_of_work() as uow:
                     await uow.connections.save(refreshed, fresh)
             return refreshed, fresh
+
+    async def _revoke(
+        self,
+        connection: Connection,
+        provider: Provider,
+        secret: StoredClientSecret,
+        credentials: Credentials,
+    ) -> str:
+        endpoint = provider.revocation_endpoint
+        bound = same_origin(connection.credential_origin, endpoint)
+        if not (bound and secret.sendable_to(endpoint)):
+            return "other_origin"  # a token is never sent where it was not issued
+        await self._oauth.revoke(
+            provider, secret.for_endpoint(endpoint), credentials.refresh_token, "refresh_token"
+        )
+        return "true"
 
     async def delete(self, name: str) -> None:
         connection_id = connection_id_from_name(name)
@@ -365,17 +498,17 @@ class Connections:
         ) as attempt:
             connection = await self._owned(name)
             provider, secret = await self._provider(connection.provider)
-            async with self._unit_of_work() as uow:
-                credentials = await uow.connections.credentials(connection.id)
             revoked = "not_applicable"
-            if provider.revocation_endpoint and credentials and credentials.refresh_token:
-                try:  # best effort: the credentials are wiped whatever the provider says
-                    await self._oauth.revoke(
-                        provider, secret, credentials.refresh_token, "refresh_token"
-                    )
-                    revoked = "true"
-                except (OAuthError, ProviderUnreachable):
-                    revoked = "false"
+            try:  # best effort: the credentials are wiped whatever the provider says
+                async with self._unit_of_work() as uow:
+                    credentials = await uow.connections.credentials(connection.id)
+                endpoint = provider.revocation_endpoint
+                if endpoint and credentials and credentials.refresh_token:
+                    revoked = await self._revoke(connection, provider, secret, credentials)
+            except (OAuthError, ProviderUnreachable):
+                revoked = "false"
+            except SealedValueUnreadable:
+                revoked = "unreadable"
             attempt.details["upstream_revoked"] = revoked
             async with self._unit_of_work() as uow:
                 await uow.connections.delete(connection.id)

@@ -32,6 +32,9 @@ class Connection:
     created_at: datetime
     updated_at: datetime
     last_refresh_at: datetime | None = None
+    credential_origin: str = ""
+    """The token endpoint origin the connection's authorization and tokens belong to; its
+    tokens go to no other ("" for API-key connections)."""
 
     @property
     def name(self) -> str:
@@ -81,6 +84,15 @@ class ConnectionRepository(Protocol):
 
     async def consume_pending(self, connection_id: str, now: datetime) -> bool:
         """Use the pending authorization once (False if already used or expired)."""
+        ...
+
+    async def reopen_pending(self, connection_id: str, pending: PendingAuthorization) -> None:
+        """Put back a pending authorization that `consume_pending` took, for a retry."""
+        ...
+
+    async def require_reauthorization(self, provider: str, origin: str, now: datetime) -> int:
+        """Every OAuth connection of `provider` not bound to `origin` becomes NEEDS_REAUTH,
+        its tokens and pending authorization wiped; how many did."""
         ...
 
     async def page(

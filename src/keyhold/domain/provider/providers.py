@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import enum
-import ipaddress
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol
 from urllib.parse import urlsplit
@@ -14,7 +13,6 @@ from keyhold.domain.errors import FieldViolation, InvalidArgument
 from keyhold.domain.provider import DOMAIN
 
 SLUG = re.compile(r"^[a-z][a-z0-9-]{1,62}$")
-_LOOPBACK_NAMES = {"localhost"}
 
 
 class AuthType(enum.StrEnum):
@@ -35,6 +33,10 @@ class Provider:
     has_client_secret: bool
     created_at: datetime
     updated_at: datetime
+    redirect_uris: tuple[str, ...] = ()
+    """The only redirect URIs connections may use, each matched exactly; none refuses all."""
+    secret_origin: str = ""
+    """The token endpoint origin the stored client secret was issued for ("" without one)."""
 
     @property
     def name(self) -> str:
@@ -62,17 +64,9 @@ def validate_slug(slug: str, field: str = "provider_id") -> str:
     return slug
 
 
-def is_loopback(host: str) -> bool:
-    if host in _LOOPBACK_NAMES:
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
-
-
 def validate_endpoint(url: str, field: str, *, required: bool) -> str:
-    """https, or http on a loopback address (development and tests only)."""
+    """An absolute http(s) URL with a host and no fragment. Which of them the server may
+    fetch is the egress policy's to say."""
     if not url:
         if required:
             raise invalid("ENDPOINT_INVALID", field, "is required")
@@ -84,19 +78,18 @@ def validate_endpoint(url: str, field: str, *, required: bool) -> str:
         parts.port  # noqa: B018 - raises ValueError for a port out of range
     except ValueError as exc:  # an unbalanced IPv6 bracket, a bad port
         raise invalid("ENDPOINT_INVALID", field, "must be an https URL") from exc
-    host = parts.hostname or ""
-    secure = parts.scheme == "https"
-    local_http = parts.scheme == "http" and is_loopback(host)
-    if not host or not (secure or local_http) or parts.username or parts.password or parts.fragment:
-        raise invalid("ENDPOINT_INVALID", field, "must be https (http only on loopback)")
+    if not parts.hostname or parts.scheme not in ("http", "https") or parts.fragment:
+        raise invalid("ENDPOINT_INVALID", field, "must be an https URL")
     return url
 
 
-def validate_scope_list(scopes: list[str], field: str) -> tuple[str, ...]:
-    for scope in scopes:
-        if not scope or len(scope) > 200 or any(ch.isspace() or ord(ch) < 0x21 for ch in scope):
-            raise invalid("SCOPE_INVALID", field, "scopes are non-empty tokens without spaces")
-    return tuple(dict.fromkeys(scopes))
+@dataclass(frozen=True, slots=True)
+class SealedClientSecret:
+    """The client secret as stored, read in one go with the origin it is bound to."""
+
+    ciphertext: bytes = field(repr=False)
+    key_id: str
+    origin: str
 
 
 class ProviderRepository(Protocol):
@@ -108,9 +101,7 @@ class ProviderRepository(Protocol):
 
     async def get(self, slug: str) -> Provider | None: ...
 
-    async def client_secret(self, slug: str) -> tuple[bytes, str] | None:
-        """The sealed client secret and the id of the key that sealed it."""
-        ...
+    async def client_secret(self, slug: str) -> SealedClientSecret | None: ...
 
     async def page(self, after: str | None, limit: int) -> list[Provider]: ...
 
