@@ -32,6 +32,7 @@ from keyhold.domain.identity.users import (
     User,
     UserState,
     normalize_email,
+    normalize_new_email,
     user_id_from_name,
     validate_display_name,
     validate_roles,
@@ -77,7 +78,7 @@ class Users:
         display_name: str,
         roles: frozenset[str] = DEFAULT_ROLES,
     ) -> User:
-        email = normalize_email(email)
+        email = normalize_new_email(email)
         display_name = validate_display_name(display_name)
         self._policy.check(password, email)
         user_id = uuid.uuid4().hex

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import unicodedata
 from typing import Protocol
 
 from keyhold.domain.errors import FieldViolation, InvalidArgument
@@ -11,9 +12,16 @@ MIN_LENGTH = 12
 MAX_LENGTH = 128
 
 
+def _is_blank(password: str) -> bool:
+    """Whether every character is whitespace, a control or an invisible format character
+    (a zero-width space, say)."""
+    return all(ch.isspace() or unicodedata.category(ch) in ("Cc", "Cf") for ch in password)
+
+
 class PasswordPolicy:
-    """At least 12 and at most 128 characters (never truncated), no composition rules,
-    not one of the most common passwords, and not containing the email's local part."""
+    """At least 12 and at most 128 characters (never truncated), not only whitespace or
+    invisible characters, no composition rules, not one of the most common passwords,
+    and not containing the email's local part."""
 
     def __init__(self, common_passwords: frozenset[str]) -> None:
         self._common = common_passwords
@@ -24,6 +32,8 @@ class PasswordPolicy:
             problems.append(("PASSWORD_TOO_SHORT", f"must be at least {MIN_LENGTH} characters"))
         if len(password) > MAX_LENGTH:
             problems.append(("PASSWORD_TOO_LONG", f"must be at most {MAX_LENGTH} characters"))
+        if password and _is_blank(password):
+            problems.append(("PASSWORD_BLANK", "must not be only spaces or invisible characters"))
         if password.lower() in self._common:
             problems.append(("PASSWORD_TOO_COMMON", "is one of the most common passwords"))
         local_part = email.partition("@")[0].lower()

@@ -11,6 +11,7 @@ from typing import Protocol
 
 from keyhold.domain.errors import FieldViolation, InvalidArgument
 from keyhold.domain.identity import DOMAIN
+from keyhold.domain.identity.email_domains import domain_problem
 
 ROLES = frozenset({"user", "admin"})
 DEFAULT_ROLES = frozenset({"user"})
@@ -66,6 +67,23 @@ def normalize_email(raw: str, field: str = "email") -> str:
             "EMAIL_INVALID",
             "email is not a valid address",
             [FieldViolation(field, "must be an address like name@example.com")],
+            domain=DOMAIN,
+        )
+    return email
+
+
+def normalize_new_email(raw: str, field: str = "email") -> str:
+    """`normalize_email`, for an address a new account is to have: its domain must also
+    be a valid IDNA name that mixes no scripts within a label (`email_domains`).
+    Addresses are looked up with `normalize_email` alone, so that logging in answers as
+    it always has and an account made before this rule still finds its address."""
+    email = normalize_email(raw, field)
+    problem = domain_problem(email.rpartition("@")[2])
+    if problem is not None:
+        raise InvalidArgument(
+            "EMAIL_INVALID",
+            "email is not a valid address",
+            [FieldViolation(field, problem)],
             domain=DOMAIN,
         )
     return email
