@@ -8,9 +8,9 @@ import stat
 from pathlib import Path
 
 import pytest
-from cryptography.exceptions import InvalidTag
 
-from keyhold.adapters.crypto.aead import AeadKeyRing, KeyConfigurationError
+from keyhold.adapters.crypto.aead import AeadKeyRing, KeyConfigurationError, Sealed
+from keyhold.domain.sealing import SealedValueUnreadable
 
 
 def _spec(*ids: str) -> str:
@@ -27,8 +27,34 @@ def test_round_trip_and_ciphertext_hides_plaintext() -> None:
 def test_associated_data_binds_the_ciphertext_to_its_row() -> None:
     ring = AeadKeyRing.parse(_spec("k1"))
     sealed = ring.encrypt(b"secret", b"row-1")
-    with pytest.raises(InvalidTag):
+    with pytest.raises(SealedValueUnreadable):
         ring.decrypt(sealed, b"row-2")
+
+
+@pytest.mark.parametrize(
+    "alter",
+    [
+        lambda blob: blob[:-1] + bytes([blob[-1] ^ 1]),  # a flipped tag bit
+        lambda blob: bytes([blob[0] ^ 1]) + blob[1:],  # a flipped nonce bit
+        lambda blob: blob[:20],  # truncated into the tag
+        lambda blob: blob[:5],  # shorter than a nonce
+        lambda blob: b"",
+        lambda blob: blob + b"\x00",
+    ],
+    ids=["tag", "nonce", "truncated", "no-nonce", "empty", "extended"],
+)
+def test_an_altered_ciphertext_is_unreadable_not_a_crash(alter: object) -> None:
+    ring = AeadKeyRing.parse(_spec("k1"))
+    sealed = ring.encrypt(b"secret", b"row-1")
+    with pytest.raises(SealedValueUnreadable) as caught:
+        ring.decrypt(Sealed(sealed.key_id, alter(sealed.blob)), b"row-1")  # type: ignore[operator]
+    assert (caught.value.code, caught.value.reason) == (9, "CREDENTIAL_UNREADABLE")
+
+
+def test_a_ciphertext_under_a_key_no_longer_configured_is_unreadable() -> None:
+    sealed = AeadKeyRing.parse(_spec("k1")).encrypt(b"secret", b"row-1")
+    with pytest.raises(SealedValueUnreadable):
+        AeadKeyRing.parse(_spec("k2")).decrypt(sealed, b"row-1")
 
 
 def test_newest_key_encrypts_and_old_keys_still_decrypt() -> None:

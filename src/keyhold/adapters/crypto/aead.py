@@ -14,7 +14,11 @@ import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
+from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from keyhold.adapters.private_files import private_directory, private_file, write_private_file
+from keyhold.domain.sealing import SealedValueUnreadable
 
 _NONCE_BYTES = 12
 _KEY_BYTES = 32
@@ -48,7 +52,7 @@ class AeadKeyRing:
         keys: list[tuple[str, bytes]] = []
         for item in filter(None, (part.strip() for part in spec.replace("\n", ",").split(","))):
             key_id, sep, encoded = item.partition(":")
-            if not sep or not key_id.isalnum():
+            if not sep or not (key_id.isascii() and key_id.isalnum()):
                 raise KeyConfigurationError("each key must be `id:base64`, id alphanumeric")
             try:
                 keys.append((key_id, base64.b64decode(encoded, validate=True)))
@@ -58,14 +62,15 @@ class AeadKeyRing:
 
     @classmethod
     def load_or_create(cls, key_dir: Path) -> AeadKeyRing:
-        """Read the key file in `key_dir`, creating it (mode 0600) with one key if absent."""
+        """Read the key file in `key_dir`, creating it with one key if absent. The
+        directory is kept 0700 and the file 0600, tightened if found looser."""
         path = key_dir / KEY_FILE_NAME
-        if not path.exists():
-            key_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        private_directory(key_dir)
+        if path.exists():
+            private_file(path)
+        else:
             line = f"k{secrets.token_hex(4)}:{base64.b64encode(os.urandom(_KEY_BYTES)).decode()}\n"
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, "w") as handle:
-                handle.write(line)
+            write_private_file(path, line)
         return cls.parse(path.read_text())
 
     def encrypt(self, plaintext: bytes, associated_data: bytes) -> Sealed:
@@ -76,8 +81,13 @@ class AeadKeyRing:
         )
 
     def decrypt(self, sealed: Sealed, associated_data: bytes) -> bytes:
+        """The plaintext; SealedValueUnreadable when the blob was altered, truncated or
+        sealed for other associated data, or its key is not in the ring."""
         cipher = self._ciphers.get(sealed.key_id)
-        if cipher is None:
-            raise KeyConfigurationError(f"no encryption key {sealed.key_id!r} is configured")
+        if cipher is None or len(sealed.blob) < _NONCE_BYTES:
+            raise SealedValueUnreadable
         nonce, body = sealed.blob[:_NONCE_BYTES], sealed.blob[_NONCE_BYTES:]
-        return cipher.decrypt(nonce, body, associated_data)
+        try:
+            return cipher.decrypt(nonce, body, associated_data)
+        except InvalidTag as exc:
+            raise SealedValueUnreadable from exc
