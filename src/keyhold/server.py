@@ -26,6 +26,7 @@ from keyhold.adapters.crypto.key_ring import KeyRing
 from keyhold.adapters.crypto.sealer import AeadSealer
 from keyhold.adapters.data import common_passwords
 from keyhold.adapters.oauth.client import HttpOAuthClient
+from keyhold.adapters.oauth.egress_transport import EgressTransport, Resolver, system_resolver
 from keyhold.adapters.persistence.audit_feed import LocalAuditFeed
 from keyhold.adapters.persistence.audit_trail import SqlAuditTrail
 from keyhold.adapters.persistence.audit_writer import BatchingAuditAppender
@@ -295,9 +296,11 @@ async def build_server(
     clock: Clock | None = None,
     *,
     tracer_provider: TracerProvider | None = None,
+    provider_resolver: Resolver = system_resolver,
 ) -> KeyholdServer:
     """`tracer_provider`: trace with it (tests); otherwise traces are exported only when
-    `OTEL_EXPORTER_OTLP_ENDPOINT` is set, and nothing is instrumented when it is not."""
+    `OTEL_EXPORTER_OTLP_ENDPOINT` is set, and nothing is instrumented when it is not.
+    `provider_resolver`: resolves provider host names (tests: names without DNS)."""
     clock = clock or SystemClock()
     tracing = tracing_for(tracer_provider)
     registry = CollectorRegistry() if settings.metrics_address else None
@@ -445,12 +448,16 @@ async def build_server(
             settings.resolved_database_url,
             {AUDIT_CHANNEL: audit_feed.announced, REVOCATION_CHANNEL: revocation_announced},
         )
+    egress = settings.egress_policy
     oauth = HttpOAuthClient(
         timeout_seconds=settings.provider_timeout_seconds,
         retries=settings.provider_retries,
         breaker_threshold=settings.provider_breaker_threshold,
         breaker_cooldown_seconds=settings.provider_breaker_cooldown_seconds,
         instrument=None if tracing is None else tracing.instrument_http,
+        egress=egress,
+        transport=EgressTransport(egress, resolver=provider_resolver),
+        max_response_bytes=settings.provider_max_response_bytes,
     )
     sealer = AeadSealer(database.aead)
     connections = Connections(
@@ -465,7 +472,7 @@ async def build_server(
     )
     authorizer.register_owner_resolver("connections", connections.owner_of)
     provider_use_cases = ProviderUseCases(
-        ProviderCatalog(unit_of_work, sealer, audit_recorder, clock), connections
+        ProviderCatalog(unit_of_work, sealer, audit_recorder, clock, egress), connections
     )
     interceptor = PolicyInterceptor(
         policies,

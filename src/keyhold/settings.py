@@ -9,6 +9,7 @@ from typing import Literal
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from keyhold.domain.provider.egress import EgressPolicy
 from keyhold.grpc_transport import DEFAULT_TRANSPORT, GrpcTransport
 from keyhold.thread_scheduling import DEFAULT_SCHEDULING, ThreadScheduling
 
@@ -176,10 +177,29 @@ class Settings(BaseSettings):
     provider_refresh_margin_seconds: int = Field(
         60, ge=0, le=3600, description="refresh upstream tokens expiring within this"
     )
-    provider_timeout_seconds: float = Field(10.0, gt=0, le=120, description="per HTTP call")
+    provider_timeout_seconds: float = Field(
+        10.0, gt=0, le=120, description="deadline of each HTTP call to a provider, as a whole"
+    )
     provider_retries: int = Field(2, ge=0, le=5, description="retries for network errors and 5xx")
     provider_breaker_threshold: int = Field(5, ge=1, le=100, description="failures to open")
     provider_breaker_cooldown_seconds: float = Field(30.0, gt=0, le=3600)
+    provider_max_response_bytes: int = Field(
+        1024 * 1024,
+        ge=1024,
+        le=16 * 1024 * 1024,
+        description="longest answer read from a provider; a longer one is cut off unread",
+    )
+    egress_allow: str = Field(
+        "",
+        description="comma-separated exceptions to the egress policy: CIDRs or addresses "
+        "(reachable on port 443 although not public) and host[:port] (reachable whatever "
+        "it resolves to, on that port, default 443)",
+    )
+    egress_allow_loopback_http: bool = Field(
+        False,
+        description="development and tests only: provider URLs may be plain http, on any "
+        "port, to localhost or a loopback address",
+    )
     shutdown_grace_seconds: float = Field(10.0, ge=0, le=300)
     health_check_interval_seconds: float = Field(5.0, gt=0, le=300)
     audit_retention_days: int = Field(
@@ -212,6 +232,18 @@ class Settings(BaseSettings):
         if not _is_host_port(value):
             raise ValueError("must be host:port, e.g. 127.0.0.1:9464")
         return value
+
+    @field_validator("egress_allow")
+    @classmethod
+    def _egress_entries_parse(cls, value: str) -> str:
+        EgressPolicy.from_entries(value.split(","), allow_loopback_http=False)
+        return value
+
+    @property
+    def egress_policy(self) -> EgressPolicy:
+        return EgressPolicy.from_entries(
+            self.egress_allow.split(","), allow_loopback_http=self.egress_allow_loopback_http
+        )
 
     @field_validator("database_url")
     @classmethod

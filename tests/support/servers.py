@@ -24,6 +24,9 @@ def settings_for(data_dir: Path, database_url: str | None = None, **overrides: A
         # The cheapest Argon2id the settings allow: tests log in a lot.
         "argon2_memory_kib": 7 * 1024,
         "argon2_time_cost": 1,
+        # The fake OAuth provider (tests/support/oauth_provider.py) serves plain HTTP on
+        # 127.0.0.1: allowed as in development. Egress tests pass False to get production's.
+        "egress_allow_loopback_http": True,
         **overrides,
     }
     return Settings(_env_file=None, **values)  # type: ignore[call-arg]

@@ -1,5 +1,7 @@
 """OAuthClient over httpx: timeouts, bounded retries with backoff for network errors and
-5xx answers, and a circuit breaker per provider. None of it blocks the event loop."""
+5xx answers, and a circuit breaker per provider. Every request passes the egress policy
+(the URL before it is sent, each address at connect time), follows no redirect, and reads
+a bounded answer by a deadline. None of it blocks the event loop."""
 
 from __future__ import annotations
 
@@ -11,8 +13,12 @@ from typing import Any
 import httpx
 import structlog
 
+from keyhold.adapters.oauth.bounded_post import bounded_post
 from keyhold.adapters.oauth.circuit_breaker import CircuitBreaker, CircuitOpen, CircuitState
-from keyhold.domain.provider.oauth import OAuthError, ProviderUnreachable, TokenSet
+from keyhold.adapters.oauth.egress_transport import EgressTransport
+from keyhold.adapters.oauth.token_response import oauth_error, token_set
+from keyhold.domain.provider.egress import EgressPolicy, EgressRefused
+from keyhold.domain.provider.oauth import ProviderUnreachable, TokenSet
 from keyhold.domain.provider.providers import Provider
 
 log = structlog.get_logger(__name__)
@@ -28,12 +34,23 @@ class HttpOAuthClient:
         breaker_threshold: int = 5,
         breaker_cooldown_seconds: float = 30.0,
         instrument: Callable[[httpx.AsyncClient], None] | None = None,
+        egress: EgressPolicy | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+        max_response_bytes: int = 1024 * 1024,
     ) -> None:
+        """`egress`: the policy every URL passes (default: the strict one); `transport`
+        replaces the vetting transport built from it (tests only: it must apply the same
+        policy at connect time)."""
+        self._egress = egress or EgressPolicy()
         self._http = httpx.AsyncClient(
+            transport=transport or EgressTransport(self._egress),
             timeout=httpx.Timeout(timeout_seconds),
             follow_redirects=False,
+            trust_env=False,  # no proxy, netrc or CA bundle from the environment
             headers={"accept": "application/json"},
         )
+        self._timeout = timeout_seconds
+        self._max_response_bytes = max_response_bytes
         if instrument is not None:
             instrument(self._http)  # tracing: a span per provider HTTP call
         self._retries = retries
@@ -63,6 +80,11 @@ class HttpOAuthClient:
         *,
         expect_json: bool = True,
     ) -> Any:
+        try:
+            self._egress.check_url(url)  # again at each call: the row may predate the policy
+        except EgressRefused as exc:
+            log.warning("provider_egress_refused", provider=provider.slug, why=str(exc))
+            raise
         breaker = self.breaker(provider.slug)
         try:
             async with breaker.attempt():
@@ -89,7 +111,16 @@ class HttpOAuthClient:
             if attempt:
                 await asyncio.sleep(self._backoff * (2 ** (attempt - 1)) * (1 + random.random()))  # noqa: S311
             try:
-                response = await self._http.post(url, data=data)
+                response = await bounded_post(
+                    self._http,
+                    url,
+                    data,
+                    max_bytes=self._max_response_bytes,
+                    deadline_seconds=self._timeout,
+                )
+            except EgressRefused as exc:  # at connect time: the name resolved to a refused address
+                log.warning("provider_egress_refused", provider=provider.slug, why=str(exc))
+                raise
             except httpx.HTTPError as exc:
                 last_error = type(exc).__name__
                 continue
@@ -109,30 +140,11 @@ class HttpOAuthClient:
                 continue
             breaker.succeeded()
             if response.status_code >= 400 or "error" in body:
-                raise OAuthError(
-                    str(body.get("error", "invalid_response")),
-                    str(body.get("error_description", "")),
-                )
+                raise oauth_error(body)
             return body
         breaker.failed()
         log.warning("provider_unreachable", provider=provider.slug, error=last_error)
         raise ProviderUnreachable(f"{provider.slug}: {last_error}")
-
-    @staticmethod
-    def _token_set(body: dict[str, Any]) -> TokenSet:
-        access = body.get("access_token")
-        if not isinstance(access, str) or not access:
-            raise OAuthError("invalid_response", "no access_token in the answer")
-        expires_in = body.get("expires_in")
-        refresh = body.get("refresh_token")
-        scope = body.get("scope")
-        return TokenSet(
-            access_token=access,
-            refresh_token=refresh if isinstance(refresh, str) else "",
-            expires_in=int(expires_in) if isinstance(expires_in, int | float) else None,
-            scope=scope if isinstance(scope, str) else None,
-            token_type=str(body.get("token_type", "Bearer")),
-        )
 
     async def exchange_code(
         self, provider: Provider, client_secret: str, code: str, verifier: str, redirect_uri: str
@@ -143,13 +155,13 @@ class HttpOAuthClient:
             "redirect_uri": redirect_uri,
             "code_verifier": verifier,
         }
-        return self._token_set(
+        return token_set(
             await self._post(provider, provider.token_endpoint, form, client_secret)
         )
 
     async def refresh(self, provider: Provider, client_secret: str, refresh_token: str) -> TokenSet:
         form = {"grant_type": "refresh_token", "refresh_token": refresh_token}
-        return self._token_set(
+        return token_set(
             await self._post(provider, provider.token_endpoint, form, client_secret)
         )
 
