@@ -141,6 +141,21 @@ class Settings(BaseSettings):
     token_leeway_seconds: int = Field(30, ge=0, le=300)
     refresh_token_lifetime_seconds: int = Field(30 * 86_400, ge=3_600)
     session_idle_timeout_seconds: int = Field(7 * 86_400, ge=300)
+    refresh_reuse_grace_seconds: float = Field(
+        10.0,
+        ge=0,
+        le=60,
+        description="a spent refresh token presented again within this many seconds of its "
+        "use, while the pair it last got has not been used, is taken for a retry after a "
+        "lost answer: it gets a fresh pair in the same session (the unused one is spent). "
+        "Any other reuse revokes the session. 0: every reuse revokes",
+    )
+    refresh_reuse_grace_retries: int = Field(
+        3,
+        ge=1,
+        le=10,
+        description="how many such retries one refresh token gets within the grace window",
+    )
     max_receive_message_bytes: int = Field(
         4 * 1024 * 1024, ge=1024, le=64 * 1024 * 1024, description="largest request message"
     )
@@ -161,8 +176,18 @@ class Settings(BaseSettings):
         le=64,
         description="threads hashing passwords (default: one core left for the event loop)",
     )
+    self_signup: bool = Field(
+        True,
+        description="anyone may call CreateUser for themselves; off: administrators only",
+    )
     lockout_threshold: int = Field(5, ge=1, le=100, description="failures per account+peer")
     lockout_peer_threshold: int = Field(20, ge=1, le=10_000, description="failures per peer")
+    lockout_account_threshold: int = Field(
+        20, ge=1, le=10_000, description="failures per account from all peers; then slowed"
+    )
+    lockout_account_interval_seconds: int = Field(
+        30, ge=1, le=3600, description="past the account ceiling: one password check per this"
+    )
     lockout_base_seconds: int = Field(60, ge=1, description="first cooldown; doubles after")
     lockout_max_seconds: int = Field(900, ge=1, description="longest cooldown")
     password_reset_token_lifetime_seconds: int = Field(3600, ge=60, le=86_400)
@@ -277,6 +302,13 @@ class Settings(BaseSettings):
     @property
     def is_sqlite(self) -> bool:
         return self.resolved_database_url.startswith("sqlite")
+
+    @property
+    def uses_data_dir(self) -> bool:
+        """Whether anything lives in data_dir: the default database or key file."""
+        return self.database_url is None or (
+            self.key_dir is None and self.key_encryption_keys is None
+        )
 
     @property
     def resolved_key_dir(self) -> Path:

@@ -10,12 +10,16 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from keyhold.adapters.persistence.sqlite_driver import OneTripDbapi
+from keyhold.adapters.private_files import private_directory, private_sqlite_database
 from keyhold.settings import Settings
 
 
 def create_engine(settings: Settings) -> AsyncEngine:
     """`hide_parameters`: a statement's values (emails, hashes, sealed credentials) stay
-    out of error messages, and so out of logged tracebacks."""
+    out of error messages, and so out of logged tracebacks. The data directory, and an
+    SQLite database with its sidecar files, are made private first (`private_files`)."""
+    if settings.uses_data_dir:
+        private_directory(settings.data_dir)
     url = make_url(settings.resolved_database_url)
     if url.get_backend_name() == "sqlite":
         return _sqlite_engine(url.database, settings)
@@ -41,7 +45,7 @@ def _sqlite_engine(database: str | None, settings: Settings) -> AsyncEngine:
     schema parse) was made and closed again for every burst of calls."""
     pool: dict[str, Any] = {}
     if database and database != ":memory:":  # in memory: one shared connection
-        Path(database).parent.mkdir(parents=True, exist_ok=True)
+        private_sqlite_database(Path(database))
         pool = {
             "pool_size": settings.database_pool_size,
             "max_overflow": 0,
