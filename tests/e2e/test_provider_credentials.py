@@ -421,6 +421,7 @@ def complete(world: World, consent: dict[str, str]) -> Any:
     ("expires_in", "lifetime"),
     [
         (10**30, YEAR),
+        (10**400, YEAR),
         (1e300, YEAR),
         (math.inf, YEAR),
         (-5, 0),
@@ -428,7 +429,16 @@ def complete(world: World, consent: dict[str, str]) -> Any:
         ("3600", 3600),
         (3600.9, 3600),
     ],
-    ids=["huge-int", "huge-float", "infinity", "negative", "minus-infinity", "string", "float"],
+    ids=[
+        "huge-int",
+        "giant-int",
+        "huge-float",
+        "infinity",
+        "negative",
+        "minus-infinity",
+        "string",
+        "float",
+    ],
 )
 async def test_a_stated_lifetime_out_of_range_is_clamped(
     world: World, bank: FakeOAuthProvider, expires_in: Any, lifetime: int

@@ -44,7 +44,9 @@ def _lifetime(value: object) -> int | None:
         if len(value) > _MAX_LIFETIME_DIGITS:
             return MAX_TOKEN_LIFETIME_SECONDS
         value = int(value)
-    if isinstance(value, bool) or not isinstance(value, int | float) or math.isnan(value):
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ProviderResponseInvalid("expires_in", "not a number of seconds")
+    if isinstance(value, float) and math.isnan(value):
         raise ProviderResponseInvalid("expires_in", "not a number of seconds")
     if value >= MAX_TOKEN_LIFETIME_SECONDS:
         return MAX_TOKEN_LIFETIME_SECONDS
