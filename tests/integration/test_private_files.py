@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from structlog.testing import capture_logs
 
+from keyhold.adapters import private_files
 from keyhold.adapters.crypto.aead import AeadKeyRing
 from keyhold.adapters.private_files import private_sqlite_database
 from tests.support.cli import run_cli
@@ -114,3 +115,21 @@ def test_a_new_key_directory_and_file_are_private_with_their_parents(tmp_path: P
     assert mode(key_dir / "encryption-keys") == 0o600
     ring = AeadKeyRing.load_or_create(key_dir)  # read again: the same key
     assert ring.primary_key_id == AeadKeyRing.load_or_create(key_dir).primary_key_id
+
+
+def test_a_directory_that_cannot_be_tightened_is_logged_not_fatal(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    shared = tmp_path / "mounted"
+    shared.mkdir()
+    os.chmod(shared, 0o755)  # noqa: S103 - as a volume might be
+
+    def refused(path: object, mode: int) -> None:
+        raise PermissionError(1, "Operation not permitted", str(path))
+
+    monkeypatch.setattr(private_files.os, "chmod", refused)
+    with capture_logs() as logs:
+        private_files.private_directory(shared)
+    assert [(e["event"], e["log_level"], e["path"]) for e in logs] == [
+        ("permissions_not_tightened", "error", str(shared))
+    ]

@@ -2,7 +2,8 @@
 
 They are created with those modes whatever the process's umask (a mode given to
 `mkdir` or `open` is masked by it; a `chmod` afterwards is not), and one found with a
-looser mode is tightened, with a warning in the log.
+looser mode is tightened, with a warning in the log (an error when it belongs to
+another user and cannot be).
 """
 
 from __future__ import annotations
@@ -76,5 +77,9 @@ def private_sqlite_database(database: Path) -> None:
 def _tighten(path: Path, mode: int) -> None:
     found = stat.S_IMODE(path.stat().st_mode)
     if found & ~mode:
-        os.chmod(path, mode)
+        try:
+            os.chmod(path, mode)
+        except PermissionError:  # another user's (a mounted volume's root, say)
+            log.error("permissions_not_tightened", path=str(path), found=f"{found:o}")
+            return
         log.warning("permissions_tightened", path=str(path), found=f"{found:o}", now=f"{mode:o}")
