@@ -89,6 +89,7 @@ from keyhold.domain.clock import Clock, SystemClock
 from keyhold.domain.errors import Unavailable
 from keyhold.domain.identity.lockout import LockoutPolicy
 from keyhold.domain.identity.passwords import PasswordPolicy
+from keyhold.domain.identity.sessions import RetryGrace
 from keyhold.domain.principal import Principal
 from keyhold.event_loop import running_loop_name
 from keyhold.grpc_transport import experiments_in_effect
@@ -393,7 +394,13 @@ async def build_server(
             absolute=timedelta(seconds=settings.refresh_token_lifetime_seconds),
             idle=timedelta(seconds=settings.session_idle_timeout_seconds),
         ),
-        SqlRefreshTokenRotator(database),
+        SqlRefreshTokenRotator(
+            database,
+            RetryGrace(
+                timedelta(seconds=settings.refresh_reuse_grace_seconds),
+                settings.refresh_reuse_grace_retries,
+            ),
+        ),
         telemetry,
     )
     authorizer.register_owner_resolver("sessions", sessions.owner_of)

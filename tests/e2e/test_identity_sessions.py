@@ -180,12 +180,56 @@ async def test_cooldown_doubles_and_is_capped(tmp_path: Path) -> None:
         app.hasher.close()
 
 
-async def test_reused_refresh_token_revokes_the_family(any_server: Server) -> None:
+async def _refresh_audit(app: KeyholdServer) -> list[tuple[str, str, str]]:
+    async with app.database.engine.connect() as connection:
+        rows = (
+            await connection.execute(
+                text(
+                    "SELECT outcome, reason, details FROM audit_events "
+                    "WHERE action = 'identity.session.refresh' AND outcome != 'attempted'"
+                )
+            )
+        ).all()
+    return [(r.outcome, r.reason, r.details) for r in rows]
+
+
+async def test_a_retry_after_a_lost_response_keeps_the_session(any_server: Server) -> None:
+    """The client never saw `lost`: it presents the token it holds again, within the
+    grace, and gets a fresh pair of the same session instead of a revocation."""
     app, channel = any_server
     await signed_in(app, "ada@example.com")
     first = await login(channel, "ada@example.com")
-    second = await stub(channel).RefreshSession(
+    lost = await stub(channel).RefreshSession(
         pb.RefreshSessionRequest(refresh_token=first.refresh_token)
+    )
+
+    retried = await stub(channel).RefreshSession(
+        pb.RefreshSessionRequest(refresh_token=first.refresh_token)
+    )
+
+    assert retried.session.name == first.session.name
+    assert retried.refresh_token not in (first.refresh_token, lost.refresh_token)
+    who = await stub(channel).WhoAmI(pb.WhoAmIRequest(), metadata=bearer(retried.access_token))
+    assert who.session == first.session.name
+    onwards = await stub(channel).RefreshSession(
+        pb.RefreshSessionRequest(refresh_token=retried.refresh_token)
+    )
+    assert onwards.session.name == first.session.name
+    audit = await _refresh_audit(app)
+    assert not [row for row in audit if row[0] != "succeeded"]
+    assert sum('"retried_within_grace": "true"' in details for _, _, details in audit) == 1
+
+
+async def test_reused_refresh_token_revokes_the_family(any_server: Server) -> None:
+    """A spent token whose successor has been used is no retry, within the grace or not."""
+    app, channel = any_server
+    await signed_in(app, "ada@example.com")
+    first = await login(channel, "ada@example.com")
+    used = await stub(channel).RefreshSession(
+        pb.RefreshSessionRequest(refresh_token=first.refresh_token)
+    )
+    second = await stub(channel).RefreshSession(
+        pb.RefreshSessionRequest(refresh_token=used.refresh_token)
     )
     code, reason, _ = await refused(
         stub(channel).RefreshSession(pb.RefreshSessionRequest(refresh_token=first.refresh_token))
@@ -200,17 +244,9 @@ async def test_reused_refresh_token_revokes_the_family(any_server: Server) -> No
         stub(channel).WhoAmI(pb.WhoAmIRequest(), metadata=bearer(second.access_token))
     )
     assert reason == "SESSION_REVOKED"
-    async with app.database.engine.connect() as connection:
-        rows = (
-            await connection.execute(
-                text(
-                    "SELECT outcome, reason, details FROM audit_events "
-                    "WHERE action = 'identity.session.refresh' AND outcome != 'attempted'"
-                )
-            )
-        ).all()
-    assert ("denied", "REFRESH_TOKEN_REUSED") in [(r.outcome, r.reason) for r in rows]
-    assert any('"reuse_detected": "true"' in r.details for r in rows)
+    rows = await _refresh_audit(app)
+    assert ("denied", "REFRESH_TOKEN_REUSED") in [(outcome, reason) for outcome, reason, _ in rows]
+    assert any('"reuse_detected": "true"' in details for _, _, details in rows)
 
 
 @pytest.mark.parametrize("token", ["", "khr_unknown", "x" * 300])
@@ -296,10 +332,18 @@ async def test_list_sessions_and_delete_only_ones_own(any_server: Server) -> Non
 
 
 @pytest.mark.postgres
-async def test_fifty_concurrent_refreshes_of_one_token_have_one_winner(tmp_path: Path) -> None:
+@pytest.mark.parametrize("grace", [0, 10])
+async def test_fifty_concurrent_refreshes_of_one_token_revoke_the_family(
+    tmp_path: Path, grace: int
+) -> None:
+    """One spend wins; with a grace, as many retries as it allows may win too, never
+    more; the rest is reuse, and the family ends revoked."""
+    settings = settings_for(
+        tmp_path, None, rate_limits_enabled=False, refresh_reuse_grace_seconds=grace
+    )
     async with (
         postgres_database() as url,
-        running_server(settings_for(tmp_path, url, rate_limits_enabled=False)) as (app, channel),
+        running_server(settings.model_copy(update={"database_url": url})) as (app, channel),
     ):
         await signed_in(app, "ada@example.com")
         session = await login(channel, "ada@example.com")
@@ -314,15 +358,17 @@ async def test_fifty_concurrent_refreshes_of_one_token_have_one_winner(tmp_path:
         )
         winners = [r for r in results if isinstance(r, pb.RefreshSessionResponse)]
         losers = [rich_error(r).reason for r in results if isinstance(r, grpc.aio.AioRpcError)]
-        assert len(winners) == 1
-        assert set(losers) == {"REFRESH_TOKEN_REUSED"}
-        assert len(losers) == 49
-        code, _, _ = await refused(
-            stub(channel).RefreshSession(
-                pb.RefreshSessionRequest(refresh_token=winners[0].refresh_token)
+        assert 1 <= len(winners) <= 1 + (settings.refresh_reuse_grace_retries if grace else 0)
+        assert len(winners) + len(losers) == 50
+        assert "REFRESH_TOKEN_REUSED" in losers
+        assert set(losers) <= {"REFRESH_TOKEN_REUSED", "SESSION_EXPIRED"}  # after the revoke
+        for winner in winners:
+            code, _, _ = await refused(
+                stub(channel).RefreshSession(
+                    pb.RefreshSessionRequest(refresh_token=winner.refresh_token)
+                )
             )
-        )
-        assert code is grpc.StatusCode.UNAUTHENTICATED  # the family is revoked
+            assert code is grpc.StatusCode.UNAUTHENTICATED  # the family is revoked
 
 
 async def test_change_password_keeps_this_session_and_ends_the_others(any_server: Server) -> None:

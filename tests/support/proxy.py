@@ -1,4 +1,6 @@
-"""A loopback TCP proxy that can be cut and restored, to take a database "down"."""
+"""A loopback TCP proxy that can be cut and restored, to take a database "down", and
+that can hold the server's answers back for a while, so that a cut finds some of them
+still on their way (the statement done, its answer lost)."""
 
 from __future__ import annotations
 
@@ -7,8 +9,9 @@ import contextlib
 
 
 class CuttableProxy:
-    def __init__(self, target_host: str, target_port: int) -> None:
+    def __init__(self, target_host: str, target_port: int, answer_delay: float = 0.0) -> None:
         self._target = (target_host, target_port)
+        self._answer_delay = answer_delay
         self._server: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
         self.up = True
@@ -45,12 +48,17 @@ class CuttableProxy:
             return
         self._writers.update((writer, upstream_writer))
         await asyncio.gather(
-            self._pipe(reader, upstream_writer), self._pipe(upstream_reader, writer)
+            self._pipe(reader, upstream_writer),
+            self._pipe(upstream_reader, writer, self._answer_delay),
         )
 
-    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _pipe(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, delay: float = 0.0
+    ) -> None:
         with contextlib.suppress(Exception):
             while data := await reader.read(65536):
+                if delay:
+                    await asyncio.sleep(delay)
                 writer.write(data)
                 await writer.drain()
         writer.transport.abort()

@@ -7,6 +7,12 @@ one transaction run on the connection's thread in one call
 (`Database.one_trip_transaction`): through SQLAlchemy each statement was a hand-off to
 that thread and back, and the seven of them cost about two thirds of the event loop's
 CPU per refresh.
+
+A token already spent is looked at again in a transaction of its own (rare: a retry or
+a reuse): when `RetryGrace` admits a retry, the retry is counted on the token, the new
+token becomes its last successor, and the previous successor is rotated like any token
+(spent only if still unspent) but with no retry of its own. Both engines take the same
+steps in the same order.
 """
 
 from __future__ import annotations
@@ -19,18 +25,23 @@ from datetime import datetime
 from functools import partial
 from typing import Any
 
-from sqlalchemy import bindparam, select, text
+from sqlalchemy import LargeBinary, bindparam, text
 
 from keyhold.adapters.persistence.database import Database
-from keyhold.adapters.persistence.tables import refresh_tokens
 from keyhold.adapters.persistence.types import UtcDateTime
-from keyhold.domain.identity.sessions import Rotation, RotationOutcome, Session
+from keyhold.domain.identity.sessions import (
+    NO_RETRY_GRACE,
+    RetryGrace,
+    Rotation,
+    RotationOutcome,
+    Session,
+)
 from keyhold.domain.identity.users import UserState
 
 _POSTGRES_ROTATION = text(
     """
     WITH spent AS (
-        UPDATE refresh_tokens SET spent_at = :now
+        UPDATE refresh_tokens SET spent_at = :now, successor_hash = :retry_successor
         WHERE token_hash = :old AND spent_at IS NULL
         RETURNING session_id
     ), live AS (
@@ -55,14 +66,30 @@ _POSTGRES_ROTATION = text(
 ).bindparams(
     bindparam("now", type_=UtcDateTime()),
     bindparam("idle_until", type_=UtcDateTime()),
+    bindparam("retry_successor", type_=LargeBinary()),
+)
+_POSTGRES_SPENT_ROW = text(
+    "SELECT session_id, spent_at, successor_hash, grace_retries FROM refresh_tokens"
+    " WHERE token_hash = :old FOR UPDATE"
+).columns(spent_at=UtcDateTime())
+_POSTGRES_RETRIED = text(
+    "UPDATE refresh_tokens SET successor_hash = :new, grace_retries = grace_retries + 1"
+    " WHERE token_hash = :old"
 )
 
 
 _SQLITE_SPEND = (
-    "UPDATE refresh_tokens SET spent_at = ? WHERE token_hash = ? AND spent_at IS NULL"
-    " RETURNING session_id"
+    "UPDATE refresh_tokens SET spent_at = ?, successor_hash = ?"
+    " WHERE token_hash = ? AND spent_at IS NULL RETURNING session_id"
 )
-_SQLITE_SPENT_BY = "SELECT session_id FROM refresh_tokens WHERE token_hash = ?"
+_SQLITE_SPENT_ROW = (
+    "SELECT session_id, spent_at, successor_hash, grace_retries FROM refresh_tokens"
+    " WHERE token_hash = ?"
+)
+_SQLITE_RETRIED = (
+    "UPDATE refresh_tokens SET successor_hash = ?, grace_retries = grace_retries + 1"
+    " WHERE token_hash = ?"
+)
 _SQLITE_SESSION_AND_USER = (
     "SELECT s.user_id, s.user_agent, s.peer, s.created_at, s.expires_at, s.idle_expires_at,"
     " s.revoked_at, s.revoke_reason, u.state, u.roles"
@@ -97,8 +124,9 @@ class _SqliteTimes:
 
 
 class SqlRefreshTokenRotator:
-    def __init__(self, database: Database) -> None:
+    def __init__(self, database: Database, grace: RetryGrace = NO_RETRY_GRACE) -> None:
         self._database = database
+        self._grace = grace
         self._times = None if database.is_postgres else _SqliteTimes(database.engine.dialect)
 
     async def rotate(
@@ -111,11 +139,58 @@ class SqlRefreshTokenRotator:
     async def _rotate_in_one_statement(
         self, old_hash: bytes, new_hash: bytes, now: datetime, idle_until: datetime
     ) -> Rotation:
-        params = {"old": old_hash, "new": new_hash, "now": now, "idle_until": idle_until}
         async with self._database.autocommit() as connection:
-            row = (await connection.execute(_POSTGRES_ROTATION, params)).first()
-            if row is None:
-                return await self._why_not_spent(connection, old_hash)
+            rotation = await self._rotate_on_postgres(
+                connection, old_hash, new_hash, new_hash, now, idle_until
+            )
+        if rotation is not None:
+            return rotation
+        async with self._database.transaction() as connection:
+            return await self._retry_or_reuse_on_postgres(
+                connection, old_hash, new_hash, now, idle_until
+            )
+
+    async def _retry_or_reuse_on_postgres(
+        self, connection: Any, old_hash: bytes, new_hash: bytes, now: datetime, idle_until: datetime
+    ) -> Rotation:
+        """The token was spent before: a retry the grace admits, or reuse. The token's
+        row is locked first, so that concurrent retries of it take turns."""
+        token = (await connection.execute(_POSTGRES_SPENT_ROW, {"old": old_hash})).first()
+        if token is None:
+            return Rotation(RotationOutcome.UNKNOWN)
+        session_id, spent_at, successor, retried = token
+        if not self._grace.admits(spent_at, successor is not None, retried, now):
+            return Rotation(RotationOutcome.REUSED, session_id)
+        await connection.execute(_POSTGRES_RETRIED, {"old": old_hash, "new": new_hash})
+        rotation = await self._rotate_on_postgres(
+            connection, successor, new_hash, None, now, idle_until
+        )
+        if rotation is None:  # the successor was presented meanwhile: no retry any more
+            return Rotation(RotationOutcome.REUSED, session_id)
+        if rotation.outcome is RotationOutcome.ROTATED:
+            return dataclasses.replace(rotation, outcome=RotationOutcome.RETRIED)
+        return rotation
+
+    @staticmethod
+    async def _rotate_on_postgres(
+        connection: Any,
+        old_hash: bytes,
+        new_hash: bytes,
+        retry_successor: bytes | None,
+        now: datetime,
+        idle_until: datetime,
+    ) -> Rotation | None:
+        """The rotation statement; None if the token is not there unspent."""
+        params = {
+            "old": old_hash,
+            "new": new_hash,
+            "retry_successor": retry_successor,
+            "now": now,
+            "idle_until": idle_until,
+        }
+        row = (await connection.execute(_POSTGRES_ROTATION, params)).first()
+        if row is None:
+            return None
         if row.id is None:
             return Rotation(RotationOutcome.ENDED, row.spent_session)
         session = Session(
@@ -145,15 +220,51 @@ class SqlRefreshTokenRotator:
         connection: sqlite3.Connection,
     ) -> Rotation:
         """The rotation on SQLite's thread, inside BEGIN IMMEDIATE … COMMIT."""
-        times = self._times
-        assert times is not None, "SQLite's rotation on another database"
+        rotation = self._rotate_on_sqlite(connection, old_hash, new_hash, new_hash, now, idle_until)
+        if rotation is not None:
+            return rotation
+        return self._retry_or_reuse_on_sqlite(connection, old_hash, new_hash, now, idle_until)
+
+    def _retry_or_reuse_on_sqlite(
+        self,
+        connection: sqlite3.Connection,
+        old_hash: bytes,
+        new_hash: bytes,
+        now: datetime,
+        idle_until: datetime,
+    ) -> Rotation:
+        """The token was spent before: a retry the grace admits, or reuse (the
+        transaction's write lock makes concurrent retries take turns)."""
+        times = self._sqlite_times()
+        token = connection.execute(_SQLITE_SPENT_ROW, (old_hash,)).fetchone()
+        if token is None:
+            return Rotation(RotationOutcome.UNKNOWN)
+        session_id, spent_at, successor, retried = token
+        if not self._grace.admits(times.loaded(spent_at), successor is not None, retried, now):
+            return Rotation(RotationOutcome.REUSED, session_id)
+        connection.execute(_SQLITE_RETRIED, (new_hash, old_hash))
+        rotation = self._rotate_on_sqlite(connection, successor, new_hash, None, now, idle_until)
+        if rotation is None:  # the successor was presented before: no retry any more
+            return Rotation(RotationOutcome.REUSED, session_id)
+        if rotation.outcome is RotationOutcome.ROTATED:
+            return dataclasses.replace(rotation, outcome=RotationOutcome.RETRIED)
+        return rotation
+
+    def _rotate_on_sqlite(
+        self,
+        connection: sqlite3.Connection,
+        old_hash: bytes,
+        new_hash: bytes,
+        retry_successor: bytes | None,
+        now: datetime,
+        idle_until: datetime,
+    ) -> Rotation | None:
+        """The rotation's statements; None if the token is not there unspent."""
+        times = self._sqlite_times()
         at = times.stored(now)
-        spent = connection.execute(_SQLITE_SPEND, (at, old_hash)).fetchone()
+        spent = connection.execute(_SQLITE_SPEND, (at, retry_successor, old_hash)).fetchone()
         if spent is None:
-            owner = connection.execute(_SQLITE_SPENT_BY, (old_hash,)).fetchone()
-            if owner is None:
-                return Rotation(RotationOutcome.UNKNOWN)
-            return Rotation(RotationOutcome.REUSED, owner[0])
+            return None
         session_id: str = spent[0]
         row = connection.execute(_SQLITE_SESSION_AND_USER, (session_id,)).fetchone()
         if row is None:
@@ -182,11 +293,7 @@ class SqlRefreshTokenRotator:
             RotationOutcome.ROTATED, session_id, refreshed, frozenset(json.loads(roles))
         )
 
-    @staticmethod
-    async def _why_not_spent(connection: Any, old_hash: bytes) -> Rotation:
-        session_id = await connection.scalar(
-            select(refresh_tokens.c.session_id).where(refresh_tokens.c.token_hash == old_hash)
-        )
-        if session_id is None:
-            return Rotation(RotationOutcome.UNKNOWN)
-        return Rotation(RotationOutcome.REUSED, session_id)
+    def _sqlite_times(self) -> _SqliteTimes:
+        times = self._times
+        assert times is not None, "SQLite's rotation on another database"
+        return times

@@ -63,6 +63,10 @@ def _bad_refresh_token() -> Unauthenticated:
     return Unauthenticated("REFRESH_TOKEN_INVALID", "the refresh token is not valid", domain=DOMAIN)
 
 
+# A retry within the grace issues a pair as a rotation does (RetryGrace says when).
+_ISSUED = frozenset({RotationOutcome.ROTATED, RotationOutcome.RETRIED})
+
+
 def session_not_found(name: str) -> NotFound:
     return NotFound("SESSION_NOT_FOUND", f"{name} does not exist", domain=DOMAIN)
 
@@ -178,8 +182,10 @@ class Sessions:
                     "SESSION_EXPIRED", "the session has ended; log in again", domain=DOMAIN
                 )
             session = rotation.session
-            if rotation.outcome is not RotationOutcome.ROTATED or session is None:
+            if rotation.outcome not in _ISSUED or session is None:
                 raise _bad_refresh_token()
+            if rotation.outcome is RotationOutcome.RETRIED:
+                attempt.details["retried_within_grace"] = "true"
             access = self._tokens.issue(
                 subject=f"users/{session.user_id}", roles=rotation.roles, session_id=session.id
             )

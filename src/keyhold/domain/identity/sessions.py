@@ -5,7 +5,7 @@ from __future__ import annotations
 import enum
 import re
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Protocol
 
 from keyhold.domain.errors import FieldViolation, InvalidArgument
@@ -86,6 +86,7 @@ class SessionRepository(Protocol):
 
 class RotationOutcome(enum.Enum):
     ROTATED = "rotated"  # the token was spent and its successor stored
+    RETRIED = "retried"  # a retry within the grace: the unused successor replaced by another
     REUSED = "reused"  # the token had been spent before: theft or replay
     UNKNOWN = "unknown"  # no such token
     ENDED = "ended"  # the token was spent, but its session or user is no longer live
@@ -99,13 +100,46 @@ class Rotation:
     roles: frozenset[str] = frozenset()  # the user's current roles, when ROTATED
 
 
+@dataclass(frozen=True, slots=True)
+class RetryGrace:
+    """When a spent refresh token presented again is a client's retry, not theft.
+
+    A client whose refresh answer was lost (the rotation committed, the answer did not
+    arrive) can only present the token it holds again. That is admitted within `window`
+    of the token's spend, at most `retries` times, and only while the successor its last
+    use issued has never been presented: the retry spends that successor, which nobody
+    has used, and issues another in the same family, so the family keeps one live token.
+    Any other spent token presented again (after the window, beyond the retries, or once
+    its successor was used) is reuse (RFC 9700 §4.14.2) and revokes the family. A zero
+    window admits no retry."""
+
+    window: timedelta
+    retries: int = 1
+
+    def admits(
+        self, spent_at: datetime, successor_known: bool, retried: int, now: datetime
+    ) -> bool:
+        """Whether a token spent at `spent_at` and retried `retried` times, whose last
+        successor is on record, may be retried now. The retry stands only if that
+        successor is then still unspent, which the rotator checks as it spends it."""
+        return successor_known and retried < self.retries and now < spent_at + self.window
+
+
+NO_RETRY_GRACE = RetryGrace(timedelta(0))
+
+
 class RefreshTokenRotator(Protocol):
     async def rotate(
         self, old_hash: bytes, new_hash: bytes, now: datetime, idle_until: datetime
     ) -> Rotation:
         """Spend the token and, if its session is live and its user active, store its
         successor and push the session's idle expiry to `idle_until` (never past the
-        absolute end), atomically. Exactly one concurrent caller spends a token."""
+        absolute end), atomically. Exactly one concurrent caller spends a token.
+
+        A token already spent is a retry (RETRIED) if the rotator's `RetryGrace` admits
+        it and its last successor is still unspent: that successor is spent, the retry
+        counted, and `new_hash` stored as the family's live token and the token's last
+        successor, atomically; otherwise it is REUSED."""
         ...
 
 
