@@ -42,6 +42,12 @@ async def world(server: tuple[KeyholdServer, grpc.aio.Channel]) -> World:
     return await World(*server).setup()
 
 
+@pytest.fixture
+async def any_world(any_server: tuple[KeyholdServer, grpc.aio.Channel]) -> World:
+    """On SQLite, then on PostgreSQL."""
+    return await World(*any_server).setup()
+
+
 async def failure(call: object) -> RichError:
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await call  # type: ignore[misc]
@@ -98,8 +104,9 @@ async def test_moving_the_token_endpoint_without_the_new_client_secret_is_refuse
 
 
 async def test_moving_the_token_endpoint_sends_no_stored_credential_to_the_new_host(
-    world: World, bank: FakeOAuthProvider, elsewhere: FakeOAuthProvider
+    any_world: World, bank: FakeOAuthProvider, elsewhere: FakeOAuthProvider
 ) -> None:
+    world = any_world
     await world.create_oauth_provider(bank)
     connection = await world.connect(bank)
     refresh_token = bank.issued_refresh_tokens[-1]
@@ -139,8 +146,9 @@ async def test_moving_the_token_endpoint_sends_no_stored_credential_to_the_new_h
 
 
 async def test_moved_connections_lose_their_tokens_at_rest(
-    world: World, bank: FakeOAuthProvider, elsewhere: FakeOAuthProvider
+    any_world: World, bank: FakeOAuthProvider, elsewhere: FakeOAuthProvider
 ) -> None:
+    world = any_world
     await world.create_oauth_provider(bank)
     connection = await world.connect(bank)
     pending = await world.stub.StartConnection(
@@ -540,8 +548,9 @@ async def test_an_upstream_error_body_is_not_reflected_unbounded(
 
 
 async def test_an_unreachable_provider_leaves_the_authorization_open_for_a_retry(
-    world: World, bank: FakeOAuthProvider
+    any_world: World, bank: FakeOAuthProvider
 ) -> None:
+    world = any_world
     await world.create_oauth_provider(bank)
     name, consent = await started_and_consented(world, bank)
     bank.fail_next("token", status=503, count=3)  # every attempt of the retry budget
