@@ -17,6 +17,10 @@ from keyhold.domain.principal import Principal
 from keyhold.identity.v1 import identity_service_pb2 as pb
 from keyhold.identity.v1 import identity_service_pb2_grpc as pb_grpc
 
+# Published keys held at most: Keyhold publishes the few that verify live tokens, and
+# an answer listing more is cut to its last (newest) ones.
+MAX_PUBLISHED_KEYS = 100
+
 
 @dataclass(frozen=True, slots=True)
 class _PublishedKey:
@@ -52,7 +56,7 @@ class JwksKeys:
         self.fetches += 1
         response = await self._stub.GetJwks(pb.GetJwksRequest(), timeout=10.0)
         keys = {}
-        for jwk in json.loads(response.jwks_json)["keys"]:
+        for jwk in json.loads(response.jwks_json)["keys"][-MAX_PUBLISHED_KEYS:]:
             if jwk.get("alg") in ("ES256", "EdDSA") and jwk.get("use", "sig") == "sig":
                 keys[jwk["kid"]] = _PublishedKey(jwk["alg"], jwt.PyJWK(jwk).key)
         self._keys = keys

@@ -8,7 +8,11 @@ from collections.abc import Iterable
 
 import jwt
 
-from keyhold.adapters.crypto.jwt_verification import TOKEN_TYPE, AccessTokenVerifier
+from keyhold.adapters.crypto.jwt_verification import (
+    TOKEN_TYPE,
+    VERIFIED_TOKENS_KEPT,
+    AccessTokenVerifier,
+)
 from keyhold.adapters.crypto.key_ring import KeyRing
 from keyhold.domain.clock import Clock
 from keyhold.domain.tokens import IssuedToken
@@ -25,7 +29,7 @@ class AccessTokens(AccessTokenVerifier):
         lifetime_seconds: int,
         leeway_seconds: int,
         clock: Clock,
-        cache_size: int = 10_000,
+        cache_size: int = VERIFIED_TOKENS_KEPT,
     ) -> None:
         super().__init__(
             ring,

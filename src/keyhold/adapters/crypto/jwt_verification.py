@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
@@ -22,12 +21,16 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 from jwt.algorithms import get_default_algorithms
 
+from keyhold.domain.bounded import BoundedMap
 from keyhold.domain.clock import Clock
 from keyhold.domain.errors import Unauthenticated
 from keyhold.domain.principal import Principal, PrincipalType
 from keyhold.jose_canonical import NotBase64url, NotCanonical, decode_segment, es256_has_low_s
 
 MAX_TOKEN_BYTES = 8 * 1024
+# Verified tokens remembered (by digest, with their principal); past it the least
+# recently verified is forgotten and verified again when it comes back.
+VERIFIED_TOKENS_KEPT = 10_000
 TOKEN_TYPE = "at+jwt"  # noqa: S105 - a media type, not a secret
 REQUIRED_CLAIMS = ("iss", "aud", "sub", "iat", "nbf", "exp", "jti")
 # NumericDate claims must be representable as a google.protobuf.Timestamp (0001-9999)
@@ -115,15 +118,14 @@ class AccessTokenVerifier:
         audience: str,
         leeway_seconds: int,
         clock: Clock,
-        cache_size: int = 10_000,
+        cache_size: int = VERIFIED_TOKENS_KEPT,
     ) -> None:
         self._keys = keys
         self._issuer = issuer
         self._audience = audience
         self._leeway = leeway_seconds
         self._clock = clock
-        self._cache: OrderedDict[bytes, Principal] = OrderedDict()
-        self._cache_size = cache_size
+        self._cache: BoundedMap[bytes, Principal] = BoundedMap(cache_size)
         self._principal_check: PrincipalCheck | None = None
         self._known_live: KnownLive | None = None
 
@@ -152,9 +154,7 @@ class AccessTokenVerifier:
         principal = self._cached(digest)
         if principal is None:
             principal = await self._verify_uncached(token)
-            self._cache[digest] = principal
-            if len(self._cache) > self._cache_size:
-                self._cache.popitem(last=False)
+            self._cache.put(digest, principal)
         if self._principal_check is not None:
             await self._principal_check(principal)
         return principal

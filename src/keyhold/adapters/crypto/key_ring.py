@@ -16,6 +16,11 @@ from cryptography.hazmat.primitives.asymmetric.ec import (
 from keyhold.domain.errors import Unavailable
 from keyhold.domain.signing_keys import SigningKey
 
+# Keys held at most, the newest: rotations faster than tokens expire could otherwise
+# grow the ring without bound. A token signed by a key past it is refused as signed by
+# an unknown key, and its holder logs in again.
+MAX_RING_KEYS = 100
+
 
 @dataclass(frozen=True, slots=True)
 class LoadedKey:
@@ -47,6 +52,8 @@ class KeyRing:
         self._lock = asyncio.Lock()
 
     def replace(self, keys: list[SigningKey]) -> None:
+        if len(keys) > MAX_RING_KEYS:
+            keys = sorted(keys, key=lambda k: k.created_at)[-MAX_RING_KEYS:]
         loaded: dict[str, LoadedKey] = {}
         for key in keys:
             known = self._keys.get(key.key_id)

@@ -17,11 +17,16 @@ from keyhold.adapters.oauth.bounded_post import bounded_post
 from keyhold.adapters.oauth.circuit_breaker import CircuitBreaker, CircuitOpen, CircuitState
 from keyhold.adapters.oauth.egress_transport import EgressTransport
 from keyhold.adapters.oauth.token_response import oauth_error, token_set
+from keyhold.domain.bounded import BoundedMap
 from keyhold.domain.provider.egress import EgressPolicy, EgressRefused
 from keyhold.domain.provider.oauth import ProviderUnreachable, TokenSet
 from keyhold.domain.provider.providers import Provider
 
 log = structlog.get_logger(__name__)
+
+# Breakers kept, one per provider slug. Past it the least recently made is forgotten:
+# its provider starts again closed, as after a restart.
+MAX_BREAKERS = 1_000
 
 
 class HttpOAuthClient:
@@ -57,16 +62,18 @@ class HttpOAuthClient:
         self._backoff = backoff_seconds
         self._threshold = breaker_threshold
         self._cooldown = breaker_cooldown_seconds
-        self._breakers: dict[str, CircuitBreaker] = {}
+        self._breakers: BoundedMap[str, CircuitBreaker] = BoundedMap(MAX_BREAKERS)
 
     def breaker(self, slug: str) -> CircuitBreaker:
-        if slug not in self._breakers:
-            self._breakers[slug] = CircuitBreaker(self._threshold, self._cooldown)
-        return self._breakers[slug]
+        breaker = self._breakers.get(slug)
+        if breaker is None:
+            breaker = CircuitBreaker(self._threshold, self._cooldown)
+            self._breakers.put(slug, breaker)
+        return breaker
 
     def breaker_states(self) -> dict[str, CircuitState]:
-        # A copy first: a metrics scrape reads this from another thread.
-        return {slug: breaker.state for slug, breaker in list(self._breakers.items())}
+        # `items` copies first: a metrics scrape reads this from another thread.
+        return {slug: breaker.state for slug, breaker in self._breakers.items()}
 
     async def close(self) -> None:
         await self._http.aclose()

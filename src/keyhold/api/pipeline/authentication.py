@@ -87,6 +87,9 @@ def _text(value: bytes) -> str:
     return value.decode("utf-8", "replace")
 
 
+# One shared identity per kind of transport without a client certificate. gRPC names the
+# kind ("insecure", "ssl", "local"); past this many, an identity is made per call.
+_KINDS_KEPT = 8
 _WITHOUT_CERTIFICATE: dict[bytes, TransportIdentity] = {}
 
 
@@ -100,9 +103,9 @@ def transport_identity(auth_context: Mapping[str, Iterable[bytes]]) -> Transport
     if "x509_pem_cert" not in auth_context:  # the common case: one shared value per kind
         known = _WITHOUT_CERTIFICATE.get(security_type)
         if known is None:
-            known = _WITHOUT_CERTIFICATE.setdefault(
-                security_type, TransportIdentity(_text(security_type))
-            )
+            known = TransportIdentity(_text(security_type))
+            if len(_WITHOUT_CERTIFICATE) < _KINDS_KEPT:
+                known = _WITHOUT_CERTIFICATE.setdefault(security_type, known)
         return known
     return TransportIdentity(
         security_type=_text(security_type),

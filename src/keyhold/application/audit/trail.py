@@ -13,12 +13,21 @@ from keyhold.domain.audit.chain import GENESIS_HASH, verify_chain
 from keyhold.domain.audit.events import AuditEvent, AuditFilter
 from keyhold.domain.audit.ports import AuditFeed, AuditTrail, CheckpointSigner
 from keyhold.domain.clock import Clock
-from keyhold.domain.errors import FailedPrecondition, FieldViolation, InvalidArgument, NotFound
+from keyhold.domain.errors import (
+    FailedPrecondition,
+    FieldViolation,
+    InvalidArgument,
+    NotFound,
+    ResourceExhausted,
+)
 
 _DOMAIN = "keyhold.audit"
 VERIFY_CHUNK = 1_000
 STREAM_CHUNK = 500
 MAX_SEQUENCE = 2**63 - 1  # the BIGINT column's range
+# Streams open at once in one process: each waits on the audit feed and holds a chunk of
+# events. Past it a new stream is refused RESOURCE_EXHAUSTED until one ends.
+MAX_AUDIT_STREAMS = 256
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,6 +104,7 @@ class AuditTrailReader:
         *,
         issuer: str,
         stream_wake_seconds: float = 15.0,
+        max_streams: int = MAX_AUDIT_STREAMS,
     ) -> None:
         self._trail = trail
         self._feed = feed
@@ -103,6 +113,8 @@ class AuditTrailReader:
         self._clock = clock
         self._issuer = issuer
         self._stream_wake = stream_wake_seconds
+        self._max_streams = max_streams
+        self._streams = 0
 
     async def list(self, where: AuditFilter, size: int, token: str) -> AuditPage:
         limit = page_size(size)
@@ -175,6 +187,14 @@ class AuditTrailReader:
         async with self._recorder.attempt(
             Action.AUDIT_EVENTS_STREAM, "audit-events", details, cancellation_succeeds=True
         ) as at:
+            if self._streams >= self._max_streams:
+                raise ResourceExhausted(
+                    "AUDIT_STREAMS_EXHAUSTED",
+                    f"this server has {self._max_streams} audit streams open; retry later",
+                    retry_after_seconds=self._stream_wake,
+                    domain=_DOMAIN,
+                )
+            self._streams += 1
             last, delivered = after_sequence, 0
             try:
                 while True:
@@ -185,4 +205,5 @@ class AuditTrailReader:
                     if len(chunk) < STREAM_CHUNK:
                         await self._feed.wait_beyond(last, self._stream_wake)
             finally:
+                self._streams -= 1
                 at.details.update(delivered=str(delivered), last_sequence=str(last))

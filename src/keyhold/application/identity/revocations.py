@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable
 
+from keyhold.domain.bounded import BoundedMap
 from keyhold.domain.errors import Unauthenticated
 from keyhold.domain.identity import DOMAIN
 from keyhold.domain.principal import Principal, PrincipalType
@@ -25,6 +25,13 @@ _FOREVER = float("inf")
 _ANYONE = "*"  # the subject of a revocation's entry: it ends the key for every subject
 
 LivenessSource = Callable[[Principal], Awaitable[bool]]
+
+# Entries per cache (sessions, service accounts). Forgetting one costs a lookup: a
+# revocation is in the database too, so a forgotten one is found again.
+MAX_LIVENESS_ENTRIES = 100_000
+# Lookups shared by the calls that wait for them, per cache. Past it a call looks up on
+# its own: the calls in flight bound the memory then, not the keys they name.
+MAX_SHARED_LOOKUPS = 10_000
 
 
 class LivenessCache:
@@ -50,13 +57,19 @@ class LivenessCache:
         ttl_seconds: float,
         max_entries: int,
         monotonic: Callable[[], float] = time.monotonic,
+        max_shared_lookups: int = MAX_SHARED_LOOKUPS,
     ) -> None:
         self._source = source
         self._monotonic = monotonic
         self._ttl = ttl_seconds
-        self._max_entries = max_entries
-        self._cache: OrderedDict[tuple[str, str], tuple[bool, float]] = OrderedDict()
+        self._cache: BoundedMap[tuple[str, str], tuple[bool, float]] = BoundedMap(max_entries)
         self._lookups: dict[tuple[str, str], asyncio.Future[bool]] = {}
+        self._max_shared_lookups = max_shared_lookups
+
+    @property
+    def shared_lookups(self) -> int:
+        """Lookups under way that later calls for the same entry will wait for."""
+        return len(self._lookups)
 
     async def is_live(self, key: str, principal: Principal) -> bool:
         live = self.known(key, principal)
@@ -87,8 +100,9 @@ class LivenessCache:
         lookup = self._lookups.get(entry)
         if lookup is None:
             lookup = asyncio.ensure_future(self._look_up(entry, principal))
-            self._lookups[entry] = lookup
             lookup.add_done_callback(lambda done: self._forget_lookup(entry, done))
+            if len(self._lookups) < self._max_shared_lookups:  # else this caller's own
+                self._lookups[entry] = lookup
         return lookup
 
     async def _look_up(self, entry: tuple[str, str], principal: Principal) -> bool:
@@ -111,10 +125,7 @@ class LivenessCache:
             self._remember((_ANYONE, key), False, _FOREVER)
 
     def _remember(self, key: tuple[str, str], live: bool, until: float) -> None:
-        self._cache[key] = (live, until)
-        self._cache.move_to_end(key)
-        if len(self._cache) > self._max_entries:
-            self._cache.popitem(last=False)
+        self._cache.put(key, (live, until))
 
 
 class _NoNotices:
@@ -128,7 +139,7 @@ class Revocations:
         session_is_live: LivenessSource,
         account_is_live: LivenessSource,
         ttl_seconds: float = 5.0,
-        max_entries: int = 100_000,
+        max_entries: int = MAX_LIVENESS_ENTRIES,
     ) -> None:
         self._sessions = LivenessCache(session_is_live, ttl_seconds, max_entries)
         self._accounts = LivenessCache(account_is_live, ttl_seconds, max_entries)
