@@ -108,7 +108,11 @@ class ProviderServiceServicer:
     def CreateProvider(self, request, context):
         """Adds a provider to the catalog. Fails with ALREADY_EXISTS when the slug is
         taken and with INVALID_ARGUMENT for a malformed slug or, for
-        AUTH_TYPE_OAUTH2, a missing or non-https endpoint or client id. Admins only.
+        AUTH_TYPE_OAUTH2, a missing or malformed endpoint or client id. Admins only.
+        An endpoint outside the server's egress policy (not https, a port other than
+        443, a user name or password in the URL, `localhost` or a literal address
+        that is not public, unless the server's allowlist names it) fails with
+        INVALID_ARGUMENT, reason `URL_NOT_ALLOWED`, and a BadRequest naming the field.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -117,7 +121,8 @@ class ProviderServiceServicer:
     def UpdateProvider(self, request, context):
         """Updates the fields of `provider` named in `update_mask`, and replaces the
         stored client secret when `client_secret` is non-empty. Fails with NOT_FOUND
-        for an unknown provider. Admins only.
+        for an unknown provider. Admins only. Endpoints are held to the egress policy
+        as in CreateProvider (`URL_NOT_ALLOWED`).
 
         Stored credentials are bound to the origin (scheme, host and port) of the
         token endpoint they were issued for and are never sent to another. When the
@@ -167,8 +172,11 @@ class ProviderServiceServicer:
         as `field` in the details): the connection then becomes
         CONNECTION_STATE_NEEDS_REAUTH. An unreachable provider fails with UNAVAILABLE
         and the connection stays pending: the same `state` and `code` may be sent
-        again until the authorization expires. A stated token lifetime beyond a year
-        is taken as a year, a negative one as already expired.
+        again until the authorization expires; so it does when the token endpoint is
+        outside the egress policy at call time (its name resolves to an address that
+        is not public, say), which fails with FAILED_PRECONDITION, reason
+        `EGRESS_REFUSED`, before anything is sent. A stated token lifetime beyond a
+        year is taken as a year, a negative one as already expired.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -193,7 +201,8 @@ class ProviderServiceServicer:
         with FAILED_PRECONDITION for API-key connections and connections that are not
         active; when the provider rejects the refresh token, the connection becomes
         CONNECTION_STATE_NEEDS_REAUTH and the call fails with FAILED_PRECONDITION; an
-        unreachable provider fails with UNAVAILABLE.
+        unreachable provider fails with UNAVAILABLE, a token endpoint outside the
+        egress policy with FAILED_PRECONDITION, reason `EGRESS_REFUSED`.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -205,7 +214,9 @@ class ProviderServiceServicer:
         time per connection; concurrent callers share its result). Every call is
         audited. A connection that is not CONNECTION_STATE_ACTIVE, or whose refresh is
         rejected (it then becomes CONNECTION_STATE_NEEDS_REAUTH), fails with
-        FAILED_PRECONDITION; an unreachable provider fails with UNAVAILABLE.
+        FAILED_PRECONDITION; an unreachable provider fails with UNAVAILABLE, a token
+        endpoint outside the egress policy with FAILED_PRECONDITION, reason
+        `EGRESS_REFUSED`.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -45,12 +45,17 @@ class ProviderServiceStub:
     CreateProvider: _grpc.UnaryUnaryMultiCallable[_provider_service_pb2.CreateProviderRequest, _provider_service_pb2.CreateProviderResponse]
     """Adds a provider to the catalog. Fails with ALREADY_EXISTS when the slug is
     taken and with INVALID_ARGUMENT for a malformed slug or, for
-    AUTH_TYPE_OAUTH2, a missing or non-https endpoint or client id. Admins only.
+    AUTH_TYPE_OAUTH2, a missing or malformed endpoint or client id. Admins only.
+    An endpoint outside the server's egress policy (not https, a port other than
+    443, a user name or password in the URL, `localhost` or a literal address
+    that is not public, unless the server's allowlist names it) fails with
+    INVALID_ARGUMENT, reason `URL_NOT_ALLOWED`, and a BadRequest naming the field.
     """
     UpdateProvider: _grpc.UnaryUnaryMultiCallable[_provider_service_pb2.UpdateProviderRequest, _provider_service_pb2.UpdateProviderResponse]
     """Updates the fields of `provider` named in `update_mask`, and replaces the
     stored client secret when `client_secret` is non-empty. Fails with NOT_FOUND
-    for an unknown provider. Admins only.
+    for an unknown provider. Admins only. Endpoints are held to the egress policy
+    as in CreateProvider (`URL_NOT_ALLOWED`).
 
     Stored credentials are bound to the origin (scheme, host and port) of the
     token endpoint they were issued for and are never sent to another. When the
@@ -88,8 +93,11 @@ class ProviderServiceStub:
     as `field` in the details): the connection then becomes
     CONNECTION_STATE_NEEDS_REAUTH. An unreachable provider fails with UNAVAILABLE
     and the connection stays pending: the same `state` and `code` may be sent
-    again until the authorization expires. A stated token lifetime beyond a year
-    is taken as a year, a negative one as already expired.
+    again until the authorization expires; so it does when the token endpoint is
+    outside the egress policy at call time (its name resolves to an address that
+    is not public, say), which fails with FAILED_PRECONDITION, reason
+    `EGRESS_REFUSED`, before anything is sent. A stated token lifetime beyond a
+    year is taken as a year, a negative one as already expired.
     """
     GetConnection: _grpc.UnaryUnaryMultiCallable[_provider_service_pb2.GetConnectionRequest, _provider_service_pb2.GetConnectionResponse]
     """Returns a connection, without any secret. The owner or an admin may read it."""
@@ -100,7 +108,8 @@ class ProviderServiceStub:
     with FAILED_PRECONDITION for API-key connections and connections that are not
     active; when the provider rejects the refresh token, the connection becomes
     CONNECTION_STATE_NEEDS_REAUTH and the call fails with FAILED_PRECONDITION; an
-    unreachable provider fails with UNAVAILABLE.
+    unreachable provider fails with UNAVAILABLE, a token endpoint outside the
+    egress policy with FAILED_PRECONDITION, reason `EGRESS_REFUSED`.
     """
     GetConnectionCredential: _grpc.UnaryUnaryMultiCallable[_provider_service_pb2.GetConnectionCredentialRequest, _provider_service_pb2.GetConnectionCredentialResponse]
     """Returns a usable upstream credential for a connection, for a backend service.
@@ -108,7 +117,9 @@ class ProviderServiceStub:
     time per connection; concurrent callers share its result). Every call is
     audited. A connection that is not CONNECTION_STATE_ACTIVE, or whose refresh is
     rejected (it then becomes CONNECTION_STATE_NEEDS_REAUTH), fails with
-    FAILED_PRECONDITION; an unreachable provider fails with UNAVAILABLE.
+    FAILED_PRECONDITION; an unreachable provider fails with UNAVAILABLE, a token
+    endpoint outside the egress policy with FAILED_PRECONDITION, reason
+    `EGRESS_REFUSED`.
     """
     DeleteConnection: _grpc.UnaryUnaryMultiCallable[_provider_service_pb2.DeleteConnectionRequest, _provider_service_pb2.DeleteConnectionResponse]
     """Deletes a connection: revokes the upstream token at the provider's revocation
@@ -128,12 +139,17 @@ class ProviderServiceAsyncStub(ProviderServiceStub):
     CreateProvider: _aio.UnaryUnaryMultiCallable[_provider_service_pb2.CreateProviderRequest, _provider_service_pb2.CreateProviderResponse]  # type: ignore[assignment]
     """Adds a provider to the catalog. Fails with ALREADY_EXISTS when the slug is
     taken and with INVALID_ARGUMENT for a malformed slug or, for
-    AUTH_TYPE_OAUTH2, a missing or non-https endpoint or client id. Admins only.
+    AUTH_TYPE_OAUTH2, a missing or malformed endpoint or client id. Admins only.
+    An endpoint outside the server's egress policy (not https, a port other than
+    443, a user name or password in the URL, `localhost` or a literal address
+    that is not public, unless the server's allowlist names it) fails with
+    INVALID_ARGUMENT, reason `URL_NOT_ALLOWED`, and a BadRequest naming the field.
     """
     UpdateProvider: _aio.UnaryUnaryMultiCallable[_provider_service_pb2.UpdateProviderRequest, _provider_service_pb2.UpdateProviderResponse]  # type: ignore[assignment]
     """Updates the fields of `provider` named in `update_mask`, and replaces the
     stored client secret when `client_secret` is non-empty. Fails with NOT_FOUND
-    for an unknown provider. Admins only.
+    for an unknown provider. Admins only. Endpoints are held to the egress policy
+    as in CreateProvider (`URL_NOT_ALLOWED`).
 
     Stored credentials are bound to the origin (scheme, host and port) of the
     token endpoint they were issued for and are never sent to another. When the
@@ -171,8 +187,11 @@ class ProviderServiceAsyncStub(ProviderServiceStub):
     as `field` in the details): the connection then becomes
     CONNECTION_STATE_NEEDS_REAUTH. An unreachable provider fails with UNAVAILABLE
     and the connection stays pending: the same `state` and `code` may be sent
-    again until the authorization expires. A stated token lifetime beyond a year
-    is taken as a year, a negative one as already expired.
+    again until the authorization expires; so it does when the token endpoint is
+    outside the egress policy at call time (its name resolves to an address that
+    is not public, say), which fails with FAILED_PRECONDITION, reason
+    `EGRESS_REFUSED`, before anything is sent. A stated token lifetime beyond a
+    year is taken as a year, a negative one as already expired.
     """
     GetConnection: _aio.UnaryUnaryMultiCallable[_provider_service_pb2.GetConnectionRequest, _provider_service_pb2.GetConnectionResponse]  # type: ignore[assignment]
     """Returns a connection, without any secret. The owner or an admin may read it."""
@@ -183,7 +202,8 @@ class ProviderServiceAsyncStub(ProviderServiceStub):
     with FAILED_PRECONDITION for API-key connections and connections that are not
     active; when the provider rejects the refresh token, the connection becomes
     CONNECTION_STATE_NEEDS_REAUTH and the call fails with FAILED_PRECONDITION; an
-    unreachable provider fails with UNAVAILABLE.
+    unreachable provider fails with UNAVAILABLE, a token endpoint outside the
+    egress policy with FAILED_PRECONDITION, reason `EGRESS_REFUSED`.
     """
     GetConnectionCredential: _aio.UnaryUnaryMultiCallable[_provider_service_pb2.GetConnectionCredentialRequest, _provider_service_pb2.GetConnectionCredentialResponse]  # type: ignore[assignment]
     """Returns a usable upstream credential for a connection, for a backend service.
@@ -191,7 +211,9 @@ class ProviderServiceAsyncStub(ProviderServiceStub):
     time per connection; concurrent callers share its result). Every call is
     audited. A connection that is not CONNECTION_STATE_ACTIVE, or whose refresh is
     rejected (it then becomes CONNECTION_STATE_NEEDS_REAUTH), fails with
-    FAILED_PRECONDITION; an unreachable provider fails with UNAVAILABLE.
+    FAILED_PRECONDITION; an unreachable provider fails with UNAVAILABLE, a token
+    endpoint outside the egress policy with FAILED_PRECONDITION, reason
+    `EGRESS_REFUSED`.
     """
     DeleteConnection: _aio.UnaryUnaryMultiCallable[_provider_service_pb2.DeleteConnectionRequest, _provider_service_pb2.DeleteConnectionResponse]  # type: ignore[assignment]
     """Deletes a connection: revokes the upstream token at the provider's revocation
@@ -220,7 +242,11 @@ class ProviderServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_provider_service_pb2.CreateProviderResponse, _abc.Awaitable[_provider_service_pb2.CreateProviderResponse]]:
         """Adds a provider to the catalog. Fails with ALREADY_EXISTS when the slug is
         taken and with INVALID_ARGUMENT for a malformed slug or, for
-        AUTH_TYPE_OAUTH2, a missing or non-https endpoint or client id. Admins only.
+        AUTH_TYPE_OAUTH2, a missing or malformed endpoint or client id. Admins only.
+        An endpoint outside the server's egress policy (not https, a port other than
+        443, a user name or password in the URL, `localhost` or a literal address
+        that is not public, unless the server's allowlist names it) fails with
+        INVALID_ARGUMENT, reason `URL_NOT_ALLOWED`, and a BadRequest naming the field.
         """
 
     @_abc_1.abstractmethod
@@ -231,7 +257,8 @@ class ProviderServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_provider_service_pb2.UpdateProviderResponse, _abc.Awaitable[_provider_service_pb2.UpdateProviderResponse]]:
         """Updates the fields of `provider` named in `update_mask`, and replaces the
         stored client secret when `client_secret` is non-empty. Fails with NOT_FOUND
-        for an unknown provider. Admins only.
+        for an unknown provider. Admins only. Endpoints are held to the egress policy
+        as in CreateProvider (`URL_NOT_ALLOWED`).
 
         Stored credentials are bound to the origin (scheme, host and port) of the
         token endpoint they were issued for and are never sent to another. When the
@@ -287,8 +314,11 @@ class ProviderServiceServicer(metaclass=_abc_1.ABCMeta):
         as `field` in the details): the connection then becomes
         CONNECTION_STATE_NEEDS_REAUTH. An unreachable provider fails with UNAVAILABLE
         and the connection stays pending: the same `state` and `code` may be sent
-        again until the authorization expires. A stated token lifetime beyond a year
-        is taken as a year, a negative one as already expired.
+        again until the authorization expires; so it does when the token endpoint is
+        outside the egress policy at call time (its name resolves to an address that
+        is not public, say), which fails with FAILED_PRECONDITION, reason
+        `EGRESS_REFUSED`, before anything is sent. A stated token lifetime beyond a
+        year is taken as a year, a negative one as already expired.
         """
 
     @_abc_1.abstractmethod
@@ -317,7 +347,8 @@ class ProviderServiceServicer(metaclass=_abc_1.ABCMeta):
         with FAILED_PRECONDITION for API-key connections and connections that are not
         active; when the provider rejects the refresh token, the connection becomes
         CONNECTION_STATE_NEEDS_REAUTH and the call fails with FAILED_PRECONDITION; an
-        unreachable provider fails with UNAVAILABLE.
+        unreachable provider fails with UNAVAILABLE, a token endpoint outside the
+        egress policy with FAILED_PRECONDITION, reason `EGRESS_REFUSED`.
         """
 
     @_abc_1.abstractmethod
@@ -331,7 +362,9 @@ class ProviderServiceServicer(metaclass=_abc_1.ABCMeta):
         time per connection; concurrent callers share its result). Every call is
         audited. A connection that is not CONNECTION_STATE_ACTIVE, or whose refresh is
         rejected (it then becomes CONNECTION_STATE_NEEDS_REAUTH), fails with
-        FAILED_PRECONDITION; an unreachable provider fails with UNAVAILABLE.
+        FAILED_PRECONDITION; an unreachable provider fails with UNAVAILABLE, a token
+        endpoint outside the egress policy with FAILED_PRECONDITION, reason
+        `EGRESS_REFUSED`.
         """
 
     @_abc_1.abstractmethod
