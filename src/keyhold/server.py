@@ -25,6 +25,7 @@ from keyhold.adapters.crypto.es256 import Es256KeyGenerator
 from keyhold.adapters.crypto.key_ring import KeyRing
 from keyhold.adapters.crypto.sealer import AeadSealer
 from keyhold.adapters.data import common_passwords
+from keyhold.adapters.notices.log import LoggedAccountNotices
 from keyhold.adapters.oauth.client import HttpOAuthClient
 from keyhold.adapters.oauth.egress_transport import EgressTransport, Resolver, system_resolver
 from keyhold.adapters.persistence.audit_feed import LocalAuditFeed
@@ -376,6 +377,8 @@ async def build_server(
         LockoutPolicy(
             threshold=settings.lockout_threshold,
             peer_threshold=settings.lockout_peer_threshold,
+            account_threshold=settings.lockout_account_threshold,
+            account_interval=timedelta(seconds=settings.lockout_account_interval_seconds),
             base_cooldown=timedelta(seconds=settings.lockout_base_seconds),
             max_cooldown=timedelta(seconds=settings.lockout_max_seconds),
         ),
@@ -405,7 +408,16 @@ async def build_server(
     )
     authorizer.register_owner_resolver("sessions", sessions.owner_of)
     identity = IdentityUseCases(
-        users=Users(unit_of_work, hasher, password_policy, audit_recorder, revocations, clock),
+        users=Users(
+            unit_of_work,
+            hasher,
+            password_policy,
+            audit_recorder,
+            revocations,
+            clock,
+            LoggedAccountNotices(),
+            self_sign_up=settings.self_signup,
+        ),
         sessions=sessions,
         passwords=Passwords(
             unit_of_work,
@@ -415,6 +427,7 @@ async def build_server(
             revocations,
             clock,
             timedelta(seconds=settings.password_reset_token_lifetime_seconds),
+            lockout,
         ),
         verification=EmailVerification(
             unit_of_work,

@@ -24,23 +24,27 @@ async def count(app: KeyholdServer, table: object) -> int:
         return int(await connection.scalar(select(func.count()).select_from(table)))  # type: ignore[arg-type]
 
 
-async def create(channel: grpc.aio.Channel, email: str, password: str = PASSWORD) -> pb.User:
+async def create(
+    channel: grpc.aio.Channel, email: str, password: str = PASSWORD, token: str = ""
+) -> pb.User:
+    """Self-service sign-up (an empty answer), or an admin's call with `token`."""
     response = await pb_grpc.IdentityServiceStub(channel).CreateUser(
-        pb.CreateUserRequest(email=email, password=password, display_name="Ada")
+        pb.CreateUserRequest(email=email, password=password, display_name="Ada"),
+        metadata=bearer(token) if token else None,
     )
     return response.user
 
 
 async def test_create_user_normalises_email_and_defaults(server: Server) -> None:
     app, channel = server
-    user = await create(channel, "  Ada.Lovelace@Example.COM ")
-    assert user.email == "ada.lovelace@example.com"
-    assert user.name.startswith("users/")
-    assert user.state == pb.USER_STATE_ACTIVE
-    assert not user.email_verified
-    assert list(user.roles) == ["user"]
+    await create(channel, "  Ada.Lovelace@Example.COM ")
     async with app.database.engine.connect() as connection:
-        stored = (await connection.execute(select(users.c.password_hash))).scalar_one()
+        user = (await connection.execute(select(users))).one()
+    assert user.email == "ada.lovelace@example.com"
+    assert user.state == "active"
+    assert not user.email_verified
+    assert user.roles == '["user"]'
+    stored = user.password_hash
     assert stored.startswith("$argon2id$v=19$m=7168,t=1,p=1$")
     assert PASSWORD not in stored
     async with app.database.engine.connect() as connection:
@@ -50,14 +54,16 @@ async def test_create_user_normalises_email_and_defaults(server: Server) -> None
     assert actions == [("identity.user.create", "attempted"), ("identity.user.create", "succeeded")]
 
 
-async def test_duplicate_email_is_already_exists(server: Server) -> None:
+async def test_duplicate_email_is_already_exists_for_an_admin(server: Server) -> None:
     app, channel = server
-    await create(channel, "ada@example.com")
+    admin, _ = await signed_in(app, "admin@example.com", ("admin", "user"))
+    created = await create(channel, "ada@example.com", token=admin)
+    assert created.name.startswith("users/")
     with pytest.raises(grpc.aio.AioRpcError) as caught:
-        await create(channel, "ADA@example.com")
+        await create(channel, "ADA@example.com", token=admin)
     error = rich_error(caught.value)
     assert (error.code, error.reason) == (grpc.StatusCode.ALREADY_EXISTS, "EMAIL_TAKEN")
-    assert await count(app, users) == 1
+    assert await count(app, users) == 2
 
 
 @pytest.mark.parametrize(
@@ -231,8 +237,10 @@ async def test_delete_user_refuses_its_tokens_at_once_and_keeps_the_audit(server
 
 async def test_concurrent_registration_with_one_email_has_one_winner(any_server: Server) -> None:
     app, channel = any_server
+    admin, admin_name = await signed_in(app, "admin@example.com", ("admin", "user"))
     results = await asyncio.gather(
-        *(create(channel, "race@example.com") for _ in range(20)), return_exceptions=True
+        *(create(channel, "race@example.com", token=admin) for _ in range(20)),
+        return_exceptions=True,
     )
     winners = [r for r in results if isinstance(r, pb.User)]
     losers = [r for r in results if isinstance(r, grpc.aio.AioRpcError)]
@@ -241,13 +249,14 @@ async def test_concurrent_registration_with_one_email_has_one_winner(any_server:
         (grpc.StatusCode.ALREADY_EXISTS, "EMAIL_TAKEN")
     }
     assert len(losers) == 19
-    assert await count(app, users) == 1
+    assert await count(app, users) == 2  # the admin and the winner
     async with app.database.engine.connect() as connection:
         outcomes = (
             await connection.execute(
                 select(audit_events.c.outcome, audit_events.c.reason, audit_events.c.resource_name)
                 .where(audit_events.c.action == "identity.user.create")
                 .where(audit_events.c.outcome != "attempted")
+                .where(audit_events.c.resource_name != admin_name)
             )
         ).all()
     assert sorted((o.outcome, o.reason) for o in outcomes) == [("failed", "EMAIL_TAKEN")] * 19 + [

@@ -79,7 +79,7 @@ async def test_one_trace_from_the_callers_traceparent_to_the_database(
         assert engine_tracers(app)
         spans.clear()  # start-up's own statements
         with capture_logs() as logs:
-            created = await pb_grpc.IdentityServiceStub(channel).CreateUser(
+            await pb_grpc.IdentityServiceStub(channel).CreateUser(
                 pb.CreateUserRequest(
                     email="ada@example.com", password=PASSWORD, display_name="Ada"
                 ),
@@ -89,6 +89,7 @@ async def test_one_trace_from_the_callers_traceparent_to_the_database(
             audited = set(
                 (await db.execute(text("SELECT trace_id FROM audit_events"))).scalars().all()
             )
+            user_id = (await db.execute(text("SELECT id FROM users"))).scalar_one()
 
     finished = list(spans.get_finished_spans())
     server = next(s for s in finished if s.kind is SpanKind.SERVER)
@@ -106,7 +107,7 @@ async def test_one_trace_from_the_callers_traceparent_to_the_database(
     assert all(s is server or descends_from(s, server, finished) for s in in_trace)
     statements = " ".join(str(s.attributes) for s in database)
     assert PASSWORD not in statements  # statements are recorded without their parameters
-    assert created.user.name not in statements
+    assert user_id not in statements
 
     completed = [line for line in logs if line["event"] == "rpc_completed"]
     assert [(line["trace_id"], line["span_id"]) for line in completed] == [hex_ids(server)]

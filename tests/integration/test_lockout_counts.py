@@ -1,6 +1,7 @@
-"""Login failures counted under concurrency, on SQLite and PostgreSQL: every failure is
-counted exactly once (no lost update), and the lockout engages at the threshold with the
-cooldown the count earns."""
+"""Password checks reserved before they are evaluated, on SQLite and PostgreSQL: however
+many arrive at once, no counter grants more than its threshold; a refused check counts
+nowhere; a success gives its reservation back; and through the API, parallel guesses
+never reach the hasher more often than the threshold allows."""
 
 from __future__ import annotations
 
@@ -13,21 +14,24 @@ from pathlib import Path
 
 import grpc
 import pytest
-from sqlalchemy import text
+from sqlalchemy import event, text
 
 from keyhold.adapters.crypto.aead import AeadKeyRing
 from keyhold.adapters.persistence.database import Database
 from keyhold.adapters.persistence.engine import create_engine
 from keyhold.adapters.persistence.login_failures import SqlLoginFailureStore
 from keyhold.adapters.persistence.migrate import migrate
-from keyhold.domain.identity.lockout import LockoutPolicy
+from keyhold.domain.call import CallContext, set_current_call
+from keyhold.domain.identity.lockout import LockoutPolicy, Scope
 from keyhold.identity.v1 import identity_service_pb2 as pb
 from keyhold.identity.v1 import identity_service_pb2_grpc as pb_grpc
+from keyhold.server import KeyholdServer
 from tests.support.databases import postgres_database
 from tests.support.servers import PASSWORD, running_server, settings_for, signed_in
 from tests.support.status import rich_error
 
 ENGINES = ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
+POLICY = LockoutPolicy(threshold=5, peer_threshold=1000, account_threshold=1000)
 
 
 @pytest.fixture(params=ENGINES)
@@ -52,31 +56,102 @@ async def store(tmp_path: Path, database_url: str | None) -> AsyncIterator[SqlLo
         await database.dispose()
 
 
-async def test_concurrent_failures_are_each_counted_once(store: SqlLoginFailureStore) -> None:
-    policy = LockoutPolicy(threshold=5)
+async def test_concurrent_reservations_never_pass_the_threshold(
+    store: SqlLoginFailureStore,
+) -> None:
     at = datetime.now(UTC)
-    writers = 50
-    counts = await asyncio.gather(
-        *(store.record_failure("account:a|peer:p", at, policy, 5) for _ in range(writers))
+    counters = POLICY.counters("ada@example.com", "192.0.2.1")
+    reservations = await asyncio.gather(
+        *(store.reserve(counters, at, POLICY.forget_after) for _ in range(100))
     )
-    # Each increment saw its own value: 1..50, none lost, none seen twice.
-    assert sorted(count.failures for count in counts) == list(range(1, writers + 1))
-    (stored,) = await store.counts(["account:a|peer:p"])
-    assert stored.failures == writers
-    # The lock only ever grows: the longest cooldown earned wins, whatever the order.
-    assert stored.locked_until == at + policy.cooldown(writers, 5)
+    granted = [r for r in reservations if r.granted]
+    assert len(granted) == POLICY.threshold
+    # Each grant saw its own count, 1..5, none twice; the fifth set the lock.
+    assert sorted(r.counts[0].failures for r in granted) == [1, 2, 3, 4, 5]
+    refused = [r for r in reservations if not r.granted]
+    assert {r.refused_by.scope for r in refused if r.refused_by} == {Scope.ACCOUNT_PEER}
+    assert {r.locked_until for r in refused} == {at + POLICY.base_cooldown}
+    # The refused were counted nowhere: every counter holds the five grants only.
+    stored = await store.counts([counter.key for counter in counters])
+    assert [count.failures for count in stored] == [5, 5, 5]
+    assert stored[0].locked_until == at + POLICY.base_cooldown
 
 
-async def test_concurrent_wrong_passwords_lock_at_the_threshold(
+async def test_a_success_gives_its_reservation_back(store: SqlLoginFailureStore) -> None:
+    at = datetime.now(UTC)
+    counters = POLICY.counters("ada@example.com", "192.0.2.1")
+    for _ in range(3):  # three failures stay counted
+        assert (await store.reserve(counters, at, POLICY.forget_after)).granted
+    success = await store.reserve(counters, at, POLICY.forget_after)
+    await store.release(success, reset=Scope.ACCOUNT_PEER)
+    pair, peer, account = await store.counts([counter.key for counter in counters])
+    assert pair.failures == 0  # a success resets the pair
+    assert (peer.failures, account.failures) == (3, 3)  # and is uncounted elsewhere
+
+
+async def test_a_lock_set_by_a_reservation_is_lifted_by_its_success(
+    store: SqlLoginFailureStore,
+) -> None:
+    at = datetime.now(UTC)
+    policy = LockoutPolicy(threshold=5, peer_threshold=2, account_threshold=1000)
+    counters = policy.counters("ada@example.com", "192.0.2.1")
+    assert (await store.reserve(counters, at, policy.forget_after)).granted
+    second = await store.reserve(counters, at, policy.forget_after)
+    assert second.locks_set() == [Scope.PEER]  # counted as the peer's second failure
+    await store.release(second, reset=Scope.ACCOUNT_PEER)
+    assert (await store.reserve(counters, at, policy.forget_after)).granted
+
+
+async def test_a_count_is_forgotten_after_a_quiet_hour(store: SqlLoginFailureStore) -> None:
+    at = datetime.now(UTC)
+    counters = POLICY.counters("ada@example.com", "192.0.2.1")
+    for _ in range(5):
+        await store.reserve(counters, at, POLICY.forget_after)
+    assert not (await store.reserve(counters, at, POLICY.forget_after)).granted
+    later = at + POLICY.forget_after + timedelta(seconds=1)
+    again = await store.reserve(counters, later, POLICY.forget_after)
+    assert [count.failures for count in again.counts] == [1, 1, 1]
+
+
+def _lockout_statements(app: KeyholdServer) -> list[str]:
+    """Statements on `login_failures` the server sends from now on."""
+    seen: list[str] = []
+
+    def record(*args: object) -> None:
+        statement = str(args[2])
+        if "login_failures" in statement:
+            seen.append(statement.split(None, 1)[0].upper())
+
+    event.listen(app.database.engine.sync_engine, "before_cursor_execute", record)
+    return seen
+
+
+async def test_a_login_costs_one_statement_more_than_a_check(tmp_path: Path) -> None:
+    """A successful login: the reservation and its release (a lone read before). A
+    failed one: the reservation only (a read and two writes before)."""
+    async with running_server(settings_for(tmp_path, rate_limits_enabled=False)) as (app, _):
+        await signed_in(app, "ada@example.com")
+        set_current_call(CallContext(peer="ipv4:192.0.2.1:1"))
+        statements = _lockout_statements(app)
+        await app.identity.sessions.login("ada@example.com", PASSWORD, "t")
+        assert statements == ["INSERT", "UPDATE"]
+        statements.clear()
+        with pytest.raises(Exception, match="email or password is wrong"):
+            await app.identity.sessions.login("ada@example.com", "wrong passphrase!", "t")
+        assert statements == ["INSERT"]
+
+
+async def test_parallel_guesses_reach_the_hasher_at_most_threshold_times(
     tmp_path: Path, database_url: str | None
 ) -> None:
-    threshold, attempts = 5, 20
+    threshold, attempts = 5, 100
     settings = settings_for(
         tmp_path,
         database_url,
         rate_limits_enabled=False,
         lockout_threshold=threshold,
-        lockout_peer_threshold=1000,  # only the account's count is under test
+        lockout_peer_threshold=1000,  # only the account's count for this peer is under test
+        lockout_account_threshold=1000,
         password_hash_workers=4,  # verifications really overlap
     )
     async with running_server(settings) as (app, channel):
@@ -84,32 +159,17 @@ async def test_concurrent_wrong_passwords_lock_at_the_threshold(
         identity = pb_grpc.IdentityServiceStub(channel)
         wrong = pb.CreateSessionRequest(email="ada@example.com", password="wrong passphrase!")
         results = await asyncio.gather(
-            *(identity.CreateSession(wrong, timeout=30) for _ in range(attempts)),
+            *(identity.CreateSession(wrong, timeout=60) for _ in range(attempts)),
             return_exceptions=True,
         )
         assert all(isinstance(r, grpc.aio.AioRpcError) for r in results), results
         reasons = [rich_error(r).reason for r in results if isinstance(r, grpc.aio.AioRpcError)]
-        failed = reasons.count("INVALID_CREDENTIALS")
-        # Calls that checked after the fifth failure was stored were refused unverified.
-        assert failed + reasons.count("LOGIN_LOCKED") == attempts
-        assert failed >= threshold
+        # INVALID_CREDENTIALS is the answer of a guess that was verified; LOGIN_LOCKED
+        # of one refused before the hasher.
+        assert reasons.count("INVALID_CREDENTIALS") == threshold
+        assert reasons.count("LOGIN_LOCKED") == attempts - threshold
 
-        store = SqlLoginFailureStore(app.database)
-        account, whole_peer = await store.counts(
-            ["account:ada@example.com|peer:127.0.0.1", "peer:127.0.0.1"]
-        )
-        assert account.failures == failed  # every verified failure counted, exactly once
-        assert whole_peer.failures == failed
-        async with app.database.engine.connect() as connection:
-            denied = await connection.scalar(
-                text(
-                    "SELECT count(*) FROM audit_events WHERE action = 'identity.session.create' "
-                    "AND outcome = 'denied' AND reason = 'INVALID_CREDENTIALS'"
-                )
-            )
-        assert denied == failed
-
-        # The right password is refused now, for the cooldown the count earned.
+        # The right password, now that the guesses are used up, is refused too.
         with pytest.raises(grpc.aio.AioRpcError) as caught:
             await identity.CreateSession(
                 pb.CreateSessionRequest(email="ada@example.com", password=PASSWORD)
@@ -117,10 +177,24 @@ async def test_concurrent_wrong_passwords_lock_at_the_threshold(
         error = rich_error(caught.value)
         assert (error.code, error.reason) == (grpc.StatusCode.RESOURCE_EXHAUSTED, "LOGIN_LOCKED")
         assert error.retry_info is not None
-        earned = LockoutPolicy(threshold=threshold).cooldown(failed, threshold)
-        assert (
-            earned - timedelta(seconds=15)
-            <= (timedelta(seconds=error.retry_info.retry_delay.seconds))
-            <= earned
+        assert 45 <= error.retry_info.retry_delay.seconds <= 60
+
+        async with app.database.engine.connect() as connection:
+            outcomes = (
+                await connection.execute(
+                    text(
+                        "SELECT outcome, reason, count(*) FROM audit_events "
+                        "WHERE action = 'identity.session.create' AND outcome != 'attempted' "
+                        "GROUP BY outcome, reason"
+                    )
+                )
+            ).all()
+        # Verified and wrong: DENIED INVALID_CREDENTIALS; refused by the lock (and the
+        # right password after them): DENIED ACCOUNT_LOCKED, never FAILED.
+        assert sorted(tuple(row) for row in outcomes) == sorted(
+            [
+                ("denied", "ACCOUNT_LOCKED", attempts - threshold + 1),
+                ("denied", "INVALID_CREDENTIALS", threshold),
+                ("succeeded", "", 1),  # signed_in's own login
+            ]
         )
-        print(f"{attempts} concurrent wrong passwords: {failed} counted, cooldown {earned}")

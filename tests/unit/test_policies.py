@@ -40,7 +40,7 @@ def test_policies_match_the_api_table() -> None:
         return next(p for p in policies.values() if p.full_method.endswith("/" + name))
 
     assert policy("CreateSession").public
-    assert {r.text for r in policy("CreateSession").rate_limits} == {"30/minute", "10/minute"}
+    assert {r.text for r in policy("CreateSession").rate_limits} == {"30/minute"}
     assert policy("ListUsers").roles == {"admin"}
     assert policy("IntrospectToken").scopes == {"identity.introspect"}
     assert policy("GetConnectionCredential").scopes == {"provider.credentials.read"}

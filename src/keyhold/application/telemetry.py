@@ -6,13 +6,15 @@ from __future__ import annotations
 from typing import Literal, Protocol
 
 TokenKind = Literal["access", "refresh", "service"]
-LockScope = Literal["account", "peer"]
+LockScope = Literal["account", "peer", "account_ceiling"]
 RefreshOutcome = Literal["succeeded", "rejected", "unreachable"]
 
 
 class Telemetry(Protocol):
     def login_locked(self, scope: LockScope) -> None:
-        """A failed login set or lengthened a lock on an account (per peer) or a peer."""
+        """A failed password check set or lengthened a lock: on an account for one peer
+        (`account`), on a peer (`peer`), or on an account for every peer, past its
+        ceiling (`account_ceiling`)."""
         ...
 
     def token_issued(self, kind: TokenKind) -> None: ...

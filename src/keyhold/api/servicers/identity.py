@@ -82,8 +82,12 @@ class IdentityServicer(pb_grpc.IdentityServiceServicer):
     async def CreateUser(
         self, request: pb.CreateUserRequest, context: Any
     ) -> pb.CreateUserResponse:
-        user = await self._uc.users.create(request.email, request.password, request.display_name)
-        return pb.CreateUserResponse(user=user_message(user))
+        user = await self._uc.users.register(request.email, request.password, request.display_name)
+        return (
+            pb.CreateUserResponse()
+            if user is None
+            else pb.CreateUserResponse(user=user_message(user))
+        )
 
     async def GetUser(self, request: pb.GetUserRequest, context: Any) -> pb.GetUserResponse:
         return pb.GetUserResponse(user=user_message(await self._uc.users.get(request.name)))

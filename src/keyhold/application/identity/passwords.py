@@ -6,6 +6,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 from keyhold.application.audit.recorder import AuditRecorder
+from keyhold.application.identity.lockout import LoginLockout
 from keyhold.application.identity.revocations import Revocations
 from keyhold.application.identity.secrets import (
     MAX_SECRET_LENGTH,
@@ -44,10 +45,12 @@ class Passwords:
         revocations: Revocations,
         clock: Clock,
         reset_token_lifetime: timedelta,
+        lockout: LoginLockout,
     ) -> None:
         self._unit_of_work = unit_of_work
         self._hasher = hasher
         self._policy = policy
+        self._lockout = lockout
         self._recorder = recorder
         self._revocations = revocations
         self._clock = clock
@@ -67,10 +70,14 @@ class Passwords:
                 user = await uow.users.get(principal.subject.removeprefix("users/"))
             if user is None:
                 raise not_found(principal.subject)
+            # The current password is a guess like a login's: the same reservation.
+            reservation = await self._lockout.reserve(user.email, current_call().peer_ip)
             if not await self._hasher.verify(user.password_hash, current_password):
+                self._lockout.failed(reservation)
                 raise PermissionDenied(
                     "CURRENT_PASSWORD_WRONG", "current_password is wrong", domain=DOMAIN
                 )
+            await self._lockout.succeeded(reservation)
             self._policy.check(new_password, user.email, "new_password")
             new_hash = await self._hasher.hash(new_password)
             now = self._clock.now()

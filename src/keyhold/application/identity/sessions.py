@@ -29,6 +29,7 @@ from keyhold.domain.call import current_call
 from keyhold.domain.clock import Clock
 from keyhold.domain.errors import FieldViolation, InvalidArgument, NotFound, Unauthenticated
 from keyhold.domain.identity import DOMAIN
+from keyhold.domain.identity.lockout import LoginLocked
 from keyhold.domain.identity.passwords import MAX_LENGTH, PasswordHasher
 from keyhold.domain.identity.sessions import (
     RefreshTokenRotator,
@@ -108,7 +109,11 @@ class Sessions:
         call = current_call()
         details = {"email_sha256": hashlib.sha256(email.encode()).hexdigest()[:16]}
         async with self._recorder.attempt(Action.SESSION_CREATE, "", details) as attempt:
-            failures = await self._lockout.check(email, call.peer_ip)
+            try:
+                reservation = await self._lockout.reserve(email, call.peer_ip)
+            except LoginLocked as locked:
+                attempt.details["lock"] = locked.scope.value
+                raise
             async with self._unit_of_work() as uow:
                 user = await uow.users.by_email(email)
             if user is None:
@@ -118,9 +123,9 @@ class Sessions:
                 attempt.details["user"] = user.name
                 verified = await self._hasher.verify(user.password_hash, password)
             if user is None or not verified or not user.is_active:
-                await self._lockout.failed(email, call.peer_ip)
+                self._lockout.failed(reservation)
                 raise _invalid_credentials()
-            await self._lockout.succeeded(email, call.peer_ip, failures)
+            await self._lockout.succeeded(reservation)
             rehashed = (
                 await self._hasher.hash(password)
                 if self._hasher.needs_rehash(user.password_hash)

@@ -25,6 +25,7 @@ from keyhold.domain.errors import (
     PermissionDenied,
 )
 from keyhold.domain.identity import DOMAIN
+from keyhold.domain.identity.notices import AccountNotices
 from keyhold.domain.identity.passwords import PasswordHasher, PasswordPolicy
 from keyhold.domain.identity.users import (
     DEFAULT_ROLES,
@@ -63,6 +64,9 @@ class Users:
         recorder: AuditRecorder,
         revocations: Revocations,
         clock: Clock,
+        notices: AccountNotices,
+        *,
+        self_sign_up: bool,
     ) -> None:
         self._unit_of_work = unit_of_work
         self._hasher = hasher
@@ -70,6 +74,31 @@ class Users:
         self._recorder = recorder
         self._revocations = revocations
         self._clock = clock
+        self._notices = notices
+        self._self_sign_up = self_sign_up
+
+    async def register(self, email: str, password: str, display_name: str) -> User | None:
+        """CreateUser. An administrator creates the user and gets it back (EMAIL_TAKEN
+        when the address is taken). Anyone else is signing themselves up, and learns
+        nothing about which addresses have accounts: None whether the address was new
+        (the user is created) or taken (its owner is told; the trail records
+        EMAIL_TAKEN)."""
+        if current_call().principal.is_admin:
+            return await self.create(email, password, display_name)
+        if not self._self_sign_up:
+            raise PermissionDenied(
+                "SIGN_UP_DISABLED",
+                "self-service sign-up is off; an administrator creates users",
+                domain=DOMAIN,
+            )
+        try:
+            await self.create(email, password, display_name)
+        except AlreadyExists:
+            async with self._unit_of_work() as uow:
+                owner = await uow.users.by_email(normalize_email(email))
+            if owner is not None:
+                await self._notices.sign_up_with_existing_email(owner)
+        return None
 
     async def create(
         self,

@@ -1,0 +1,1 @@
+"""Delivering notices to account owners."""
