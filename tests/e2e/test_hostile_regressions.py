@@ -288,3 +288,55 @@ async def test_a_signed_token_with_extreme_time_claims_authenticates_no_one(
         identity_pb.IntrospectTokenRequest(token=token), metadata=introspector
     )
     assert not answer.active
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["\x00", "a\x00b", "\ud800", "\udfff\ud800", "\x7f"],
+    ids=["nul", "inner-nul", "surrogate", "pair-reversed", "del"],
+)
+async def test_a_page_token_cursor_holding_unstorable_text_is_invalid_argument(
+    any_server: Server, text: str
+) -> None:
+    """Cursors are decoded from JSON, which spells NUL and lone surrogates as escapes;
+    neither may reach a query (PostgreSQL refuses NUL, no driver encodes a surrogate)."""
+    app, channel = any_server
+    admin = bearer((await signed_in(app, "a@example.com", ("admin", "user")))[0])
+    await signed_in(app, "b@example.com")
+    identity = identity_grpc.IdentityServiceStub(channel)
+    providers = provider_grpc.ProviderServiceStub(channel)
+    for slug in ("bank", "card"):
+        await providers.CreateProvider(
+            provider_pb.CreateProviderRequest(
+                provider_id=slug,
+                provider=provider_pb.Provider(
+                    display_name=slug, auth_type=provider_pb.AUTH_TYPE_API_KEY
+                ),
+            ),
+            metadata=admin,
+        )
+    users = await identity.ListUsers(identity_pb.ListUsersRequest(page_size=1), metadata=admin)
+    listed = await providers.ListProviders(
+        provider_pb.ListProvidersRequest(page_size=1), metadata=admin
+    )
+    calls = {
+        "users": identity.ListUsers(
+            identity_pb.ListUsersRequest(
+                page_size=1,
+                page_token=with_cursor(users.next_page_token, ["2020-01-01T00:00:00+00:00", text]),
+            ),
+            metadata=admin,
+        ),
+        "providers": providers.ListProviders(
+            provider_pb.ListProvidersRequest(
+                page_size=1, page_token=with_cursor(listed.next_page_token, text)
+            ),
+            metadata=admin,
+        ),
+    }
+    for listing, call in calls.items():
+        error = await refusal(call)
+        assert (error.code, error.reason) == (
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "PAGE_TOKEN_INVALID",
+        ), listing

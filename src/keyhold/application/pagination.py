@@ -56,7 +56,21 @@ def decode_page_token(token: str, query: object) -> object | None:
         raise invalid from exc
     if not isinstance(decoded, dict) or decoded.get("q") != _fingerprint(query):
         raise invalid
-    return decoded.get("c")
+    cursor = decoded.get("c")
+    if not _printable_ascii(cursor):  # ours are; NUL or a lone surrogate breaks a query
+        raise invalid
+    return cursor
+
+
+def _printable_ascii(value: object) -> bool:
+    """Every string in a decoded JSON value (keys too) is printable ASCII."""
+    if isinstance(value, str):
+        return value.isascii() and value.isprintable()
+    if isinstance(value, list):
+        return all(_printable_ascii(item) for item in value)
+    if isinstance(value, dict):
+        return all(_printable_ascii(key) and _printable_ascii(item) for key, item in value.items())
+    return True
 
 
 def time_id_cursor(cursor: object) -> tuple[str, str] | None:
