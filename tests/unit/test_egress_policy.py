@@ -49,6 +49,7 @@ DEVELOPMENT = EgressPolicy(allow_loopback_http=True)
         "https://user:secret@bank.example.com/token",  # userinfo
         "https://user@bank.example.com/token",
         "https:///token",
+        "https://bank\u200b.example.com/token",  # a name IDNA 2008 refuses (httpx too)
     ],
 )
 def test_the_static_check_refuses(url: str) -> None:
@@ -140,6 +141,16 @@ def test_connect_time_refuses_addresses_that_are_not_public(address: str) -> Non
     assert not is_public(parsed)
     with pytest.raises(EgressRefused):
         STRICT.check_address("bank.example.com", 443, parsed)
+
+
+def test_connect_time_checks_the_port_again() -> None:
+    public = ipaddress.ip_address("93.184.216.34")
+    with pytest.raises(EgressRefused, match="port 22"):
+        STRICT.check_address("bank.example.com", 22, public)
+    with pytest.raises(EgressRefused, match="port 8443"):
+        DEVELOPMENT.check_address("bank.example.com", 8443, public)
+    named = EgressPolicy.from_entries(["bank.example.com:8443"], allow_loopback_http=False)
+    named.check_address("bank.example.com", 8443, public)
 
 
 def test_connect_time_allows_public_addresses_and_development_loopback() -> None:

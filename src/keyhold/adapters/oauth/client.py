@@ -89,9 +89,12 @@ class HttpOAuthClient:
     ) -> Any:
         try:
             self._egress.check_url(url)  # again at each call: the row may predate the policy
-        except EgressRefused as exc:
+            httpx.URL(url)
+        except (EgressRefused, httpx.InvalidURL) as exc:
             log.warning("provider_egress_refused", provider=provider.slug, why=str(exc))
-            raise
+            if isinstance(exc, EgressRefused):
+                raise
+            raise EgressRefused("the URL cannot be parsed") from exc
         breaker = self.breaker(provider.slug)
         try:
             async with breaker.attempt():
@@ -162,15 +165,11 @@ class HttpOAuthClient:
             "redirect_uri": redirect_uri,
             "code_verifier": verifier,
         }
-        return token_set(
-            await self._post(provider, provider.token_endpoint, form, client_secret)
-        )
+        return token_set(await self._post(provider, provider.token_endpoint, form, client_secret))
 
     async def refresh(self, provider: Provider, client_secret: str, refresh_token: str) -> TokenSet:
         form = {"grant_type": "refresh_token", "refresh_token": refresh_token}
-        return token_set(
-            await self._post(provider, provider.token_endpoint, form, client_secret)
-        )
+        return token_set(await self._post(provider, provider.token_endpoint, form, client_secret))
 
     async def revoke(self, provider: Provider, client_secret: str, token: str, hint: str) -> None:
         if not provider.revocation_endpoint:

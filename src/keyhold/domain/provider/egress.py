@@ -87,7 +87,7 @@ def normal_host(host: str) -> str:
     host = host.strip("[]").rstrip(".").lower()
     if host.isascii():
         return host
-    return idna.encode(host, uts46=True).decode("ascii")
+    return idna.encode(host).decode("ascii")  # IDNA 2008 as httpx encodes it, no mapping
 
 
 def literal_address(host: str) -> IPAddress | None:
@@ -185,11 +185,16 @@ class EgressPolicy:
         return destination
 
     def check_address(self, host: str, port: int, address: IPAddress) -> None:
-        """Whether a connection for `host:port` may go to `address`; raises EgressRefused."""
+        """Whether a connection for `host:port` may go to `address`; raises EgressRefused.
+        The port is checked again here, where the connection is made, so that no
+        difference between two URL parsers can open another one."""
         host = normal_host(host)
-        if (host, port) in self.allowed_hosts or self._reachable(address):
+        if (host, port) in self.allowed_hosts:
             return
-        if self.allow_loopback_http and is_loopback_host(host) and _is_loopback(address):
+        loopback_allowed = self.allow_loopback_http and is_loopback_host(host)
+        if port != HTTPS_PORT and not loopback_allowed:
+            raise EgressRefused(f"port {port} is refused; only 443 is allowed")
+        if self._reachable(address) or (loopback_allowed and _is_loopback(address)):
             return
         raise EgressRefused(f"{host} resolves to {address}, which is not a public address")
 
