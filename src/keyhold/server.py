@@ -52,6 +52,7 @@ from keyhold.adapters.ratelimit.storage import create_rate_limiter
 from keyhold.adapters.telemetry.metrics_endpoint import MetricsEndpoint
 from keyhold.adapters.telemetry.prometheus import PrometheusTelemetry, RpcMetrics, ScrapedFigures
 from keyhold.adapters.telemetry.tracing import Tracing, tracing_for
+from keyhold.api.connection_limits import ConnectionLimits
 from keyhold.api.health import DatabaseMonitor, HealthReporter
 from keyhold.api.interceptor import PolicyInterceptor
 from keyhold.api.pipeline.authentication import Authenticator
@@ -519,6 +520,7 @@ async def build_server(
             # One process: a port already in use is an error, not a silent share with
             # its holder. Several workers share the port on purpose.
             ("grpc.so_reuseport", 1 if settings.workers > 1 else 0),
+            *connection_limits(settings).grpc_options(),
         ],
     )
     servicers = (
@@ -558,6 +560,17 @@ async def build_server(
         loop_first=loop_first,
         interceptor=interceptor,
         vault=VaultRotation(lambda: reseal_all(database), audit_recorder),
+    )
+
+
+def connection_limits(settings: Settings) -> ConnectionLimits:
+    return ConnectionLimits(
+        idle_seconds=settings.connection_idle_seconds,
+        max_age_seconds=settings.connection_max_age_seconds,
+        max_age_grace_seconds=settings.connection_max_age_grace_seconds,
+        handshake_timeout_seconds=settings.handshake_timeout_seconds,
+        max_concurrent_streams=settings.max_concurrent_streams,
+        max_connections=settings.max_connections,
     )
 
 

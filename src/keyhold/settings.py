@@ -165,6 +165,43 @@ class Settings(BaseSettings):
         le=1024 * 1024,
         description="largest request header list; larger ones are refused RESOURCE_EXHAUSTED",
     )
+    connection_idle_seconds: float = Field(
+        300.0,
+        ge=1,
+        le=86_400,
+        description="a connection with no call under way for this long is closed (GOAWAY)",
+    )
+    connection_max_age_seconds: float = Field(
+        3600.0,
+        ge=10,
+        le=7 * 86_400,
+        description="every connection is closed (GOAWAY) after this long, so that clients "
+        "reconnect and spread over the replicas",
+    )
+    connection_max_age_grace_seconds: float = Field(
+        300.0,
+        ge=1,
+        le=86_400,
+        description="calls under way on a connection that reached its maximum age get this "
+        "long to finish (StreamAuditEvents then resumes on a new one)",
+    )
+    handshake_timeout_seconds: float = Field(
+        10.0,
+        ge=1,
+        le=120,
+        description="a connection that has not finished its TLS handshake (in plaintext: its "
+        "connection setup) within this is closed",
+    )
+    max_concurrent_streams: int = Field(
+        100, ge=1, le=10_000, description="calls at once on one connection; more wait"
+    )
+    max_connections: int = Field(
+        2000,
+        ge=1,
+        le=1_000_000,
+        description="connections one server process holds at once; one more is closed as "
+        "soon as it is accepted (each worker counts its own)",
+    )
     argon2_memory_kib: int = Field(
         19 * 1024, ge=7 * 1024, le=1024 * 1024, description="Argon2id memory (OWASP: 19 MiB)"
     )
