@@ -27,7 +27,7 @@ STREAM_CHUNK = 500
 MAX_SEQUENCE = 2**63 - 1  # the BIGINT column's range
 # Streams open at once in one process: each waits on the audit feed and holds a chunk of
 # events. Past it a new stream is refused RESOURCE_EXHAUSTED until one ends.
-MAX_AUDIT_STREAMS = 256
+MAX_AUDIT_STREAMS = 64
 
 
 @dataclass(frozen=True, slots=True)
