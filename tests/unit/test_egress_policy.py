@@ -6,6 +6,8 @@ from __future__ import annotations
 import ipaddress
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from keyhold.domain.provider.egress import EgressPolicy, EgressRefused, is_public
 from keyhold.settings import Settings
@@ -161,3 +163,14 @@ def test_connect_time_allows_public_addresses_and_development_loopback() -> None
     DEVELOPMENT.check_address("localhost", 8080, loopback)
     with pytest.raises(EgressRefused):  # a public name that answers loopback: rebinding
         DEVELOPMENT.check_address("bank.example.com", 443, loopback)
+
+
+@given(st.text(max_size=80) | st.text(max_size=80).map(lambda tail: f"https://{tail}"))
+def test_any_url_is_either_a_destination_or_refused(url: str) -> None:
+    for policy in (STRICT, DEVELOPMENT):
+        try:
+            destination = policy.check_url(url)
+        except EgressRefused:
+            continue
+        assert destination.scheme in {"http", "https"}
+        assert destination.port == 443 or policy is DEVELOPMENT
