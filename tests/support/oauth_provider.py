@@ -12,8 +12,9 @@ that is as strict as a careful provider:
   client authentication by `client_secret_post` or HTTP Basic (RFC 6749 §2.3.1);
 * `POST /revoke` is an RFC 7009 revocation endpoint; `GET /userinfo` takes a Bearer token.
 
-Faults can be injected per endpoint ("authorize", "token", "revoke", "userinfo"). A faulted
-request has no side effect: it never reaches the grant logic.
+Faults can be injected per endpoint ("authorize", "token", "revoke", "userinfo"), as can
+answers of the test's own making (`answer_next`). A faulted or answered request has no side
+effect: it never reaches the grant logic.
 """
 
 from __future__ import annotations

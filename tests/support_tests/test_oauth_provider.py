@@ -459,6 +459,23 @@ async def test_fail_next_and_garbage(provider: FakeOAuthProvider, http: httpx.As
         provider.fail_next("tokens")
 
 
+async def test_answer_next_sends_a_custom_answer_without_side_effect(
+    provider: FakeOAuthProvider, http: httpx.AsyncClient
+) -> None:
+    body = await tokens(provider, http)
+    provider.answer_next("token", {"access_token": "x", "expires_in": float("nan")}, count=2)
+    for _ in range(2):
+        custom = await refresh(provider, http, body["refresh_token"])
+        assert custom.status_code == 200
+        assert b'"expires_in": NaN' in custom.content
+    provider.answer_next("token", b'{"error": "\\u0007"}', status=400)
+    assert (await refresh(provider, http, body["refresh_token"])).json() == {"error": "\x07"}
+    assert provider.is_refresh_token_active(body["refresh_token"])  # never reached the grant
+    assert (await refresh(provider, http, body["refresh_token"])).status_code == 200
+    with pytest.raises(ValueError, match="not an HTTP status"):
+        provider.answer_next("token", {}, status=99)
+
+
 async def test_stall_times_the_client_out(
     provider: FakeOAuthProvider, http: httpx.AsyncClient
 ) -> None:
