@@ -1,6 +1,7 @@
 """A loopback TCP proxy that can be cut and restored, to take a database "down", and
 that can hold the server's answers back for a while, so that a cut finds some of them
-still on their way (the statement done, its answer lost)."""
+still on their way (the statement done, its answer lost). Or it can hang: keep every
+connection open and pass nothing on, like a server that has stopped answering."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ class CuttableProxy:
         self._server: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
         self.up = True
+        self.hung = False
         self.port = 0
 
     async def start(self) -> None:
@@ -34,12 +36,24 @@ class CuttableProxy:
             writer.transport.abort()
         self._writers.clear()
 
+    def hang(self) -> None:
+        """Pass nothing on, either way, on open connections and new ones alike, until
+        `restore()`; nothing is closed."""
+        self.hung = True
+
     def restore(self) -> None:
         self.up = True
+        self.hung = False
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         if not self.up:
             writer.transport.abort()
+            return
+        if self.hung:
+            self._writers.add(writer)
+            with contextlib.suppress(Exception):
+                while await reader.read(65536):
+                    pass
             return
         try:
             upstream_reader, upstream_writer = await asyncio.open_connection(*self._target)
@@ -57,6 +71,8 @@ class CuttableProxy:
     ) -> None:
         with contextlib.suppress(Exception):
             while data := await reader.read(65536):
+                if self.hung:
+                    continue
                 if delay:
                     await asyncio.sleep(delay)
                 writer.write(data)
