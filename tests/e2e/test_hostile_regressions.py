@@ -340,3 +340,38 @@ async def test_a_page_token_cursor_holding_unstorable_text_is_invalid_argument(
             grpc.StatusCode.INVALID_ARGUMENT,
             "PAGE_TOKEN_INVALID",
         ), listing
+
+
+async def test_a_trailing_newline_makes_no_identifier(server: Server) -> None:
+    """`$` also matches before a final newline: "bank\\n" passed as a provider id and
+    "users/{id}\\n" as a name, a second spelling of the same resource."""
+    app, channel = server
+    admin, admin_name = await signed_in(app, "admin@example.com", ("admin", "user"))
+    providers = provider_grpc.ProviderServiceStub(channel)
+    identity = identity_grpc.IdentityServiceStub(channel)
+    created = refusal(
+        providers.CreateProvider(
+            provider_pb.CreateProviderRequest(
+                provider_id="bank\n",
+                provider=provider_pb.Provider(
+                    display_name="Bank", auth_type=provider_pb.AUTH_TYPE_API_KEY
+                ),
+            ),
+            metadata=bearer(admin),
+        )
+    )
+    error = await created
+    assert (error.code, error.reason) == (grpc.StatusCode.INVALID_ARGUMENT, "PROVIDER_ID_INVALID")
+    for call in (
+        identity.GetUser(
+            identity_pb.GetUserRequest(name=admin_name + "\n"), metadata=bearer(admin)
+        ),
+        providers.GetConnection(
+            provider_pb.GetConnectionRequest(name="connections/abc\n"), metadata=bearer(admin)
+        ),
+    ):
+        error = await refusal(call)
+        assert (error.code, error.reason) == (
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "RESOURCE_NAME_INVALID",
+        )

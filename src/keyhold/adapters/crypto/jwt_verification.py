@@ -36,8 +36,8 @@ REQUIRED_CLAIMS = ("iss", "aud", "sub", "iat", "nbf", "exp", "jti")
 # NumericDate claims must be representable as a google.protobuf.Timestamp (0001-9999)
 # and never precede the epoch: this issuer never wrote one outside these bounds.
 LATEST_NUMERIC_DATE = 253_402_300_799  # 9999-12-31T23:59:59Z
-_KEY_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
-_SUBJECT = re.compile(r"^(users|service-accounts)/[A-Za-z0-9_-]{1,64}$")
+_KEY_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}\Z")
+_SUBJECT = re.compile(r"^(users|service-accounts)/[A-Za-z0-9_-]{1,64}\Z")
 _DOMAIN = "keyhold.identity"
 _ECDSA_SHA256 = ec.ECDSA(hashes.SHA256())
 

@@ -24,7 +24,7 @@ from keyhold.domain.principal import Principal
 OwnerResolver = Callable[[str], Awaitable[str | None]]
 """Given a resource name, the subject (`users/{id}`) that owns it, or None."""
 
-_USER_NAME = re.compile(r"^users/[A-Za-z0-9_-]{1,64}$")
+_USER_NAME = re.compile(r"^users/[A-Za-z0-9_-]{1,64}\Z")
 _SELF_NAMES = {"users/me", "sessions/current"}
 
 

@@ -7,7 +7,7 @@ import os
 import re
 import secrets
 
-_ACCEPTABLE = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+_ACCEPTABLE = re.compile(r"^[A-Za-z0-9._:-]{1,128}\Z")
 
 
 class _RequestIds:
@@ -35,7 +35,7 @@ def request_id_from(header: str | None) -> str:
     return _generated.next()
 
 
-_TRACEPARENT = re.compile(r"^(?!ff)[0-9a-f]{2}-([0-9a-f]{32})-([0-9a-f]{16})-[0-9a-f]{2}$")
+_TRACEPARENT = re.compile(r"^(?!ff)[0-9a-f]{2}-([0-9a-f]{32})-([0-9a-f]{16})-[0-9a-f]{2}\Z")
 _NO_TRACE = ("", "")
 
 

@@ -10,7 +10,7 @@ from typing import Protocol
 from keyhold.domain.errors import FieldViolation, InvalidArgument
 from keyhold.domain.identity import DOMAIN
 
-ACCOUNT_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+ACCOUNT_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}\Z")
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,8 +17,8 @@ ROLES = frozenset({"user", "admin"})
 DEFAULT_ROLES = frozenset({"user"})
 MAX_EMAIL_LENGTH = 254
 MAX_DISPLAY_NAME_LENGTH = 200
-_EMAIL = re.compile(r"^[^@\s]{1,64}@[^@\s]+\.[^@\s]+$")
-USER_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+_EMAIL = re.compile(r"^[^@\s]{1,64}@[^@\s]+\.[^@\s]+\Z")
+USER_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}\Z")
 
 
 class UserState(enum.Enum):

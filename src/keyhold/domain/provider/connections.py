@@ -11,7 +11,7 @@ from typing import Protocol
 
 from keyhold.domain.provider.providers import invalid
 
-CONNECTION_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+CONNECTION_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}\Z")
 
 
 class ConnectionState(enum.StrEnum):

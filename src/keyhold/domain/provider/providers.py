@@ -12,7 +12,7 @@ from urllib.parse import urlsplit
 from keyhold.domain.errors import FieldViolation, InvalidArgument
 from keyhold.domain.provider import DOMAIN
 
-SLUG = re.compile(r"^[a-z][a-z0-9-]{1,62}$")
+SLUG = re.compile(r"^[a-z][a-z0-9-]{1,62}\Z")
 
 
 class AuthType(enum.StrEnum):
