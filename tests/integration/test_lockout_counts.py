@@ -77,6 +77,34 @@ async def test_concurrent_reservations_never_pass_the_threshold(
     assert stored[0].locked_until == at + POLICY.base_cooldown
 
 
+async def test_a_reservation_refused_by_one_counter_is_counted_on_none(
+    store: SqlLoginFailureStore,
+) -> None:
+    """A hundred peers at once against one account with a ceiling of 5. On PostgreSQL a
+    reservation can find the account locked only when it reaches its row, after it
+    counted the pair and the peer: those are given back."""
+    at = datetime.now(UTC)
+    policy = LockoutPolicy(threshold=5, peer_threshold=5, account_threshold=5)
+    peers = [f"192.0.2.{index}" for index in range(100)]
+    reservations = await asyncio.gather(
+        *(
+            store.reserve(policy.counters("ada@example.com", peer), at, policy.forget_after)
+            for peer in peers
+        )
+    )
+    granted = {peer for peer, r in zip(peers, reservations, strict=True) if r.granted}
+    assert len(granted) == 5
+    (account,) = await store.counts(["account:ada@example.com"])
+    assert account.failures == 5
+    for peer in peers:
+        pair, whole_peer = await store.counts(
+            [f"account:ada@example.com|peer:{peer}", f"peer:{peer}"]
+        )
+        expected = 1 if peer in granted else 0
+        assert (pair.failures, whole_peer.failures) == (expected, expected), peer
+        assert (pair.locked_until, whole_peer.locked_until) == (None, None), peer
+
+
 async def test_a_success_gives_its_reservation_back(store: SqlLoginFailureStore) -> None:
     at = datetime.now(UTC)
     counters = POLICY.counters("ada@example.com", "192.0.2.1")
