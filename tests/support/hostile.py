@@ -9,14 +9,28 @@ import json
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from google.protobuf import message_factory
+from google.protobuf import field_mask_pb2, message_factory
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import Message
 from hypothesis import strategies as st
 
 INT32 = (-(2**31), 2**31 - 1)
 INT64 = (-(2**63), 2**63 - 1)
-EDGE_INTEGERS = (0, 1, -1, 49, 50, 51, 499, 500, 501, 2**31 - 1, -(2**31), 2**53)
+EDGE_INTEGERS = (
+    *(0, 1, -1, 49, 50, 51, 499, 500, 501),
+    *(2**31 - 1, 2**31, 2**31 + 1, -(2**31), -(2**31) - 1, 2**32 - 1, 2**53),
+    *(2**63 - 2, 2**63 - 1, -(2**63), 2**64 - 1),
+    # Timestamp seconds: the last of 9999-12-31, and one past either end of 0001-9999.
+    *(253_402_300_799, 253_402_300_800, -62_135_596_801),
+    *(999_999_999, 1_000_000_000),  # nanos: the last valid, the first not
+)
+# Every script's decimal digits, which str.isdigit() takes and a database does not.
+NON_ASCII_DIGITS = st.text(
+    st.characters(categories=["Nd", "No"], exclude_characters="0123456789"),
+    min_size=1,
+    max_size=20,
+)
+REPEATED_ITEMS = (1_000, 20_000)
 HUGE = 64 * 1024  # characters; large, yet far below the receive limit in any combination
 ADVERSARIAL_STRINGS = (
     "",
@@ -41,6 +55,18 @@ ADVERSARIAL_STRINGS = (
     "audit-events/-1",
     "audit-events/" + "9" * 18,
     "audit-events/" + "9" * 40,
+    "audit-events/\u00b2",
+    "audit-events/\uff11\uff12",
+    "audit-events/\u0661",
+    "audit-events/9223372036854775807",
+    "users/\uff11",
+    "\u00b2",
+    "\U0001d7d9\U0001d7da",
+    "1e20",
+    "NaN",
+    "-Infinity",
+    "-0",
+    "9" * 30,
     "https://[",
     "https://[::1",
     "https://example.com:99999/x",
@@ -68,9 +94,27 @@ def tainted(values: st.SearchStrategy[str]) -> st.SearchStrategy[str]:
     return st.builds(str.__add__, values, st.sampled_from(TAINTS))
 
 
+def _collection_of(seed: str) -> str:
+    return seed.rpartition("/")[0] + "/" if "/" in seed else ""
+
+
+def _long_text() -> st.SearchStrategy[str]:
+    return st.builds(
+        str.__mul__,
+        st.sampled_from(("a", "\u00e9", "1", "/", "\u00b2", "a b", "\U0001f4a5")),
+        st.sampled_from((1_000, 10_000, HUGE)),
+    )
+
+
 def _strings(seeds: Sequence[str]) -> st.SearchStrategy[str]:
+    names = tuple(seed for seed in seeds if "/" in seed)
     return st.one_of(
         st.sampled_from(ADVERSARIAL_STRINGS),
+        NON_ASCII_DIGITS,
+        st.builds(str.__add__, st.sampled_from(names).map(_collection_of), NON_ASCII_DIGITS)
+        if names
+        else st.nothing(),
+        _long_text(),
         st.sampled_from(tuple(seeds)) if seeds else st.nothing(),
         tainted(st.sampled_from(tuple(seeds))) if seeds else st.nothing(),
         st.text(max_size=80),
@@ -116,6 +160,37 @@ def _half_and_half(first: st.SearchStrategy[Any], second: st.SearchStrategy[Any]
     return st.booleans().flatmap(lambda pick_first: first if pick_first else second)
 
 
+FIELD_MASK = "google.protobuf.FieldMask"
+
+
+def _field_paths(descriptor: Descriptor, prefix: str = "", depth: int = 0) -> list[str]:
+    """Every field path of `descriptor` two messages deep: `display_name`, `user.email`."""
+    paths: list[str] = []
+    for field in descriptor.fields:
+        path = prefix + field.name
+        paths.append(path)
+        if field.message_type is not None and depth < 1 and not field.is_repeated:
+            paths.extend(_field_paths(field.message_type, path + ".", depth + 1))
+    return paths
+
+
+def _field_masks(container: Descriptor) -> st.SearchStrategy[Message]:
+    """Masks naming the request's own fields and the fields inside them, the wildcard,
+    repeated and empty paths, paths into scalars, and paths that do not exist."""
+    known = _field_paths(container)
+    path = st.one_of(
+        st.sampled_from(known),
+        st.sampled_from(("*", "", ".", "a..b", "name.*", " name", "NAME", "\u00b2", "a" * 300)),
+        st.builds("{}.{}".format, st.sampled_from(known), st.sampled_from(known)),
+        st.text(max_size=20),
+    )
+    mask = message_factory.GetMessageClass(field_mask_pb2.FieldMask.DESCRIPTOR)
+    return st.one_of(
+        st.lists(path, max_size=8),
+        st.builds(lambda item, count: [item] * count, path, st.sampled_from(REPEATED_ITEMS)),
+    ).map(lambda paths: mask(paths=paths))
+
+
 Plausible = Callable[[FieldDescriptor], "st.SearchStrategy[Any] | None"]
 
 
@@ -134,7 +209,9 @@ def _value(
         return st.dictionaries(
             _scalar(key, seeds), _value(value, seeds, plausible, depth + 1), max_size=4
         )
-    if field.message_type is not None:
+    if field.message_type is not None and field.message_type.full_name == FIELD_MASK:
+        single = _field_masks(field.containing_type)
+    elif field.message_type is not None:
         single = request_messages(field.message_type, seeds, plausible, depth + 1)
     else:
         single = _scalar(field, seeds)
@@ -144,8 +221,21 @@ def _value(
                 likely = _half_and_half(likely, tainted(likely))
             single = _half_and_half(likely, single)
     if field.is_repeated:
-        return st.lists(single, max_size=6)
+        return st.one_of(st.lists(single, max_size=6), _many(field, seeds))
     return single
+
+
+def _many(field: FieldDescriptor, seeds: Sequence[str]) -> st.SearchStrategy[list[Any]]:
+    """Thousands of one small item: huge as a list, small enough as a message."""
+    if field.message_type is not None:
+        item: st.SearchStrategy[Any] = st.just(
+            message_factory.GetMessageClass(field.message_type)()
+        )
+    elif field.type == FieldDescriptor.TYPE_STRING:
+        item = st.sampled_from(("", "a", "\u00b2", *seeds[:5]))
+    else:
+        item = _scalar(field, seeds)
+    return st.builds(lambda value, count: [value] * count, item, st.sampled_from(REPEATED_ITEMS))
 
 
 def request_messages(
@@ -380,3 +470,132 @@ def forged_page_tokens(genuine: Sequence[str]) -> st.SearchStrategy[str]:
         st.builds(forge, st.sampled_from(tuple(genuine)), _CURSORS),
         st.one_of(st.sampled_from(tuple(genuine)), garbage),
     )
+
+
+# -- one field at a time, at its edges ----------------------------------------------------
+
+TIMESTAMP = "google.protobuf.Timestamp"
+EDGE_STRINGS = (
+    "",
+    "\x00",
+    "\u00b2",
+    "\uff11\uff12",
+    "\u0661\u0662",
+    "9" * 30,
+    "NaN",
+    "a" * 300,
+    "\u00e9" * HUGE,
+)
+# Appended to the field's collection ("audit-events/"): digits of other scripts, a
+# sequence past the BIGINT range, one at its end.
+EDGE_IDS = ("\u00b2", "\uff11\uff12", "\u0661", "\U0001d7d9", "9" * 30, str(2**63 - 1), "")
+EDGE_TIMES = (
+    (253_402_300_800, 0),
+    (-62_135_596_801, 0),
+    (2**63 - 1, 0),
+    (-(2**63), 0),
+    (0, 1_000_000_000),
+    (0, -1),
+)
+
+
+def _integer_edges(field: FieldDescriptor) -> tuple[int, ...]:
+    kind = field.type
+    if kind in (
+        FieldDescriptor.TYPE_INT64,
+        FieldDescriptor.TYPE_SINT64,
+        FieldDescriptor.TYPE_SFIXED64,
+    ):
+        low, high = INT64
+    elif kind in (FieldDescriptor.TYPE_UINT64, FieldDescriptor.TYPE_FIXED64):
+        low, high = 0, 2**64 - 1
+    elif kind in (FieldDescriptor.TYPE_UINT32, FieldDescriptor.TYPE_FIXED32):
+        low, high = 0, 2**32 - 1
+    else:
+        low, high = INT32
+    wanted = (-1, 2**31 - 1, 2**31, -(2**31), 2**63 - 2, 2**63 - 1, -(2**63), 2**64 - 1, low, high)
+    return tuple(dict.fromkeys(n for n in wanted if low <= n <= high))
+
+
+def _edges(field: FieldDescriptor, collections: Sequence[str]) -> list[Any]:
+    """The values most likely to break a handler that reads `field`."""
+    message = field.message_type
+    if message is not None and message.full_name == TIMESTAMP:
+        cls = message_factory.GetMessageClass(message)
+        return [cls(seconds=seconds, nanos=nanos) for seconds, nanos in EDGE_TIMES]
+    if message is not None and message.full_name == FIELD_MASK:
+        mask = message_factory.GetMessageClass(message)
+        known = _field_paths(field.containing_type)
+        return [
+            mask(paths=["*"]),
+            mask(paths=["no_such_field", *known]),
+            mask(paths=[f"{known[0]}.{known[0]}" if known else "a.a"]),
+            mask(paths=known * 2_000),
+        ]
+    if field.type == FieldDescriptor.TYPE_STRING:
+        ids = [collection + suffix for collection in collections for suffix in EDGE_IDS]
+        return [*EDGE_STRINGS, *ids]
+    if field.type == FieldDescriptor.TYPE_ENUM:
+        known = [value.number for value in field.enum_type.values]
+        return [max(known) + 1, -1, 2**31 - 1, -(2**31)]
+    if field.type in (FieldDescriptor.TYPE_FLOAT, FieldDescriptor.TYPE_DOUBLE):
+        return [float("nan"), float("inf"), -float("inf"), -0.0, 1e308]
+    if field.type == FieldDescriptor.TYPE_BOOL:
+        return [True]
+    if field.type == FieldDescriptor.TYPE_BYTES:
+        return [b"\xff" * 1_000]
+    return list(_integer_edges(field))
+
+
+Collections = Callable[[FieldDescriptor], Sequence[str]]
+
+
+def _edge_values(
+    descriptor: Descriptor, collections: Collections, prefix: str = ""
+) -> list[tuple[str, Any]]:
+    """(field path, value) for every field and each of its edge values, one message down
+    too; repeated fields also with thousands of items."""
+    found: list[tuple[str, Any]] = []
+    for field in descriptor.fields:
+        path = prefix + field.name
+        message = field.message_type
+        if message is not None and message.GetOptions().map_entry:
+            key, value = message.fields_by_name["key"], message.fields_by_name["value"]
+            found.extend((path, {edge: _edges(value, [])[0]}) for edge in _edges(key, []))
+            continue
+        if message is not None and message.full_name not in (TIMESTAMP, FIELD_MASK):
+            if not prefix and not field.is_repeated:
+                found.extend(_edge_values(message, collections, path + "."))
+            continue  # deeper, and repeated messages: the random requests go there
+        single = _edges(field, collections(field))
+        found.extend((path, [edge] if field.is_repeated else edge) for edge in single)
+        if field.is_repeated:
+            found.append((path, [_edges(field, [])[0]] * REPEATED_ITEMS[-1]))
+    return found
+
+
+def edge_requests(base: Message, collections: Collections) -> list[tuple[str, Message]]:
+    """Copies of `base` (a request that gets past the first checks: plausible names),
+    each with one field (or a field of the message in it) at an edge value, labelled
+    `path=value`. Where the request has an `update_mask`, it names that field."""
+    requests: list[tuple[str, Message]] = []
+    descriptor = base.DESCRIPTOR
+    for path, value in _edge_values(descriptor, collections):
+        request = type(base)()
+        request.CopyFrom(base)
+        *outer, name = path.split(".")
+        holder = getattr(request, outer[0]) if outer else request
+        holder.ClearField(name)
+        target = getattr(holder, name)
+        if isinstance(value, Message):
+            target.CopyFrom(value)
+        elif isinstance(value, dict):
+            target.update(value)
+        elif isinstance(value, list):
+            target.extend(value)
+        else:
+            setattr(holder, name, value)
+        if outer and "update_mask" in descriptor.fields_by_name:
+            request.update_mask.paths[:] = [name]  # type: ignore[attr-defined]
+        requests.append((f"{path}={str(value)[:40]!r}", request))
+    return requests
