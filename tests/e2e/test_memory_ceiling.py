@@ -40,7 +40,7 @@ RATE_LIMIT_ENTRIES = 20_000  # the server's ceiling here (KEYHOLD_RATE_LIMIT_MEM
 RSS_GROWTH_BOUND_BYTES = 12 * 1024 * 1024
 GRPC_CALLS = 10_000
 GATE_CALLS = 40_000
-IN_FLIGHT = 200
+IN_FLIGHT = 64  # below the server's streams per connection (KEYHOLD_MAX_CONCURRENT_STREAMS)
 
 
 def _rss_bytes() -> int:
