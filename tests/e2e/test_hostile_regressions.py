@@ -375,3 +375,23 @@ async def test_a_trailing_newline_makes_no_identifier(server: Server) -> None:
             grpc.StatusCode.INVALID_ARGUMENT,
             "RESOURCE_NAME_INVALID",
         )
+
+
+@pytest.mark.parametrize(
+    "claims",
+    [{"sid": "s\x00"}, {"sid": "\ud800"}, {"sid": "s" * 5000}, {"jti": "j\x00"}, {"jti": 7}],
+    ids=["sid-nul", "sid-surrogate", "sid-long", "jti-nul", "jti-number"],
+)
+async def test_a_signed_token_whose_ids_are_no_ids_authenticates_no_one(
+    any_server: Server, claims: dict[str, object]
+) -> None:
+    """The session and token ids of a token signed with the server's own key are looked
+    up and recorded: text no column can hold must not get that far."""
+    app, channel = any_server
+    genuine, _ = await signed_in(app, "a@example.com")
+    identity = identity_grpc.IdentityServiceStub(channel)
+    me = await identity.WhoAmI(identity_pb.WhoAmIRequest(), metadata=bearer(genuine))
+    session_id = me.session.removeprefix("sessions/")
+    token = await _signed(app, **{"sub": me.subject, "sid": session_id, **claims})
+    error = await refusal(identity.WhoAmI(identity_pb.WhoAmIRequest(), metadata=bearer(token)))
+    assert (error.code, error.reason) == (grpc.StatusCode.UNAUTHENTICATED, "TOKEN_MALFORMED")

@@ -37,6 +37,7 @@ REQUIRED_CLAIMS = ("iss", "aud", "sub", "iat", "nbf", "exp", "jti")
 # and never precede the epoch: this issuer never wrote one outside these bounds.
 LATEST_NUMERIC_DATE = 253_402_300_799  # 9999-12-31T23:59:59Z
 _KEY_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}\Z")
+_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")  # session ids and token ids, as issued
 _SUBJECT = re.compile(r"^(users|service-accounts)/[A-Za-z0-9_-]{1,64}\Z")
 _DOMAIN = "keyhold.identity"
 _ECDSA_SHA256 = ec.ECDSA(hashes.SHA256())
@@ -227,9 +228,13 @@ class AccessTokenVerifier:
             raise refuse("TOKEN_MALFORMED", "access token roles must be a list of strings")
         if not isinstance(scope, str) or not isinstance(token_id, str):
             raise refuse("TOKEN_MALFORMED", "access token scope and jti must be strings")
+        if not _ID.fullmatch(token_id):
+            raise refuse("TOKEN_MALFORMED", "access token jti is not a token id")
         is_user = subject.startswith("users/")
         if is_user and not isinstance(session_id, str):
             raise refuse("TOKEN_CLAIM_MISSING", "access token lacks the sid claim")
+        if is_user and not _ID.fullmatch(str(session_id)):
+            raise refuse("TOKEN_MALFORMED", "access token sid is not a session id")
         return Principal(
             type=PrincipalType.USER if is_user else PrincipalType.SERVICE,
             subject=subject,
