@@ -103,6 +103,7 @@ from keyhold.thread_scheduling import LoopFirst, in_effect
 
 log = structlog.get_logger(__name__)
 KEY_RING_REFRESH_SECONDS = 60.0
+LOGIN_FAILURES_SWEEP_SECONDS = 600.0
 # After the grace period: how long cancelled handlers get to write their audit outcomes.
 HANDLER_CLEANUP_SECONDS = 5.0
 
@@ -145,6 +146,7 @@ class KeyholdServer:
     hasher: Argon2Hasher
     interceptor: PolicyInterceptor
     vault: VaultRotation
+    lockout: LoginLockout
     metrics: MetricsEndpoint | None = None
     tracing: Tracing | None = None
     loop_first: LoopFirst | None = None  # the threads' scheduling (thread_scheduling)
@@ -152,6 +154,7 @@ class KeyholdServer:
     certificates: ReloadingCertificates | None = None
     metrics_port: int = 0
     _key_refresher: asyncio.Task[None] | None = None
+    _login_failures_sweeper: asyncio.Task[None] | None = None
     _thread_sweeper: asyncio.Task[None] | None = None
     _reloads: set[asyncio.Task[bool]] = field(default_factory=set)
 
@@ -175,6 +178,9 @@ class KeyholdServer:
         if self.listener is not None:
             self.listener.start()
         self._key_refresher = asyncio.create_task(self._refresh_keys(), name="keyhold-keys")
+        self._login_failures_sweeper = asyncio.create_task(
+            self._sweep_login_failures(), name="keyhold-login-failures"
+        )
         if self.loop_first is not None:
             self._thread_sweeper = asyncio.create_task(
                 self.loop_first.keep_sweeping(), name="keyhold-thread-scheduling"
@@ -222,11 +228,20 @@ class KeyholdServer:
             except Unavailable:
                 log.warning("key_ring_refresh_failed")
 
+    async def _sweep_login_failures(self) -> None:
+        """Drop lockout counts quiet for longer than the lockout remembers them."""
+        while True:
+            await asyncio.sleep(LOGIN_FAILURES_SWEEP_SECONDS)
+            try:
+                await self.lockout.forget_stale()
+            except Unavailable:
+                log.warning("login_failures_sweep_failed")
+
     async def stop(self, grace: float | None = None) -> None:
         """Health goes NOT_SERVING, new calls are refused, in-flight calls get `grace`."""
         await self.health.shutdown()
         await self.monitor.stop()
-        for task in (self._key_refresher, self._thread_sweeper):
+        for task in (self._key_refresher, self._login_failures_sweeper, self._thread_sweeper):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -560,6 +575,7 @@ async def build_server(
         loop_first=loop_first,
         interceptor=interceptor,
         vault=VaultRotation(lambda: reseal_all(database), audit_recorder),
+        lockout=lockout,
     )
 
 

@@ -16,6 +16,7 @@ import grpc
 import pytest
 from sqlalchemy import event, text
 
+from keyhold import server as server_module
 from keyhold.adapters.crypto.aead import AeadKeyRing
 from keyhold.adapters.persistence.database import Database
 from keyhold.adapters.persistence.engine import create_engine
@@ -27,6 +28,7 @@ from keyhold.identity.v1 import identity_service_pb2 as pb
 from keyhold.identity.v1 import identity_service_pb2_grpc as pb_grpc
 from keyhold.server import KeyholdServer
 from tests.support.databases import postgres_database
+from tests.support.fakes import FakeClock
 from tests.support.servers import PASSWORD, running_server, settings_for, signed_in
 from tests.support.status import rich_error
 
@@ -139,6 +141,41 @@ async def test_a_count_is_forgotten_after_a_quiet_hour(store: SqlLoginFailureSto
     later = at + POLICY.forget_after + timedelta(seconds=1)
     again = await store.reserve(counters, later, POLICY.forget_after)
     assert [count.failures for count in again.counts] == [1, 1, 1]
+
+
+async def test_quiet_counts_are_dropped(store: SqlLoginFailureStore) -> None:
+    at = datetime.now(UTC)
+    old = POLICY.counters("old@example.com", "192.0.2.1")
+    recent = POLICY.counters("new@example.com", "192.0.2.2")
+    await store.reserve(old, at, POLICY.forget_after)
+    later = at + POLICY.forget_after + timedelta(seconds=1)
+    await store.reserve(recent, later, POLICY.forget_after)
+    assert await store.forget_before(later - POLICY.forget_after) == 3
+    assert [c.failures for c in await store.counts([c.key for c in old])] == [0, 0, 0]
+    assert [c.failures for c in await store.counts([c.key for c in recent])] == [1, 1, 1]
+
+
+async def test_a_running_server_drops_quiet_counts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(server_module, "LOGIN_FAILURES_SWEEP_SECONDS", 0.05)
+    clock = FakeClock(datetime.now(UTC))
+    async with running_server(settings_for(tmp_path), clock=clock) as (app, _):
+        set_current_call(CallContext(peer="ipv4:192.0.2.1:1"))
+        with pytest.raises(Exception, match="email or password is wrong"):
+            await app.identity.sessions.login("nobody@example.com", "wrong passphrase!", "t")
+
+        async def rows() -> int:
+            async with app.database.engine.connect() as connection:
+                return int(await connection.scalar(text("SELECT count(*) FROM login_failures")))
+
+        assert await rows() == 3
+        clock.advance(3601)
+        for _ in range(100):  # the sweep runs every 0.05 s here
+            if not await rows():
+                break
+            await asyncio.sleep(0.05)
+        assert await rows() == 0
 
 
 def _lockout_statements(app: KeyholdServer) -> list[str]:

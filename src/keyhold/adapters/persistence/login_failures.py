@@ -23,6 +23,7 @@ from sqlalchemy import (
     bindparam,
     case,
     cast,
+    delete,
     exists,
     literal,
     or_,
@@ -171,6 +172,11 @@ class SqlLoginFailureStore:
             return
         async with self._database.autocommit() as connection:
             await connection.execute(self._give_back(reservation.counters, reset))
+
+    async def forget_before(self, before: datetime) -> int:
+        async with self._database.autocommit() as connection:
+            result = await connection.execute(delete(login_failures).where(_T.updated_at < before))
+        return int(result.rowcount or 0)
 
     async def counts(self, keys: Sequence[str]) -> list[FailureCount]:
         hashed = [_key(key) for key in keys]

@@ -47,6 +47,10 @@ class LoginLockout:
         for scope in reservation.locks_set():
             self._telemetry.login_locked(scope.value)
 
+    async def forget_stale(self) -> int:
+        """Drop the counts that have been quiet longer than the policy remembers."""
+        return await self._store.forget_before(self._clock.now() - self._policy.forget_after)
+
     async def succeeded(self, reservation: Reservation) -> None:
         """The check succeeded: give the reservation back and reset the account's count
         for this peer."""

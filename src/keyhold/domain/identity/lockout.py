@@ -158,3 +158,8 @@ class LoginFailureStore(Protocol):
     async def counts(self, keys: Sequence[str]) -> list[FailureCount]:
         """Each key's count, in the order given, in one read."""
         ...
+
+    async def forget_before(self, before: datetime) -> int:
+        """Drop the counts last touched before `before` (a reservation would start them
+        over anyway), so that keys made of what callers send do not pile up; how many."""
+        ...
