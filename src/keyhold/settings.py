@@ -193,7 +193,11 @@ class Settings(BaseSettings):
         "connection setup) within this is closed",
     )
     max_concurrent_streams: int = Field(
-        100, ge=1, le=10_000, description="calls at once on one connection; more wait"
+        1000,
+        ge=1,
+        le=10_000,
+        description="calls at once on one connection, announced to the client; a client "
+        "that opens more at once is refused some of them (UNAVAILABLE, REFUSED_STREAM)",
     )
     max_connections: int = Field(
         2000,
