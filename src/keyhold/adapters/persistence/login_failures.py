@@ -32,7 +32,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.sql.elements import ColumnElement
+from sqlalchemy.sql.elements import BindParameter, ColumnElement
 
 from keyhold.adapters.persistence.database import Database
 from keyhold.adapters.persistence.tables import login_failures
@@ -51,25 +51,65 @@ _COUNTS = select(_T.key, _T.failures, _T.locked_until, _T.updated_at).where(
 )
 
 
+_GIVE_BACK = (
+    update(login_failures)
+    .where(_T.key.in_(bindparam("keys", expanding=True)))
+    .values(
+        failures=case(
+            (_T.key == bindparam("reset"), 0), (_T.failures > 0, _T.failures - 1), else_=0
+        ),
+        locked_until=None,
+    )
+)
+# A counter's shape: its threshold and how many cooldown steps it has. One reservation
+# statement is built per order of shapes (a handful per policy) and reused.
+_Shape = tuple[tuple[int, int], ...]
+
+
+_KEY_TYPE = String(64)
+
+
+def _key_parameter(index: int) -> BindParameter[str]:
+    return bindparam(f"key{index}", type_=_KEY_TYPE)
+
+
 def _key(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 
 
-def _lock_after(counter: Counter, failures: Any, at: datetime) -> ColumnElement[Any]:
-    """The lock `failures` earns on `counter`: NULL below its threshold."""
-    steps = counter.cooldowns
+def _shape(counters: Sequence[Counter]) -> _Shape:
+    return tuple((counter.threshold, len(counter.cooldowns)) for counter in counters)
+
+
+def _parameters(
+    counters: Sequence[Counter], hashed: Sequence[str], at: datetime, forget: datetime
+) -> dict[str, Any]:
+    values: dict[str, Any] = {"at": at, "forget": forget}
+    for index, (counter, key) in enumerate(zip(counters, hashed, strict=True)):
+        first = counter.cooldown(1)
+        values[f"key{index}"] = key
+        values[f"first{index}"] = at + first if first else None
+        for step, cooldown in enumerate(counter.cooldowns):
+            values[f"lock{index}_{step}"] = at + cooldown
+    return values
+
+
+def _lock_after(index: int, shape: tuple[int, int], failures: Any) -> ColumnElement[Any]:
+    """The lock `failures` earns on counter `index`: NULL below its threshold."""
+    threshold, steps = shape
     whens = [
-        (failures == counter.threshold + index, literal(at + step, UtcDateTime()))
-        for index, step in enumerate(steps[:-1])
+        (failures == threshold + step, bindparam(f"lock{index}_{step}", type_=UtcDateTime()))
+        for step in range(steps - 1)
     ]
-    whens.append((failures >= counter.threshold, literal(at + steps[-1], UtcDateTime())))
-    return case(*whens, else_=literal(None, UtcDateTime()))
+    last = bindparam(f"lock{index}_{steps - 1}", type_=UtcDateTime())
+    whens.append((failures >= threshold, last))
+    return case(*whens, else_=None)
 
 
-def _per_counter(hashed: Sequence[str], values: Sequence[ColumnElement[Any]]) -> ColumnElement[Any]:
+def _per_counter(values: Sequence[ColumnElement[Any]]) -> ColumnElement[Any]:
     """The value for the row being written, chosen by its key."""
     return case(
-        *((_T.key == key, value) for key, value in zip(hashed[:-1], values[:-1], strict=True)),
+        *((_T.key == _key_parameter(index), value) for index, value in enumerate(values[:-1])),
         else_=values[-1],
     )
 
@@ -78,38 +118,47 @@ class SqlLoginFailureStore:
     def __init__(self, database: Database) -> None:
         self._database = database
         self._dialect: Any = postgresql if database.is_postgres else sqlite
+        self._reservations: dict[_Shape, Any] = {}
 
-    def _typed(self, value: object, type_: Any) -> ColumnElement[Any]:
+    def _typed(self, name: str, type_: Any) -> ColumnElement[Any]:
         # PostgreSQL must be told a bare parameter's type in a SELECT list; SQLite's CAST
         # to a date type would turn the text into a number.
-        parameter = literal(value, type_)
+        parameter = bindparam(name, type_=type_)
         return cast(parameter, type_) if self._database.is_postgres else parameter
 
-    def _reservation(
-        self, counters: Sequence[Counter], hashed: Sequence[str], at: datetime, forget: datetime
-    ) -> Any:
-        first = union_all(
+    def _reservation(self, shape: _Shape) -> Any:
+        statement = self._reservations.get(shape)
+        if statement is None:
+            statement = self._reservations[shape] = self._build_reservation(shape)
+        return statement
+
+    def _build_reservation(self, shape: _Shape) -> Any:
+        at = bindparam("at", type_=UtcDateTime())
+        forget = bindparam("forget", type_=UtcDateTime())
+        keys = [_key_parameter(index) for index in range(len(shape))]
+        proposed = union_all(
             *(
                 select(
-                    self._typed(key, String(64)).label("key"),
-                    self._typed(1, Integer()).label("failures"),
-                    self._typed(
-                        at + counter.cooldown(1) if counter.cooldown(1) else None, UtcDateTime()
-                    ).label("locked_until"),
-                    self._typed(at, UtcDateTime()).label("updated_at"),
+                    self._typed(f"key{index}", _KEY_TYPE).label("key"),
+                    cast(literal(1), Integer()).label("failures"),
+                    self._typed(f"first{index}", UtcDateTime()).label("locked_until"),
+                    self._typed("at", UtcDateTime()).label("updated_at"),
                 )
-                for counter, key in zip(counters, hashed, strict=True)
+                for index in range(len(shape))
             )
         ).subquery("proposed")
         other = login_failures.alias("other")
         any_locked = exists().where(
-            other.c.key.in_(hashed), other.c.locked_until > at, other.c.updated_at >= forget
+            other.c.key.in_(keys), other.c.locked_until > at, other.c.updated_at >= forget
         )
         insert = self._dialect.insert(login_failures).from_select(
             ["key", "failures", "locked_until", "updated_at"],
-            select(first.c.key, first.c.failures, first.c.locked_until, first.c.updated_at).where(
-                ~any_locked
-            ),
+            select(
+                proposed.c.key,
+                proposed.c.failures,
+                proposed.c.locked_until,
+                proposed.c.updated_at,
+            ).where(~any_locked),
         )
         failures = case((_T.updated_at < forget, 1), else_=_T.failures + 1)
         return insert.on_conflict_do_update(
@@ -117,7 +166,7 @@ class SqlLoginFailureStore:
             set_={
                 "failures": failures,
                 "locked_until": _per_counter(
-                    hashed, [_lock_after(counter, failures, at) for counter in counters]
+                    [_lock_after(index, size, failures) for index, size in enumerate(shape)]
                 ),
                 "updated_at": at,
             },
@@ -132,14 +181,18 @@ class SqlLoginFailureStore:
         ordered = sorted(counters, key=lambda counter: _key(counter.key))
         hashed = [_key(counter.key) for counter in ordered]
         forget = at - forget_after
+        statement = self._reservation(_shape(ordered))
+        parameters = _parameters(ordered, hashed, at, forget)
         async with self._database.autocommit() as connection:
-            rows = (await connection.execute(self._reservation(ordered, hashed, at, forget))).all()
+            rows = (await connection.execute(statement, parameters)).all()
             counted = {row.key: FailureCount(row.failures, row.locked_until) for row in rows}
             if len(counted) == len(ordered):
                 return Reservation(tuple(counters), tuple(counted[_key(c.key)] for c in counters))
             if counted:
                 taken = [c for c, key in zip(ordered, hashed, strict=True) if key in counted]
-                await connection.execute(self._give_back(taken, None))
+                await connection.execute(
+                    _GIVE_BACK, {"keys": [_key(c.key) for c in taken], "reset": ""}
+                )
             found = (await connection.execute(_COUNTS, {"keys": hashed})).all()
         refusing = [
             (row.locked_until, row.key)
@@ -153,25 +206,15 @@ class SqlLoginFailureStore:
         refused_by = next(c for c, h in zip(ordered, hashed, strict=True) if h == key)
         return Reservation(tuple(counters), refused_by=refused_by, locked_until=locked_until)
 
-    def _give_back(self, counters: Sequence[Counter], reset: Scope | None) -> Any:
-        """Uncount a reservation. Its counters were unlocked when it was granted, and any
-        lock on them since is the one it set (others were refused meanwhile): lifted."""
-        hashed = [_key(counter.key) for counter in counters]
-        failures: ColumnElement[Any] = case((_T.failures > 0, _T.failures - 1), else_=0)
-        reset_key = next((_key(c.key) for c in counters if c.scope is reset), None)
-        if reset_key is not None:
-            failures = case((_T.key == reset_key, 0), else_=failures)
-        return (
-            update(login_failures)
-            .where(_T.key.in_(hashed))
-            .values(failures=failures, locked_until=None)
-        )
-
     async def release(self, reservation: Reservation, *, reset: Scope | None) -> None:
         if not reservation.granted:
             return
+        counters = reservation.counters
+        reset_key = next((_key(c.key) for c in counters if c.scope is reset), "")
         async with self._database.autocommit() as connection:
-            await connection.execute(self._give_back(reservation.counters, reset))
+            await connection.execute(
+                _GIVE_BACK, {"keys": [_key(c.key) for c in counters], "reset": reset_key}
+            )
 
     async def forget_before(self, before: datetime) -> int:
         async with self._database.autocommit() as connection:
