@@ -1,6 +1,7 @@
 """The policy interceptor: every Keyhold method passes request id → authentication →
-authorization → rate limiting before its handler, and every failure leaves as a rich
-status. Each call is logged once when it completes (and counted, when metrics are on).
+request bounds → authorization → rate limiting before its handler, and every failure
+leaves as a rich status. Each call is logged once when it completes (and counted, when
+metrics are on).
 
 It is applied once, when the methods are registered (see `registration`), rather than
 as a grpc.aio ServerInterceptor: that saves gRPC's per-call interceptor chain, about a
