@@ -50,7 +50,9 @@ _COUNTS = select(_T.key, _T.failures, _T.locked_until, _T.updated_at).where(
     _T.key.in_(bindparam("keys", expanding=True))
 )
 
-
+# Uncounts a granted reservation on `keys`, resetting the `reset` key to zero. The
+# counters were unlocked when it was granted, and a lock set on them since is its own
+# (other checks were refused meanwhile): lifted.
 _GIVE_BACK = (
     update(login_failures)
     .where(_T.key.in_(bindparam("keys", expanding=True)))
@@ -64,8 +66,6 @@ _GIVE_BACK = (
 # A counter's shape: its threshold and how many cooldown steps it has. One reservation
 # statement is built per order of shapes (a handful per policy) and reused.
 _Shape = tuple[tuple[int, int], ...]
-
-
 _KEY_TYPE = String(64)
 
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Protocol
 
@@ -62,6 +62,7 @@ class LockoutPolicy:
     base_cooldown: timedelta = timedelta(minutes=1)
     max_cooldown: timedelta = timedelta(minutes=15)
     forget_after: timedelta = timedelta(hours=1)  # quiet this long: the count starts over
+    _doubling: tuple[timedelta, ...] = field(init=False, repr=False, compare=False)
 
     def cooldown(self, failures: int, threshold: int) -> timedelta:
         if failures < threshold:
@@ -69,18 +70,17 @@ class LockoutPolicy:
         doublings = min(failures - threshold, _MAX_DOUBLINGS)
         return min(self.base_cooldown * (1 << doublings), self.max_cooldown)
 
-    def _doubling(self) -> tuple[timedelta, ...]:
-        steps = []
-        for doublings in range(_MAX_DOUBLINGS + 1):
-            step = min(self.base_cooldown * (1 << doublings), self.max_cooldown)
-            steps.append(step)
-            if step == self.max_cooldown:
+    def __post_init__(self) -> None:
+        ladder = []
+        for past in range(_MAX_DOUBLINGS + 1):  # the cooldowns from the threshold on
+            ladder.append(self.cooldown(past, 0))
+            if ladder[-1] == self.max_cooldown:
                 break
-        return tuple(steps)
+        object.__setattr__(self, "_doubling", tuple(ladder))
 
     def counters(self, email: str, peer: str) -> tuple[Counter, ...]:
         """The counters one password check for `email` from `peer` is reserved on."""
-        doubling = self._doubling()
+        doubling = self._doubling
         return (
             Counter(Scope.ACCOUNT_PEER, f"account:{email}|peer:{peer}", self.threshold, doubling),
             Counter(Scope.PEER, f"peer:{peer}", self.peer_threshold, doubling),
