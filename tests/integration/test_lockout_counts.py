@@ -107,6 +107,31 @@ async def test_a_reservation_refused_by_one_counter_is_counted_on_none(
         assert (pair.locked_until, whole_peer.locked_until) == (None, None), peer
 
 
+async def test_checks_and_releases_on_shared_counters_never_deadlock(
+    store: SqlLoginFailureStore,
+) -> None:
+    """Logins for three accounts from three peers at once, each reserved and given back
+    (as successes are), beside sweeps: every row is locked in one order."""
+    policy = LockoutPolicy(threshold=1000, peer_threshold=1000, account_threshold=1000)
+
+    async def logins(worker: int) -> None:
+        for index in range(30):
+            counters = policy.counters(f"user{index % 3}@example.com", f"192.0.2.{worker % 3}")
+            at = datetime.now(UTC)
+            reservation = await store.reserve(counters, at, policy.forget_after)
+            assert reservation.granted
+            await store.release(reservation, reset=Scope.ACCOUNT_PEER)
+            if index % 10 == worker % 10:
+                await store.forget_before(at - policy.forget_after)
+
+    await asyncio.gather(*(logins(worker) for worker in range(12)))
+    counts = await store.counts(
+        [f"peer:192.0.2.{peer}" for peer in range(3)]
+        + [f"account:user{user}@example.com" for user in range(3)]
+    )
+    assert [count.failures for count in counts] == [0] * 6  # every success given back
+
+
 async def test_a_success_gives_its_reservation_back(store: SqlLoginFailureStore) -> None:
     at = datetime.now(UTC)
     counters = POLICY.counters("ada@example.com", "192.0.2.1")

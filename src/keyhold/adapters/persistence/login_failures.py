@@ -50,17 +50,34 @@ _COUNTS = select(_T.key, _T.failures, _T.locked_until, _T.updated_at).where(
     _T.key.in_(bindparam("keys", expanding=True))
 )
 
+# Rows are locked in key order, as the reservation locks them (PostgreSQL; SQLite has
+# one writer at a time), so that a release and a reservation cannot deadlock.
+_IN_KEY_ORDER = (
+    select(_T.key)
+    .where(_T.key.in_(bindparam("keys", expanding=True)))
+    .order_by(_T.key)
+    .with_for_update()
+)
 # Uncounts a granted reservation on `keys`, resetting the `reset` key to zero. The
 # counters were unlocked when it was granted, and a lock set on them since is its own
 # (other checks were refused meanwhile): lifted.
 _GIVE_BACK = (
     update(login_failures)
-    .where(_T.key.in_(bindparam("keys", expanding=True)))
+    .where(_T.key.in_(_IN_KEY_ORDER))
     .values(
         failures=case(
             (_T.key == bindparam("reset"), 0), (_T.failures > 0, _T.failures - 1), else_=0
         ),
         locked_until=None,
+    )
+)
+# Rows in use by a reservation are skipped, not waited for: they are not stale.
+_FORGET = delete(login_failures).where(
+    _T.key.in_(
+        select(_T.key)
+        .where(_T.updated_at < bindparam("before", type_=UtcDateTime()))
+        .order_by(_T.key)
+        .with_for_update(skip_locked=True)
     )
 )
 # A counter's shape: its threshold and how many cooldown steps it has. One reservation
@@ -218,7 +235,7 @@ class SqlLoginFailureStore:
 
     async def forget_before(self, before: datetime) -> int:
         async with self._database.autocommit() as connection:
-            result = await connection.execute(delete(login_failures).where(_T.updated_at < before))
+            result = await connection.execute(_FORGET, {"before": before})
         return int(result.rowcount or 0)
 
     async def counts(self, keys: Sequence[str]) -> list[FailureCount]:
