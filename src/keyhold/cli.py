@@ -172,10 +172,19 @@ def _keys_rotate(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _rotate_vault(settings: Settings, args: argparse.Namespace) -> int:
+    from keyhold.domain.errors import DomainError
+
     async def reseal(app: KeyholdServer) -> str:
         return str(await app.vault.reseal())
 
-    print(f"re-encrypted {_offline(settings, reseal)} rows under the newest key")
+    try:
+        print(f"re-encrypted {_offline(settings, reseal)} rows under the newest key")
+    except DomainError as error:
+        where = ", ".join(f"{key} {value}" for key, value in error.metadata.items())
+        print(
+            f"{error.reason}: {error.message} ({where}); nothing was re-encrypted", file=sys.stderr
+        )
+        return 2
     return 0
 
 

@@ -4,15 +4,20 @@ and the call that found it leaves every row as it was; what needs no secret stil
 
 from __future__ import annotations
 
+import base64
+import os
+from pathlib import Path
 from typing import Any
 
 import grpc
 from sqlalchemy import Table, select, update
 
-from keyhold.adapters.persistence.tables import connections, providers
+from keyhold.adapters.persistence.tables import connections, providers, signing_keys
 from keyhold.provider.v1 import provider_service_pb2 as pb
 from tests.e2e.test_providers import REDIRECT, World, provider, refused, world
+from tests.support.cli import run_cli
 from tests.support.oauth_provider import FakeOAuthProvider
+from tests.support.servers import running_server, settings_for
 
 __all__ = ["provider", "world"]  # fixtures, used by name
 
@@ -124,3 +129,42 @@ async def test_an_altered_client_secret_stops_only_what_needs_it(
     )
     completed = await world.stub.CompleteConnection(complete, metadata=world.user)
     assert completed.connection.state == pb.CONNECTION_STATE_ACTIVE
+
+
+async def test_a_vault_reseal_meeting_an_altered_row_names_it_and_changes_nothing(
+    tmp_path: Path,
+) -> None:
+    old = "k1:" + base64.b64encode(os.urandom(32)).decode()
+    settings = settings_for(tmp_path, key_encryption_keys=old)
+    async with running_server(settings) as (app, channel):
+        world = await World(app, channel).setup()
+        await world.stub.CreateProvider(
+            pb.CreateProviderRequest(
+                provider_id="keys",
+                provider=pb.Provider(display_name="K", auth_type=pb.AUTH_TYPE_API_KEY),
+            ),
+            metadata=world.admin,
+        )
+        started = await world.stub.StartConnection(
+            pb.StartConnectionRequest(provider="providers/keys", api_key="k-123"),
+            metadata=world.user,
+        )
+        await _tamper(world, connections, _id(started.connection), "api_key_ciphertext")
+        before = await _key_ids(world)
+    both = old + ",k2:" + base64.b64encode(os.urandom(32)).decode()
+    env = {**os.environ, "KEYHOLD_DATA_DIR": str(tmp_path), "KEYHOLD_KEY_ENCRYPTION_KEYS": both}
+    code, out = await run_cli("keys", "rotate-vault", env=env)
+    assert code == 2, out
+    assert "CREDENTIAL_UNREADABLE" in out
+    assert f"table connections, id {_id(started.connection)}" in out
+    assert "Traceback" not in out
+    async with running_server(settings_for(tmp_path, key_encryption_keys=both)) as (app, channel):
+        assert await _key_ids(World(app, channel)) == before == {"k1"}
+
+
+async def _key_ids(world: World) -> set[str]:
+    async with world.app.database.engine.connect() as db:
+        sealed = select(connections.c.credential_key_id).union(
+            select(signing_keys.c.encryption_key_id), select(providers.c.secret_key_id)
+        )
+        return {key_id for key_id in (await db.execute(sealed)).scalars() if key_id}

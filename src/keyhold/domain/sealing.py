@@ -12,11 +12,13 @@ class SealedValueUnreadable(FailedPrecondition):
     row, or the key that sealed it is no longer configured. Nothing recovers it; whoever
     owns it must set it again."""
 
-    def __init__(self) -> None:
+    def __init__(self, where: dict[str, str] | None = None) -> None:
+        """`where`: the row that does not open, for the operator re-sealing the vault."""
         super().__init__(
             "CREDENTIAL_UNREADABLE",
             "a stored credential cannot be decrypted; it must be set again",
             domain="keyhold.provider",
+            metadata=where,
         )
 
 

@@ -10,6 +10,7 @@ from sqlalchemy import Table, select, update
 from keyhold.adapters.crypto.aead import Sealed
 from keyhold.adapters.persistence.database import Database
 from keyhold.adapters.persistence.tables import connections, providers, signing_keys
+from keyhold.domain.sealing import SealedValueUnreadable
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,7 +64,11 @@ async def reseal_all(database: Database) -> int:
                         continue
                     field = column.removesuffix("_ciphertext")
                     context = spec.context.format(id=row[id_column.name], field=field).encode()
-                    plain = aead.decrypt(Sealed(row[spec.key_column], blob), context)
+                    try:
+                        plain = aead.decrypt(Sealed(row[spec.key_column], blob), context)
+                    except SealedValueUnreadable as exc:  # the whole reseal rolls back
+                        where = {"table": spec.table.name, "id": str(row[id_column.name])}
+                        raise SealedValueUnreadable(where) from exc
                     values[column] = aead.encrypt(plain, context).blob
                 await connection.execute(
                     update(spec.table).where(id_column == row[id_column.name]).values(**values)
