@@ -49,7 +49,7 @@ async def test_describe_shows_the_policy_options(address: str) -> None:
     )
     assert code == 0, err
     assert "keyhold.policy.v1.auth) = { public:true }" in out
-    assert 'field:"email" limit:"10/minute"' in out
+    assert 'key:RATE_LIMIT_KEY_PEER limit:"30/minute"' in out
 
 
 async def test_health_check_and_a_public_call(address: str) -> None:
