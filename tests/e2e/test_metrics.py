@@ -61,8 +61,13 @@ def with_metrics(data_dir: Path, **overrides: object) -> Settings:
 async def test_the_scraped_counters_follow_what_happened(
     tmp_path: Path, provider: FakeOAuthProvider
 ) -> None:
+    # No retry grace: presenting a spent refresh token again is reuse at once.
     settings = with_metrics(
-        tmp_path, lockout_threshold=2, provider_retries=0, provider_breaker_threshold=1
+        tmp_path,
+        lockout_threshold=2,
+        provider_retries=0,
+        provider_breaker_threshold=1,
+        refresh_reuse_grace_seconds=0,
     )
     async with running_server(settings) as (app, channel):
         identity = pb_grpc.IdentityServiceStub(channel)

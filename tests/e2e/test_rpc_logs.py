@@ -82,7 +82,9 @@ async def test_one_line_per_rpc_and_no_secret_in_the_log(
     json_log: Path, tmp_path: Path, provider: FakeOAuthProvider
 ) -> None:
     tagged = Tagged()
-    async with running_server(settings_for(tmp_path / "data")) as (app, _):
+    # No retry grace: presenting a spent refresh token again is reuse at once.
+    settings = settings_for(tmp_path / "data", refresh_reuse_grace_seconds=0)
+    async with running_server(settings) as (app, _):
         channel = grpc.aio.insecure_channel(f"127.0.0.1:{app.port}", interceptors=[tagged])
         identity = pb_grpc.IdentityServiceStub(channel)
         secrets = [PASSWORD]
