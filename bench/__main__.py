@@ -13,6 +13,7 @@ BENCHMARKS = {
     "audit-query": "bench.audit_query",
     "chart": "bench.chart",
     "client-verify": "bench.client_verify",
+    "login-cpu": "bench.login_cpu",
     "pipeline": "bench.pipeline",
     "report": "bench.report",
     "rpc": "bench.rpc",
