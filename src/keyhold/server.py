@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import cast
@@ -221,21 +221,13 @@ class KeyholdServer:
 
     async def _refresh_keys(self) -> None:
         """A backstop for missed rotation notices: reread the key ring every minute."""
-        while True:
-            await asyncio.sleep(KEY_RING_REFRESH_SECONDS)
-            try:
-                await self.key_ring.reload()
-            except Unavailable:
-                log.warning("key_ring_refresh_failed")
+        await _every(KEY_RING_REFRESH_SECONDS, self.key_ring.reload, "key_ring_refresh_failed")
 
     async def _sweep_login_failures(self) -> None:
         """Drop lockout counts quiet for longer than the lockout remembers them."""
-        while True:
-            await asyncio.sleep(LOGIN_FAILURES_SWEEP_SECONDS)
-            try:
-                await self.lockout.forget_stale()
-            except Unavailable:
-                log.warning("login_failures_sweep_failed")
+        await _every(
+            LOGIN_FAILURES_SWEEP_SECONDS, self.lockout.forget_stale, "login_failures_sweep_failed"
+        )
 
     async def stop(self, grace: float | None = None) -> None:
         """Health goes NOT_SERVING, new calls are refused, in-flight calls get `grace`."""
@@ -260,6 +252,16 @@ class KeyholdServer:
             await asyncio.to_thread(self.tracing.shutdown)
         flush_lines()  # the last calls' lines, before the process may end
         log.info("stopped")
+
+
+async def _every(seconds: float, work: Callable[[], Awaitable[object]], failed: str) -> None:
+    """`work` every `seconds` until cancelled; a database outage is logged as `failed`."""
+    while True:
+        await asyncio.sleep(seconds)
+        try:
+            await work()
+        except Unavailable:
+            log.warning(failed)
 
 
 def serves_tls(settings: Settings) -> bool:
