@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
@@ -92,3 +92,41 @@ def test_after_pruning_the_first_link_is_trusted() -> None:
     events = _chain(5)[2:]
     assert verify_chain(events, 3, None).ok
     assert not verify_chain(events, 3, GENESIS_HASH).ok
+
+
+def test_a_known_record_keeps_its_known_hash() -> None:
+    """Trails already stored must still verify: the canonical bytes and hash of this
+    record were computed before the chained fields were derived from the record."""
+    record = AuditRecord(
+        event_id="01JEXAMPLEEVENT0000000000",
+        attempt_id="01JEXAMPLEATTEMPT00000000",
+        time=datetime(2026, 3, 14, 15, 9, 26, 535897, timezone(timedelta(hours=2))),
+        actor_type=ActorType.SERVICE,
+        actor_id="serviceAccounts/billing",
+        action="identity.sessions.create",
+        outcome=Outcome.DENIED,
+        resource_type="session",
+        resource_name="users/u-42/sessions/s-7",
+        peer="ipv6:[::1]:50051",
+        user_agent="grpc-python/1.70 café",
+        request_id="req-9",
+        trace_id="4bf92f3577b34da6a3ce929d0e0e4736",
+        status_code=7,
+        reason="LOCKED_OUT",
+        details={"zeta": "ü", "alpha": "1", "mid": 'x"y'},
+    )
+    event = seal(41, bytes(range(32)), record)
+    assert (
+        event.canonical
+        == (
+            '{"action":"identity.sessions.create","actor_id":"serviceAccounts/billing",'
+            '"actor_type":"service","attempt_id":"01JEXAMPLEATTEMPT00000000",'
+            '"details":{"alpha":"1","mid":"x\\"y","zeta":"ü"},'
+            '"event_id":"01JEXAMPLEEVENT0000000000","outcome":"denied","peer":"ipv6:[::1]:50051",'
+            '"reason":"LOCKED_OUT","request_id":"req-9","resource_name":"users/u-42/sessions/s-7",'
+            '"resource_type":"session","sequence":41,"status_code":7,'
+            '"time":"2026-03-14T13:09:26.535897Z","trace_id":"4bf92f3577b34da6a3ce929d0e0e4736",'
+            '"user_agent":"grpc-python/1.70 café"}'
+        ).encode()
+    )
+    assert event.hash.hex() == "2c8c98e72b0b3b71d18d69e5da17b50706c240102b6d5ecfa5c945ba347e5288"
