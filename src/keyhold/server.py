@@ -99,7 +99,6 @@ from keyhold.identity.v1 import identity_service_pb2
 from keyhold.log_config import flush_lines
 from keyhold.provider.v1 import provider_service_pb2
 from keyhold.settings import Settings
-from keyhold.thread_scheduling import LoopFirst, in_effect
 
 log = structlog.get_logger(__name__)
 KEY_RING_REFRESH_SECONDS = 60.0
@@ -149,13 +148,11 @@ class KeyholdServer:
     lockout: LoginLockout
     metrics: MetricsEndpoint | None = None
     tracing: Tracing | None = None
-    loop_first: LoopFirst | None = None  # the threads' scheduling (thread_scheduling)
     port: int = 0
     certificates: ReloadingCertificates | None = None
     metrics_port: int = 0
     _key_refresher: asyncio.Task[None] | None = None
     _login_failures_sweeper: asyncio.Task[None] | None = None
-    _thread_sweeper: asyncio.Task[None] | None = None
     _reloads: set[asyncio.Task[bool]] = field(default_factory=set)
 
     async def start(self) -> int:
@@ -181,10 +178,6 @@ class KeyholdServer:
         self._login_failures_sweeper = asyncio.create_task(
             self._sweep_login_failures(), name="keyhold-login-failures"
         )
-        if self.loop_first is not None:
-            self._thread_sweeper = asyncio.create_task(
-                self.loop_first.keep_sweeping(), name="keyhold-thread-scheduling"
-            )
         log.info(
             "serving",
             address=address,
@@ -193,7 +186,6 @@ class KeyholdServer:
             tracing=self.tracing is not None,
             event_loop=running_loop_name(),
             grpc_experiments=experiments_in_effect(),
-            thread_scheduling="os-default" if self.loop_first is None else "loop-first",
             **self._transport_fields(),
         )
         return self.port
@@ -233,7 +225,7 @@ class KeyholdServer:
         """Health goes NOT_SERVING, new calls are refused, in-flight calls get `grace`."""
         await self.health.shutdown()
         await self.monitor.stop()
-        for task in (self._key_refresher, self._login_failures_sweeper, self._thread_sweeper):
+        for task in (self._key_refresher, self._login_failures_sweeper):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -367,13 +359,11 @@ async def build_server(
         issuer=settings.issuer,
     )
     listener = None
-    loop_first = LoopFirst() if in_effect(settings.thread_scheduling) == "loop-first" else None
     hasher = Argon2Hasher(
         Argon2Parameters(
             settings.argon2_memory_kib, settings.argon2_time_cost, settings.argon2_parallelism
         ),
         workers=settings.password_hash_workers,
-        activity=loop_first,
     )
     session_state = SqlSessionState(database, clock.now)
     account_lookup = SqlServiceAccountLookup(database)
@@ -574,7 +564,6 @@ async def build_server(
         hasher=hasher,
         metrics=metrics,
         tracing=tracing,
-        loop_first=loop_first,
         interceptor=interceptor,
         vault=VaultRotation(lambda: reseal_all(database), audit_recorder),
         lockout=lockout,
