@@ -4,42 +4,50 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
-from typing import Any
+from enum import Enum
+from typing import Any, get_origin, get_type_hints
 
 from sqlalchemy import Row, Select, delete, func, select, text, update
 
 from keyhold.adapters.persistence.database import Database
 from keyhold.adapters.persistence.notifications import AUDIT_CHANNEL
 from keyhold.adapters.persistence.tables import audit_events, audit_retention
-from keyhold.domain.audit.chain import GENESIS_HASH, seal
-from keyhold.domain.audit.events import ActorType, AuditEvent, AuditFilter, AuditRecord, Outcome
+from keyhold.domain.audit.chain import GENESIS_HASH, RECORD_FIELDS, seal
+from keyhold.domain.audit.events import AuditEvent, AuditFilter, AuditRecord
 
 # pg_advisory_xact_lock key serialising appends across every replica ("kh-audit").
 AUDIT_APPEND_LOCK = 0x6B682D6175646974
 
 
+def _column_reader(kind: Any) -> Callable[[Any], Any]:
+    """How a record field of type `kind` is read back from its column."""
+    if isinstance(kind, type) and issubclass(kind, Enum):
+        return kind
+    origin = get_origin(kind) or kind
+    if isinstance(origin, type) and issubclass(origin, Mapping):
+        return json.loads
+    return lambda value: value
+
+
+# Each record field is stored in the column of its name (see tests/unit/test_audit_columns.py).
+_READERS = {name: _column_reader(kind) for name, kind in get_type_hints(AuditRecord).items()}
+
+
+def _column_value(value: object) -> object:
+    if isinstance(value, Enum):
+        return value.value
+    if isinstance(value, Mapping):
+        return json.dumps(dict(value), sort_keys=True)
+    return value
+
+
 def _row(event: AuditEvent) -> dict[str, Any]:
-    record = event.record
+    row = {name: _column_value(getattr(event.record, name)) for name in RECORD_FIELDS}
     return {
         "sequence": event.sequence,
-        "event_id": record.event_id,
-        "attempt_id": record.attempt_id,
-        "time": record.time,
-        "actor_type": record.actor_type.value,
-        "actor_id": record.actor_id,
-        "action": record.action,
-        "outcome": record.outcome.value,
-        "resource_type": record.resource_type,
-        "resource_name": record.resource_name,
-        "peer": record.peer,
-        "user_agent": record.user_agent,
-        "request_id": record.request_id,
-        "trace_id": record.trace_id,
-        "status_code": record.status_code,
-        "reason": record.reason,
-        "details": json.dumps(dict(record.details), sort_keys=True),
+        **row,
         "canonical": event.canonical,
         "prev_hash": event.prev_hash,
         "hash": event.hash,
@@ -47,24 +55,7 @@ def _row(event: AuditEvent) -> dict[str, Any]:
 
 
 def _event(row: Row[Any]) -> AuditEvent:
-    record = AuditRecord(
-        event_id=row.event_id,
-        attempt_id=row.attempt_id,
-        time=row.time,
-        actor_type=ActorType(row.actor_type),
-        actor_id=row.actor_id,
-        action=row.action,
-        outcome=Outcome(row.outcome),
-        resource_type=row.resource_type,
-        resource_name=row.resource_name,
-        peer=row.peer,
-        user_agent=row.user_agent,
-        request_id=row.request_id,
-        trace_id=row.trace_id,
-        status_code=row.status_code,
-        reason=row.reason,
-        details=json.loads(row.details),
-    )
+    record = AuditRecord(**{name: _READERS[name](getattr(row, name)) for name in RECORD_FIELDS})
     return AuditEvent(row.sequence, record, row.canonical, row.prev_hash, row.hash)
 
 

@@ -1,44 +1,47 @@
 """The hash chain: canonical bytes of each record and SHA-256 links between them.
 
 hash = SHA-256(DOMAIN_TAG ‖ prev_hash ‖ canonical). The canonical bytes are compact,
-key-sorted UTF-8 JSON of every field, the sequence included, so a stored row can be
-checked both against its own canonical bytes and against its neighbours.
+key-sorted UTF-8 JSON of the sequence and every field of the record (`CHAINED_FIELDS`,
+read off `AuditRecord` itself: a field added to the record is chained). A stored row
+can thus be checked both against its own canonical bytes and against its neighbours.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable
-from dataclasses import dataclass
-from datetime import UTC
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, fields
+from datetime import UTC, datetime
+from enum import Enum
 
 from keyhold.domain.audit.events import AuditEvent, AuditRecord
 
 DOMAIN_TAG = b"keyhold.audit.v1\x00"
 GENESIS_HASH = bytes(32)
 
+RECORD_FIELDS: tuple[str, ...] = tuple(field.name for field in fields(AuditRecord))
+# What each event's hash covers: its place in the chain and every field of its record.
+CHAINED_FIELDS: tuple[str, ...] = ("sequence", *RECORD_FIELDS)
+
+
+def _canonical_value(value: object) -> object:
+    """The JSON form a field is hashed in; TypeError for a type with no canonical form,
+    so that a new field cannot be hashed in a form that may change."""
+    if isinstance(value, datetime):
+        return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    if isinstance(value, Enum):
+        return value.value
+    if isinstance(value, Mapping):
+        return {key: _canonical_value(item) for key, item in sorted(value.items())}
+    if value is None or isinstance(value, str | int):
+        return value
+    raise TypeError(f"an audit field of type {type(value).__name__} has no canonical form")
+
 
 def canonical_bytes(sequence: int, record: AuditRecord) -> bytes:
-    document = {
-        "sequence": sequence,
-        "event_id": record.event_id,
-        "attempt_id": record.attempt_id,
-        "time": record.time.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
-        "actor_type": record.actor_type.value,
-        "actor_id": record.actor_id,
-        "action": record.action,
-        "outcome": record.outcome.value,
-        "resource_type": record.resource_type,
-        "resource_name": record.resource_name,
-        "peer": record.peer,
-        "user_agent": record.user_agent,
-        "request_id": record.request_id,
-        "trace_id": record.trace_id,
-        "status_code": record.status_code,
-        "reason": record.reason,
-        "details": dict(sorted(record.details.items())),
-    }
+    document: dict[str, object] = {"sequence": sequence}
+    document.update((name, _canonical_value(getattr(record, name))) for name in RECORD_FIELDS)
     return json.dumps(document, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
 
 
