@@ -319,7 +319,14 @@ async def build_server(
     telemetry: Telemetry = NO_TELEMETRY if registry is None else PrometheusTelemetry(registry)
     policies = load_policies(SERVICES)
     health = HealthReporter([service.full_name for service in SERVICES])
-    database = Database(create_engine(settings), encryption_keys(settings))
+    engine = create_engine(
+        settings.resolved_database_url,
+        pool_size=settings.database_pool_size,
+        connect_timeout_seconds=settings.database_connect_timeout_seconds,
+        statement_timeout_seconds=settings.database_statement_timeout_seconds,
+        private_data_dir=settings.data_dir if settings.uses_data_dir else None,
+    )
+    database = Database(engine, encryption_keys(settings))
     if tracing is not None:
         tracing.instrument_engine(database.engine)
     unit_of_work = unit_of_work_factory(database)
