@@ -76,7 +76,7 @@ from keyhold.application.audit.trail import AuditTrailReader
 from keyhold.application.identity.introspection import TokenIntrospection
 from keyhold.application.identity.lockout import LoginLockout
 from keyhold.application.identity.passwords import Passwords
-from keyhold.application.identity.revocations import SIGNING_KEY, Revocations
+from keyhold.application.identity.revocations import NO_REPLICAS, SIGNING_KEY, Revocations
 from keyhold.application.identity.service_accounts import ServiceAccounts
 from keyhold.application.identity.sessions import SessionLifetimes, Sessions
 from keyhold.application.identity.signing_keys import SigningKeyRotation, SigningKeys
@@ -332,7 +332,7 @@ async def build_server(
     unit_of_work = unit_of_work_factory(database)
     if settings.should_migrate_on_start:
         await migrate(database.engine)
-    monitor = DatabaseMonitor(database, health, settings.health_check_interval_seconds)
+    monitor = DatabaseMonitor(database.ping, health, settings.health_check_interval_seconds)
     database.on_unavailable = monitor.suspect
     signing_keys = signing_keys_for(settings, unit_of_work, clock)
     key_ring = KeyRing(signing_keys.verifiable)
@@ -345,7 +345,6 @@ async def build_server(
         clock=clock,
     )
     redis_url = settings.redis_url.get_secret_value() if settings.redis_url else None
-    authorizer = Authorizer()
     audit_trail = SqlAuditTrail(database)
     audit_feed = LocalAuditFeed()
     audit_recorder = AuditRecorder(
@@ -383,7 +382,10 @@ async def build_server(
         return await account_lookup.exists(principal.subject.removeprefix("service-accounts/"))
 
     revocations = Revocations(
-        session_is_live, account_is_live, ttl_seconds=settings.session_cache_seconds
+        session_is_live,
+        account_is_live,
+        PostgresRevocationNotices(database) if database.is_postgres else NO_REPLICAS,
+        ttl_seconds=settings.session_cache_seconds,
     )
     access_tokens.set_principal_check(revocations.check, revocations.known_live)
     password_policy = PasswordPolicy(common_passwords())
@@ -421,7 +423,6 @@ async def build_server(
         ),
         telemetry,
     )
-    authorizer.register_owner_resolver("sessions", sessions.owner_of)
     identity = IdentityUseCases(
         users=Users(
             unit_of_work,
@@ -452,7 +453,7 @@ async def build_server(
         ),
         signing_keys=signing_keys,
         rotation=SigningKeyRotation(
-            signing_keys, audit_recorder, key_ring.reload, lambda: revocations.notices
+            signing_keys, audit_recorder, key_ring.reload, revocations.notices
         ),
         key_ring=key_ring,
         service_accounts=ServiceAccounts(
@@ -468,7 +469,6 @@ async def build_server(
     )
     background: set[asyncio.Task[None]] = set()  # strong references until done
     if database.is_postgres:
-        revocations.publish_with(PostgresRevocationNotices(database))
 
         def revocation_announced(payload: str) -> None:
             kind, ids = parse_revocation(payload)
@@ -505,7 +505,7 @@ async def build_server(
         refresh_margin=timedelta(seconds=settings.provider_refresh_margin_seconds),
         telemetry=telemetry,
     )
-    authorizer.register_owner_resolver("connections", connections.owner_of)
+    authorizer = Authorizer({"sessions": sessions.owner_of, "connections": connections.owner_of})
     provider_use_cases = ProviderUseCases(
         ProviderCatalog(unit_of_work, sealer, audit_recorder, clock, egress), connections
     )

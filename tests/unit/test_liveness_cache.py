@@ -170,17 +170,17 @@ async def test_known_answers_only_what_needs_no_waiting() -> None:
     source = SlowSource()
     source.release.set()
     cache = LivenessCache(source, ttl_seconds=5, max_entries=10, monotonic=lambda: now[0])
-    assert cache.known("s1", ANONYMOUS) is None  # never looked up
+    assert cache.answer_without_waiting("s1", ANONYMOUS) is None  # never looked up
     assert await cache.is_live("s1", ANONYMOUS)
-    assert cache.known("s1", ANONYMOUS) is True
+    assert cache.answer_without_waiting("s1", ANONYMOUS) is True
     now[0] += 6  # stale, within the second period: answered, refreshed behind
-    assert cache.known("s1", ANONYMOUS) is True
+    assert cache.answer_without_waiting("s1", ANONYMOUS) is True
     await asyncio.sleep(0)
     assert source.calls == 2
     now[0] += 11  # past both periods of the refreshed entry
-    assert cache.known("s1", ANONYMOUS) is None
+    assert cache.answer_without_waiting("s1", ANONYMOUS) is None
     cache.revoked(["s1"])
-    assert cache.known("s1", ANONYMOUS) is False
+    assert cache.answer_without_waiting("s1", ANONYMOUS) is False
 
 
 def _user(subject: str, session_id: str) -> Principal:
@@ -217,5 +217,5 @@ async def test_a_revocation_ends_the_session_for_every_subject() -> None:
     assert await cache.is_live("s1", bob)
     assert await cache.is_live("s1", alice)
     cache.revoked(["s1"])
-    assert cache.known("s1", bob) is False
+    assert cache.answer_without_waiting("s1", bob) is False
     assert await cache.is_live("s1", alice) is False

@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Awaitable, Callable
 
 import structlog
 from grpc_health.v1 import health_pb2
 from grpc_health.v1.health import aio as health_aio
-
-from keyhold.adapters.persistence.database import Database
 
 log = structlog.get_logger(__name__)
 SERVING = health_pb2.HealthCheckResponse.SERVING
@@ -45,8 +44,14 @@ class DatabaseMonitor:
     once and makes the monitor probe again quickly until the database answers.
     """
 
-    def __init__(self, database: Database, health: HealthReporter, interval: float) -> None:
-        self._database = database
+    def __init__(
+        self,
+        probe: Callable[[float], Awaitable[bool]],
+        health: HealthReporter,
+        interval: float,
+    ) -> None:
+        """`probe(within_seconds)`: whether the database answered in time."""
+        self._probe = probe
         self._health = health
         self._interval = interval
         self._wake = asyncio.Event()
@@ -56,7 +61,7 @@ class DatabaseMonitor:
         self._wake.set()
 
     async def check_now(self) -> bool:
-        ok = await self._database.ping(within_seconds=min(self._interval, 2.0))
+        ok = await self._probe(min(self._interval, 2.0))
         await self._health.set_serving(ok)
         return ok
 

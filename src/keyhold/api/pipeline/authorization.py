@@ -9,7 +9,7 @@ owner cannot be established is refused to everyone but admins.
 from __future__ import annotations
 
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 
 from keyhold.api.policy import MethodPolicy
 from keyhold.domain.call import TransportIdentity
@@ -40,11 +40,10 @@ def field_value(message: object, path: tuple[str, ...]) -> str:
 
 
 class Authorizer:
-    def __init__(self, owner_resolvers: dict[str, OwnerResolver] | None = None) -> None:
+    def __init__(self, owner_resolvers: Mapping[str, OwnerResolver] | None = None) -> None:
+        """`owner_resolvers`: for each collection whose resources callers own, how to
+        find a resource's owner."""
         self._resolvers = dict(owner_resolvers or {})
-
-    def register_owner_resolver(self, collection: str, resolver: OwnerResolver) -> None:
-        self._resolvers[collection] = resolver
 
     def check(
         self, policy: MethodPolicy, principal: Principal, transport: TransportIdentity

@@ -72,13 +72,13 @@ class LivenessCache:
         return len(self._lookups)
 
     async def is_live(self, key: str, principal: Principal) -> bool:
-        live = self.known(key, principal)
+        live = self.answer_without_waiting(key, principal)
         if live is not None:
             return live
         # Shielded: one caller cancelled leaves the others their answer.
-        return await asyncio.shield(self._lookup(key, principal))
+        return await asyncio.shield(self._shared_lookup(key, principal))
 
-    def known(self, key: str, principal: Principal) -> bool | None:
+    def answer_without_waiting(self, key: str, principal: Principal) -> bool | None:
         """The answer the cache can give without waiting, or None when a lookup must be
         awaited (`is_live`)."""
         if (_ANYONE, key) in self._cache:
@@ -91,21 +91,21 @@ class LivenessCache:
         if fresh_until > now:
             return live
         if live and fresh_until + self._ttl > now:
-            self._lookup(key, principal)  # refreshed behind this call
+            self._shared_lookup(key, principal)  # refreshed behind this call
             return True
         return None
 
-    def _lookup(self, key: str, principal: Principal) -> asyncio.Future[bool]:
+    def _shared_lookup(self, key: str, principal: Principal) -> asyncio.Future[bool]:
         entry = (principal.subject, key)
         lookup = self._lookups.get(entry)
         if lookup is None:
-            lookup = asyncio.ensure_future(self._look_up(entry, principal))
+            lookup = asyncio.ensure_future(self._ask_source(entry, principal))
             lookup.add_done_callback(lambda done: self._forget_lookup(entry, done))
             if len(self._lookups) < self._max_shared_lookups:  # else this caller's own
                 self._lookups[entry] = lookup
         return lookup
 
-    async def _look_up(self, entry: tuple[str, str], principal: Principal) -> bool:
+    async def _ask_source(self, entry: tuple[str, str], principal: Principal) -> bool:
         live = await self._source(principal)
         if (_ANYONE, entry[1]) in self._cache:  # revoked while we asked: stays revoked
             return False
@@ -128,9 +128,14 @@ class LivenessCache:
         self._cache.put(key, (live, until))
 
 
-class _NoNotices:
+class NoReplicas:
+    """The notices of a process with no other replicas to tell (SQLite)."""
+
     async def publish(self, kind: str, ids: list[str]) -> None:
         return None
+
+
+NO_REPLICAS = NoReplicas()
 
 
 class Revocations:
@@ -138,23 +143,21 @@ class Revocations:
         self,
         session_is_live: LivenessSource,
         account_is_live: LivenessSource,
+        notices: ReplicaNotices = NO_REPLICAS,
         ttl_seconds: float = 5.0,
         max_entries: int = MAX_LIVENESS_ENTRIES,
     ) -> None:
         self._sessions = LivenessCache(session_is_live, ttl_seconds, max_entries)
         self._accounts = LivenessCache(account_is_live, ttl_seconds, max_entries)
-        self.notices: ReplicaNotices = _NoNotices()
-
-    def publish_with(self, notices: ReplicaNotices) -> None:
         self.notices = notices
 
     def known_live(self, principal: Principal) -> bool:
         """True when the cache already knows the principal's session or account is live:
         `check` would then return at once. False means `check` must be awaited."""
         if principal.session_id is not None:
-            return self._sessions.known(principal.session_id, principal) is True
+            return self._sessions.answer_without_waiting(principal.session_id, principal) is True
         if principal.type is PrincipalType.SERVICE:
-            return self._accounts.known(principal.subject, principal) is True
+            return self._accounts.answer_without_waiting(principal.subject, principal) is True
         return True
 
     async def check(self, principal: Principal) -> None:

@@ -69,7 +69,7 @@ class SigningKeyRotation:
         keys: SigningKeys,
         recorder: AuditRecorder,
         reload_ring: Callable[[], Awaitable[None]],
-        notices: Callable[[], ReplicaNotices],
+        notices: ReplicaNotices,
     ) -> None:
         self._keys = keys
         self._recorder = recorder
@@ -82,5 +82,5 @@ class SigningKeyRotation:
             attempt.resource_name = f"signing-keys/{key.key_id}"
             await self._reload_ring()
             # Other replicas reload their rings and sign with the new key too.
-            await self._notices().publish(SIGNING_KEY, [key.key_id])
+            await self._notices.publish(SIGNING_KEY, [key.key_id])
         return key.key_id
