@@ -23,6 +23,11 @@ class SealedValueUnreadable(FailedPrecondition):
 
 
 class Sealer(Protocol):
+    @property
+    def sealing_key_id(self) -> str:
+        """The id of the key that `seal` seals with now."""
+        ...
+
     def seal(self, value: str, context: str) -> tuple[bytes, str]:
         """The ciphertext and the id of the key that sealed it."""
         ...

@@ -9,6 +9,10 @@ class AeadSealer:
     def __init__(self, aead: AeadKeyRing) -> None:
         self._aead = aead
 
+    @property
+    def sealing_key_id(self) -> str:
+        return self._aead.primary_key_id
+
     def seal(self, value: str, context: str) -> tuple[bytes, str]:
         sealed = self._aead.encrypt(value.encode(), context.encode())
         return sealed.blob, sealed.key_id

@@ -1,6 +1,6 @@
-"""ConnectionRepository on SQL: credentials and PKCE verifiers sealed with AES-256-GCM,
-each bound (associated data) to its connection and field, so a ciphertext copied into
-another row or column does not decrypt."""
+"""ConnectionRepository on SQL: credentials and PKCE verifiers sealed at rest, each
+bound to its connection and field (the sealing context), so a ciphertext copied into
+another row or column does not open."""
 
 from __future__ import annotations
 
@@ -11,7 +11,6 @@ from typing import Any
 from sqlalchemy import Row, and_, delete, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from keyhold.adapters.crypto.aead import AeadKeyRing, Sealed
 from keyhold.adapters.persistence.tables import connections
 from keyhold.domain.provider.connections import (
     Connection,
@@ -19,12 +18,13 @@ from keyhold.domain.provider.connections import (
     Credentials,
     PendingAuthorization,
 )
+from keyhold.domain.sealing import Sealer
 
 _CREDENTIAL_FIELDS = ("access_token", "refresh_token", "api_key")
 
 
-def _aad(connection_id: str, field: str) -> bytes:
-    return f"keyhold/connection/{connection_id}/{field}".encode()
+def sealing_context(connection_id: str, field: str) -> str:
+    return f"keyhold/connection/{connection_id}/{field}"
 
 
 def _connection(row: Row[Any]) -> Connection:
@@ -43,22 +43,22 @@ def _connection(row: Row[Any]) -> Connection:
 
 
 class SqlConnectionRepository:
-    def __init__(self, connection: AsyncConnection, aead: AeadKeyRing) -> None:
+    def __init__(self, connection: AsyncConnection, sealer: Sealer) -> None:
         self._connection = connection
-        self._aead = aead
+        self._sealer = sealer
 
     def _seal(self, connection_id: str, field: str, value: str) -> bytes | None:
         if not value:
             return None
-        return self._aead.encrypt(value.encode(), _aad(connection_id, field)).blob
+        return self._sealer.seal(value, sealing_context(connection_id, field))[0]
 
     def _open(self, connection_id: str, field: str, blob: bytes | None, key_id: str) -> str:
         if blob is None:
             return ""
-        return self._aead.decrypt(Sealed(key_id, blob), _aad(connection_id, field)).decode()
+        return self._sealer.open(blob, key_id, sealing_context(connection_id, field))
 
     def _credential_values(self, connection_id: str, credentials: Credentials) -> dict[str, Any]:
-        values: dict[str, Any] = {"credential_key_id": self._aead.primary_key_id}
+        values: dict[str, Any] = {"credential_key_id": self._sealer.sealing_key_id}
         for field in _CREDENTIAL_FIELDS:
             values[f"{field}_ciphertext"] = self._seal(
                 connection_id, field, getattr(credentials, field)
@@ -88,7 +88,7 @@ class SqlConnectionRepository:
             "provider": connection.provider,
             "created_at": connection.created_at,
             "redirect_uri": pending.redirect_uri if pending else "",
-            "credential_key_id": self._aead.primary_key_id,
+            "credential_key_id": self._sealer.sealing_key_id,
             **self._fields(connection),
         }
         if pending is not None:
@@ -148,7 +148,7 @@ class SqlConnectionRepository:
                 state_hash=pending.state_hash,
                 verifier_ciphertext=self._seal(connection_id, "verifier", pending.code_verifier),
                 authorize_expires_at=pending.expires_at,
-                credential_key_id=self._aead.primary_key_id,
+                credential_key_id=self._sealer.sealing_key_id,
             )
         )
 

@@ -1,4 +1,4 @@
-"""SigningKeyRepository on SQL, private keys sealed with the AEAD key ring."""
+"""SigningKeyRepository on SQL, private keys sealed at rest, each bound to its key id."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from datetime import datetime
 from sqlalchemy import or_, select, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from keyhold.adapters.crypto.aead import AeadKeyRing, Sealed
 from keyhold.adapters.persistence.tables import signing_keys
+from keyhold.domain.sealing import Sealer
 from keyhold.domain.signing_keys import SigningKey
 
 # pg_advisory_xact_lock key serialising changes to the key ring ("kh-keys").
@@ -17,14 +17,16 @@ KEY_RING_LOCK = 0x6B682D6B657973
 _LOCK = text("SELECT pg_advisory_xact_lock(:key)")
 
 
-def _associated_data(key_id: str) -> bytes:
-    return b"keyhold/signing-key/" + key_id.encode()
+def sealing_context(key_id: str) -> str:
+    return f"keyhold/signing-key/{key_id}"
 
 
 class SqlSigningKeyRepository:
-    def __init__(self, connection: AsyncConnection, aead: AeadKeyRing) -> None:
+    """PEM is ASCII text (RFC 7468): it is sealed and opened as such."""
+
+    def __init__(self, connection: AsyncConnection, sealer: Sealer) -> None:
         self._connection = connection
-        self._aead = aead
+        self._sealer = sealer
 
     async def list_verifiable(self, retired_after: datetime) -> list[SigningKey]:
         rows = await self._connection.execute(
@@ -39,10 +41,9 @@ class SqlSigningKeyRepository:
                 key_id=row.key_id,
                 algorithm=row.algorithm,
                 public_jwk=json.loads(row.public_jwk),
-                private_key_pem=self._aead.decrypt(
-                    Sealed(row.encryption_key_id, row.private_key_ciphertext),
-                    _associated_data(row.key_id),
-                ),
+                private_key_pem=self._sealer.open(
+                    row.private_key_ciphertext, row.encryption_key_id, sealing_context(row.key_id)
+                ).encode("ascii"),
                 created_at=row.created_at,
                 retired_at=row.retired_at,
             )
@@ -50,14 +51,16 @@ class SqlSigningKeyRepository:
         ]
 
     async def add(self, key: SigningKey) -> None:
-        sealed = self._aead.encrypt(key.private_key_pem, _associated_data(key.key_id))
+        ciphertext, sealing_key_id = self._sealer.seal(
+            key.private_key_pem.decode("ascii"), sealing_context(key.key_id)
+        )
         await self._connection.execute(
             signing_keys.insert().values(
                 key_id=key.key_id,
                 algorithm=key.algorithm,
                 public_jwk=json.dumps(key.public_jwk, sort_keys=True),
-                private_key_ciphertext=sealed.blob,
-                encryption_key_id=sealed.key_id,
+                private_key_ciphertext=ciphertext,
+                encryption_key_id=sealing_key_id,
                 created_at=key.created_at,
                 retired_at=key.retired_at,
             )

@@ -9,13 +9,18 @@ from types import TracebackType
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncTransaction
 
 from keyhold.adapters.persistence.connections import SqlConnectionRepository
-from keyhold.adapters.persistence.database import Database, is_connection_failure, see_through
+from keyhold.adapters.persistence.database import (
+    Database,
+    complete_absorbing_cancellation,
+    is_connection_failure,
+)
 from keyhold.adapters.persistence.one_time_tokens import SqlOneTimeTokenRepository
 from keyhold.adapters.persistence.providers import SqlProviderRepository
 from keyhold.adapters.persistence.service_accounts import SqlServiceAccountRepository
 from keyhold.adapters.persistence.sessions import SqlSessionRepository
 from keyhold.adapters.persistence.signing_keys import SqlSigningKeyRepository
 from keyhold.adapters.persistence.users import SqlUserRepository
+from keyhold.domain.sealing import Sealer
 
 
 class SqlUnitOfWork:
@@ -29,8 +34,9 @@ class SqlUnitOfWork:
     providers: SqlProviderRepository
     connections: SqlConnectionRepository
 
-    def __init__(self, database: Database) -> None:
+    def __init__(self, database: Database, sealer: Sealer) -> None:
         self._database = database
+        self._sealer = sealer
         self._connection: AsyncConnection | None = None
         self._transaction: AsyncTransaction | None = None
 
@@ -47,13 +53,13 @@ class SqlUnitOfWork:
             if self._connection is not None:
                 await self._connection.close()
             raise self._database.translate(exc) from exc
-        self.signing_keys = SqlSigningKeyRepository(self._connection, self._database.aead)
+        self.signing_keys = SqlSigningKeyRepository(self._connection, self._sealer)
         self.users = SqlUserRepository(self._connection)
         self.sessions = SqlSessionRepository(self._connection)
         self.one_time_tokens = SqlOneTimeTokenRepository(self._connection)
         self.service_accounts = SqlServiceAccountRepository(self._connection)
         self.providers = SqlProviderRepository(self._connection)
-        self.connections = SqlConnectionRepository(self._connection, self._database.aead)
+        self.connections = SqlConnectionRepository(self._connection, self._sealer)
         return self
 
     async def __aexit__(
@@ -65,7 +71,7 @@ class SqlUnitOfWork:
         if exc is None:
             # A COMMIT once sent may apply: it is seen through even if the call is
             # cancelled meanwhile, so that what follows (the audit outcome) is the truth.
-            await see_through(self._end(commit=True))
+            await complete_absorbing_cancellation(self._end(commit=True))
             return
         await self._end(commit=False)
         if is_connection_failure(exc):
@@ -88,5 +94,5 @@ class SqlUnitOfWork:
                 await self._connection.close()
 
 
-def unit_of_work_factory(database: Database) -> Callable[[], SqlUnitOfWork]:
-    return lambda: SqlUnitOfWork(database)
+def unit_of_work_factory(database: Database, sealer: Sealer) -> Callable[[], SqlUnitOfWork]:
+    return lambda: SqlUnitOfWork(database, sealer)
