@@ -326,10 +326,12 @@ async def build_server(
         statement_timeout_seconds=settings.database_statement_timeout_seconds,
         private_data_dir=settings.data_dir if settings.uses_data_dir else None,
     )
-    database = Database(engine, encryption_keys(settings))
+    keys = encryption_keys(settings)
+    database = Database(engine, keys)
     if tracing is not None:
         tracing.instrument_engine(database.engine)
-    unit_of_work = unit_of_work_factory(database)
+    sealer = AeadSealer(keys)
+    unit_of_work = unit_of_work_factory(database, sealer)
     if settings.should_migrate_on_start:
         await migrate(database.engine)
     monitor = DatabaseMonitor(database.ping, health, settings.health_check_interval_seconds)
@@ -494,7 +496,6 @@ async def build_server(
         transport=EgressTransport(egress, resolver=provider_resolver),
         max_response_bytes=settings.provider_max_response_bytes,
     )
-    sealer = AeadSealer(database.aead)
     connections = Connections(
         unit_of_work,
         oauth,
@@ -572,7 +573,7 @@ async def build_server(
         metrics=metrics,
         tracing=tracing,
         interceptor=interceptor,
-        vault=VaultRotation(lambda: reseal_all(database), audit_recorder),
+        vault=VaultRotation(lambda: reseal_all(database, sealer), audit_recorder),
         lockout=lockout,
     )
 
