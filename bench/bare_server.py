@@ -1,13 +1,11 @@
 """The baseline server: grpc.aio with no interceptors and one raw-bytes unary method.
 
     python -m bench.bare_server --address 127.0.0.1:50099 [--event-loop asyncio|uvloop]
-        [--thread-scheduling os-default|loop-first]
 
 `/bench.Bare/Echo` returns its request unchanged; no protobuf is parsed. It is what a
 Keyhold RPC costs with none of Keyhold in it: the floor of gRPC Python on this machine.
 It runs on the standard library's asyncio loop, as grpc.aio does unless told otherwise;
-`--event-loop uvloop` runs it on the loop `keyhold serve` uses, and
-`--thread-scheduling loop-first` schedules its threads as `keyhold serve` does.
+`--event-loop uvloop` runs it on the loop `keyhold serve` uses.
 """
 
 from __future__ import annotations
@@ -21,7 +19,6 @@ import sys
 import grpc
 
 from keyhold.event_loop import run
-from keyhold.thread_scheduling import LoopFirst, ThreadScheduling, in_effect
 
 
 async def echo(request: bytes, context: grpc.aio.ServicerContext[bytes, bytes]) -> bytes:
@@ -59,19 +56,14 @@ def build(address: str) -> grpc.aio.Server:
     return server
 
 
-async def serve(address: str, scheduling: ThreadScheduling = "os-default") -> None:
+async def serve(address: str) -> None:
     server = build(address)
     await server.start()
-    sweeper = None
-    if in_effect(scheduling) == "loop-first":
-        sweeper = asyncio.create_task(LoopFirst().keep_sweeping())
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     await stop.wait()
-    if sweeper is not None:
-        sweeper.cancel()
     await server.stop(0.5)
 
 
@@ -79,11 +71,8 @@ def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.bare_server")
     parser.add_argument("--address", default="127.0.0.1:50099", help="host:port")
     parser.add_argument("--event-loop", choices=["asyncio", "uvloop"], default="asyncio")
-    parser.add_argument(
-        "--thread-scheduling", choices=["os-default", "loop-first"], default="os-default"
-    )
     args = parser.parse_args(argv)
-    run(serve(args.address, args.thread_scheduling), args.event_loop)
+    run(serve(args.address), args.event_loop)
     return 0
 
 

@@ -58,7 +58,6 @@ from keyhold.provider.v1 import provider_service_pb2 as provider_pb
 from keyhold.provider.v1 import provider_service_pb2_grpc as provider_grpc
 from keyhold.server import KeyholdServer, build_server
 from keyhold.settings import Settings
-from keyhold.thread_scheduling import DEFAULT_SCHEDULING, ThreadScheduling
 
 OWN_JSON_OPTION = True  # `--json PATH` is ours, not the dispatcher's flag
 ADMIN_DSN = "postgresql://postgres@127.0.0.1:5432/test"
@@ -153,8 +152,7 @@ for _kind, _summary in (
     (
         "bare-tuned",
         "the bare baseline as keyhold serve runs gRPC: on uvloop, with its gRPC transport "
-        "(KEYHOLD_GRPC_TRANSPORT) and thread scheduling (KEYHOLD_THREAD_SCHEDULING): the "
-        "like-for-like floor for Keyhold",
+        "(KEYHOLD_GRPC_TRANSPORT): the like-for-like floor for Keyhold",
     ),
 ):
     scenario(_kind, _kind, _summary)(bare_echo)
@@ -166,12 +164,6 @@ def keyhold_grpc_experiments(environment: Mapping[str, str]) -> str:
     given = {**{k: v for k, v in os.environ.items() if k == VARIABLE}, **environment}
     transport = cast(GrpcTransport, given.get("KEYHOLD_GRPC_TRANSPORT", DEFAULT_TRANSPORT))
     return select_transport(transport, given, loaded={})
-
-
-def keyhold_thread_scheduling(environment: Mapping[str, str]) -> ThreadScheduling:
-    """The thread scheduling `keyhold serve` runs with, given the settings it is started with."""
-    chosen = environment.get("KEYHOLD_THREAD_SCHEDULING", DEFAULT_SCHEDULING)
-    return cast(ThreadScheduling, chosen)
 
 
 BENCH_PASSWORD = "benchmark passphrase 0"
@@ -574,9 +566,8 @@ async def _servers(
                 loop = "asyncio" if kind == "bare" else "uvloop"
                 tuned = kind == "bare-tuned"
                 experiments = keyhold_grpc_experiments(environment) if tuned else ""
-                scheduling = keyhold_thread_scheduling(environment) if tuned else "os-default"
                 server = await stack.enter_async_context(
-                    bare_server(tmp, cpus, loop, experiments, kind, scheduling)
+                    bare_server(tmp, cpus, loop, experiments, kind)
                 )
                 channel = await stack.enter_async_context(grpc.aio.insecure_channel(server.address))
                 running[kind] = (server, Target(kind, server.address, channel))

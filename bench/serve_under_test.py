@@ -248,21 +248,16 @@ async def bare_server(
     event_loop: str = "asyncio",
     grpc_experiments: str = "",
     name: str = "bare",
-    thread_scheduling: str = "os-default",
 ) -> AsyncIterator[ServerProcess]:
     """`bench/bare_server.py` on a free loopback port, on the named event loop, with
-    gRPC's defaults unless `grpc_experiments` (`GRPC_EXPERIMENTS`) says otherwise, and
-    its threads scheduled as `thread_scheduling` says (`keyhold.thread_scheduling`)."""
+    gRPC's defaults unless `grpc_experiments` (`GRPC_EXPERIMENTS`) says otherwise."""
     address = f"127.0.0.1:{free_port()}"
     env = {key: value for key, value in _clean_environment().items() if key != VARIABLE}
     if grpc_experiments:
         env[VARIABLE] = grpc_experiments
     server = _launch(
         name,
-        [
-            *("-m", "bench.bare_server", "--address", address, "--event-loop", event_loop),
-            *("--thread-scheduling", thread_scheduling),
-        ],
+        ["-m", "bench.bare_server", "--address", address, "--event-loop", event_loop],
         env,
         REPO,
         address,

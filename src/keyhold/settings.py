@@ -11,7 +11,6 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from keyhold.domain.provider.egress import EgressPolicy
 from keyhold.grpc_transport import DEFAULT_TRANSPORT, GrpcTransport
-from keyhold.thread_scheduling import DEFAULT_SCHEDULING, ThreadScheduling
 
 
 def _is_host_port(value: str) -> bool:
@@ -100,15 +99,8 @@ class Settings(BaseSettings):
     grpc_transport: GrpcTransport = Field(
         DEFAULT_TRANSPORT,
         description="gRPC's socket transport in `keyhold serve`: posix, its epoll transport "
-        "without EventEngine's threads (about 7% less server CPU per cheap call), or "
-        "event-engine, grpcio's default; GRPC_EXPERIMENTS, when set, is used instead",
-    )
-    thread_scheduling: ThreadScheduling = Field(
-        DEFAULT_SCHEDULING,
-        description="loop-first: on Linux the server's threads other than its event loop's "
-        "(gRPC's, the database driver's) run SCHED_BATCH while no password is being "
-        "hashed, so that none preempts the event loop on waking (about 30% less server "
-        "CPU per cheap call); os-default: as the OS starts them",
+        "without EventEngine's threads, or event-engine, grpcio's default; "
+        "GRPC_EXPERIMENTS, when set, is used instead",
     )
     database_connect_timeout_seconds: float = Field(5.0, gt=0, le=60)
     database_statement_timeout_seconds: float = Field(10.0, gt=0, le=600)

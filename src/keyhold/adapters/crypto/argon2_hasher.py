@@ -4,8 +4,6 @@ The C code releases the GIL, so hashing runs beside the event loop; the pool's s
 bounds how many cores logins may take, and its threads run at a lower scheduling
 priority (Linux nice is per thread), so that under a login storm the event loop still
 gets the CPU first and cheap calls keep their latency; logins take the cores left over.
-`activity` hears when hashing starts and when each job has ended on its thread
-(`keyhold.thread_scheduling.LoopFirst` schedules the other threads by it).
 """
 
 from __future__ import annotations
@@ -18,7 +16,7 @@ import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Protocol, TypeVar
+from typing import TypeVar
 
 from argon2 import PasswordHasher, Type
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
@@ -28,22 +26,11 @@ T = TypeVar("T")
 
 
 def lower_thread_priority(niceness: int = HASHING_NICENESS) -> None:
-    """Make the calling thread yield the CPU to the process's other threads."""
+    """Make the calling thread yield the CPU to the process's other threads: `niceness`
+    above the nice it was started with (the thread that started it)."""
     with contextlib.suppress(AttributeError, OSError):  # not Linux, or not permitted
-        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), niceness)
-
-
-class HashingActivity(Protocol):
-    def hashing_started(self) -> None: ...
-
-    def hashing_finished(self) -> None: ...
-
-
-def _tell(loop: asyncio.AbstractEventLoop, callback: Callable[[], None]) -> None:
-    """From the hashing thread: `callback` on the loop, unless the loop has closed (a
-    job that outlived the server's shutdown)."""
-    with contextlib.suppress(RuntimeError):
-        loop.call_soon_threadsafe(callback)
+        thread = threading.get_native_id()
+        os.setpriority(os.PRIO_PROCESS, thread, os.getpriority(os.PRIO_PROCESS, thread) + niceness)
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,13 +43,7 @@ class Argon2Parameters:
 
 
 class Argon2Hasher:
-    def __init__(
-        self,
-        parameters: Argon2Parameters,
-        workers: int,
-        *,
-        activity: HashingActivity | None = None,
-    ) -> None:
+    def __init__(self, parameters: Argon2Parameters, workers: int) -> None:
         self._hasher = PasswordHasher(
             time_cost=parameters.time_cost,
             memory_cost=parameters.memory_kib,
@@ -74,7 +55,6 @@ class Argon2Hasher:
             thread_name_prefix="argon2",
             initializer=lower_thread_priority,
         )
-        self._activity = activity
         self._dummy_hash = self._hasher.hash(secrets.token_urlsafe(16))
 
     async def hash(self, password: str) -> str:
@@ -84,14 +64,7 @@ class Argon2Hasher:
         return await self._on_pool(self._verify, password_hash, password)
 
     async def _on_pool(self, work: Callable[..., T], *args: str) -> T:
-        job = self._pool.submit(work, *args)
-        activity = self._activity
-        if activity is not None:
-            activity.hashing_started()
-            loop = asyncio.get_running_loop()
-            # Ended when the thread is done with it, even if its caller was cancelled before.
-            job.add_done_callback(lambda _: _tell(loop, activity.hashing_finished))
-        return await asyncio.wrap_future(job)
+        return await asyncio.wrap_future(self._pool.submit(work, *args))
 
     async def verify_dummy(self, password: str) -> None:
         await self.verify(self._dummy_hash, password)
