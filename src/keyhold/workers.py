@@ -56,6 +56,7 @@ def worker_settings(settings: Settings, workers: int) -> Settings:
 
 async def prepare_database(settings: Settings) -> None:
     """What must happen once, before the workers start: migrations and the first key."""
+    from keyhold.adapters.crypto.sealer import AeadSealer
     from keyhold.adapters.persistence.database import Database
     from keyhold.adapters.persistence.engine import create_engine
     from keyhold.adapters.persistence.migrate import migrate
@@ -67,7 +68,8 @@ async def prepare_database(settings: Settings) -> None:
     try:
         if settings.should_migrate_on_start:
             await migrate(database.engine)
-        keys = signing_keys_for(settings, unit_of_work_factory(database), SystemClock())
+        sealer = AeadSealer(encryption_keys(settings))
+        keys = signing_keys_for(settings, unit_of_work_factory(database, sealer), SystemClock())
         await keys.ensure_signer()
     finally:
         await database.dispose()
