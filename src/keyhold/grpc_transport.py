@@ -1,12 +1,11 @@
 """The socket transport of gRPC's core in a `keyhold serve` process.
 
-gRPC reads `GRPC_EXPERIMENTS` once, when it is first imported, so the choice is made
-before anything imports grpc. `posix` turns off two experiments of grpcio 1.85, the
-EventEngine listener and endpoints: accepted connections are then read and written by
-the thread that polls the completion queue, not handed to EventEngine's own threads
-and back. That is one thread hop fewer per operation: a cheap Keyhold RPC takes about
-7% less server CPU, a bare grpc.aio echo about 20% less (docs/benchmarks.md).
-`event-engine` leaves gRPC's default.
+gRPC reads `GRPC_EXPERIMENTS` once, when it is first imported, so `keyhold serve` makes
+the choice before anything imports grpc. `posix` turns off two experiments of grpcio
+1.85, the EventEngine listener and endpoints: accepted connections are then read and
+written by the thread that polls the completion queue, not handed to EventEngine's own
+threads and back (docs/benchmarks.md has the measurements). `event-engine` leaves
+gRPC's default.
 """
 
 from __future__ import annotations

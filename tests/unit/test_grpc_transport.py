@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -49,3 +50,20 @@ def test_the_pinned_grpc_knows_the_experiments(transport: GrpcTransport) -> None
         check=True,
     )
     assert "experiment" not in result.stderr.lower(), result.stderr
+
+
+def test_only_keyhold_serve_chooses_the_transport() -> None:
+    """Importing Keyhold, or its tests, leaves gRPC as it comes: `keyhold serve` alone
+    sets `GRPC_EXPERIMENTS` (test_shutdown's serve test checks that it does)."""
+    env = {key: value for key, value in os.environ.items() if key != VARIABLE}
+    probe = "import os, tests, keyhold.server; print(os.environ.get('GRPC_EXPERIMENTS'))"
+    result = subprocess.run(
+        [sys.executable, "-c", probe],
+        env=env,
+        cwd=Path(__file__).parents[2],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert result.stdout.strip() == "None", result.stderr
