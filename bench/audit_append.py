@@ -91,7 +91,13 @@ async def run(argv: list[str]) -> dict[str, Any]:
         url = f"postgresql+asyncpg://postgres@127.0.0.1:5432/{throwaway}"
     settings = Settings(_env_file=None, database_url=url, data_dir=tmp)  # type: ignore[call-arg]
     key = base64.b64encode(os.urandom(32)).decode()
-    database = Database(create_engine(settings), AeadKeyRing.parse(f"k1:{key}"))
+    engine = create_engine(
+        settings.resolved_database_url,
+        pool_size=settings.database_pool_size,
+        connect_timeout_seconds=settings.database_connect_timeout_seconds,
+        statement_timeout_seconds=settings.database_statement_timeout_seconds,
+    )
+    database = Database(engine, AeadKeyRing.parse(f"k1:{key}"))
     results: dict[str, Any] = {"database": url.split(":", 1)[0], "seconds": args.seconds}
     try:
         await migrate(database.engine)

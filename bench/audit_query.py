@@ -56,7 +56,13 @@ async def run(argv: list[str]) -> dict[str, Any]:
         _env_file=None, database_url=url, data_dir=Path(tempfile.mkdtemp())
     )
     key = base64.b64encode(os.urandom(32)).decode()
-    database = Database(create_engine(settings), AeadKeyRing.parse(f"k1:{key}"))
+    engine = create_engine(
+        settings.resolved_database_url,
+        pool_size=settings.database_pool_size,
+        connect_timeout_seconds=settings.database_connect_timeout_seconds,
+        statement_timeout_seconds=settings.database_statement_timeout_seconds,
+    )
+    database = Database(engine, AeadKeyRing.parse(f"k1:{key}"))
     results: dict[str, Any] = {"rows": args.rows}
     try:
         await migrate(database.engine)

@@ -15,6 +15,7 @@ from keyhold.settings import Settings
 
 if TYPE_CHECKING:
     import grpc
+    from sqlalchemy.ext.asyncio import AsyncEngine
 
     from keyhold.server import KeyholdServer
 
@@ -43,12 +44,23 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
-def _migrate(settings: Settings, args: argparse.Namespace) -> int:
+def _engine(settings: Settings) -> AsyncEngine:
     from keyhold.adapters.persistence.engine import create_engine
+
+    return create_engine(
+        settings.resolved_database_url,
+        pool_size=settings.database_pool_size,
+        connect_timeout_seconds=settings.database_connect_timeout_seconds,
+        statement_timeout_seconds=settings.database_statement_timeout_seconds,
+        private_data_dir=settings.data_dir if settings.uses_data_dir else None,
+    )
+
+
+def _migrate(settings: Settings, args: argparse.Namespace) -> int:
     from keyhold.adapters.persistence.migrate import current_revision, migrate
 
     async def run() -> str | None:
-        engine = create_engine(settings)
+        engine = _engine(settings)
         try:
             await migrate(engine)
             return await current_revision(engine)
@@ -103,12 +115,11 @@ def _health(settings: Settings, args: argparse.Namespace) -> int:
 def _audit_verify(settings: Settings, args: argparse.Namespace) -> int:
     from keyhold.adapters.persistence.audit_trail import SqlAuditTrail
     from keyhold.adapters.persistence.database import Database
-    from keyhold.adapters.persistence.engine import create_engine
     from keyhold.application.audit.trail import ChainReport, verify_trail
     from keyhold.server import encryption_keys
 
     async def run() -> ChainReport:
-        database = Database(create_engine(settings), encryption_keys(settings))
+        database = Database(_engine(settings), encryption_keys(settings))
         try:
             return await verify_trail(SqlAuditTrail(database), args.start, args.end)
         finally:
@@ -128,13 +139,12 @@ def _audit_prune(settings: Settings, args: argparse.Namespace) -> int:
 
     from keyhold.adapters.persistence.audit_trail import SqlAuditTrail
     from keyhold.adapters.persistence.database import Database
-    from keyhold.adapters.persistence.engine import create_engine
     from keyhold.server import encryption_keys
 
     cutoff = datetime.now(UTC) - timedelta(days=settings.audit_retention_days)
 
     async def run() -> int:
-        database = Database(create_engine(settings), encryption_keys(settings))
+        database = Database(_engine(settings), encryption_keys(settings))
         try:
             return await SqlAuditTrail(database).prune_before(cutoff)
         finally:

@@ -64,7 +64,14 @@ async def prepare_database(settings: Settings) -> None:
     from keyhold.domain.clock import SystemClock
     from keyhold.server import encryption_keys, signing_keys_for
 
-    database = Database(create_engine(settings), encryption_keys(settings))
+    engine = create_engine(
+        settings.resolved_database_url,
+        pool_size=settings.database_pool_size,
+        connect_timeout_seconds=settings.database_connect_timeout_seconds,
+        statement_timeout_seconds=settings.database_statement_timeout_seconds,
+        private_data_dir=settings.data_dir if settings.uses_data_dir else None,
+    )
+    database = Database(engine, encryption_keys(settings))
     try:
         if settings.should_migrate_on_start:
             await migrate(database.engine)

@@ -9,15 +9,15 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError
 
-from keyhold.adapters.persistence.engine import create_engine
 from tests.support.databases import postgres_database
+from tests.support.engines import engine_for
 from tests.support.servers import settings_for
 
 VALUE = "ada@example.com-sealed-credential"
 
 
 async def _duplicate_insert_error(tmp_path: Path, url: str | None) -> str:
-    engine = create_engine(settings_for(tmp_path, url))
+    engine = engine_for(settings_for(tmp_path, url))
     try:
         async with engine.connect() as connection:
             await connection.execute(text("CREATE TABLE probe (x TEXT UNIQUE)"))

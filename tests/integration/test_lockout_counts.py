@@ -19,7 +19,6 @@ from sqlalchemy import event, text
 from keyhold import server as server_module
 from keyhold.adapters.crypto.aead import AeadKeyRing
 from keyhold.adapters.persistence.database import Database
-from keyhold.adapters.persistence.engine import create_engine
 from keyhold.adapters.persistence.login_failures import SqlLoginFailureStore
 from keyhold.adapters.persistence.migrate import migrate
 from keyhold.domain.call import CallContext, set_current_call
@@ -28,6 +27,7 @@ from keyhold.identity.v1 import identity_service_pb2 as pb
 from keyhold.identity.v1 import identity_service_pb2_grpc as pb_grpc
 from keyhold.server import KeyholdServer
 from tests.support.databases import postgres_database
+from tests.support.engines import engine_for
 from tests.support.fakes import FakeClock
 from tests.support.servers import PASSWORD, running_server, settings_for, signed_in
 from tests.support.status import rich_error
@@ -49,7 +49,7 @@ async def database_url(request: pytest.FixtureRequest) -> AsyncIterator[str | No
 async def store(tmp_path: Path, database_url: str | None) -> AsyncIterator[SqlLoginFailureStore]:
     key = base64.b64encode(os.urandom(32)).decode()
     database = Database(
-        create_engine(settings_for(tmp_path, database_url)), AeadKeyRing.parse(f"k1:{key}")
+        engine_for(settings_for(tmp_path, database_url)), AeadKeyRing.parse(f"k1:{key}")
     )
     await migrate(database.engine)
     try:

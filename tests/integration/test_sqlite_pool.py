@@ -12,8 +12,8 @@ import pytest
 from sqlalchemy import event, text
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
-from keyhold.adapters.persistence.engine import create_engine
 from keyhold.settings import Settings
+from tests.support.engines import engine_for
 
 
 def _settings(data_dir: Path, pool_size: int) -> Settings:
@@ -26,7 +26,7 @@ def _settings(data_dir: Path, pool_size: int) -> Settings:
 
 
 async def test_bursts_reuse_the_pools_connections(tmp_path: Path) -> None:
-    engine = create_engine(_settings(tmp_path, pool_size=3))
+    engine = engine_for(_settings(tmp_path, pool_size=3))
     opened: list[object] = []
 
     @event.listens_for(engine.sync_engine, "connect")
@@ -47,7 +47,7 @@ async def test_bursts_reuse_the_pools_connections(tmp_path: Path) -> None:
 
 
 async def test_no_connection_beyond_the_pool_size(tmp_path: Path) -> None:
-    engine = create_engine(_settings(tmp_path, pool_size=2))
+    engine = engine_for(_settings(tmp_path, pool_size=2))
     try:
         async with engine.connect() as first, engine.connect() as second:
             await first.execute(text("SELECT 1"))

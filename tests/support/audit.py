@@ -18,9 +18,9 @@ from keyhold.adapters.persistence.audit_feed import LocalAuditFeed
 from keyhold.adapters.persistence.audit_trail import SqlAuditTrail
 from keyhold.adapters.persistence.audit_writer import BatchingAuditAppender
 from keyhold.adapters.persistence.database import Database
-from keyhold.adapters.persistence.engine import create_engine
 from keyhold.adapters.persistence.migrate import migrate
 from keyhold.application.audit.recorder import AuditRecorder
+from tests.support.engines import engine_for
 from tests.support.fakes import FakeClock
 from tests.support.servers import settings_for
 
@@ -39,7 +39,7 @@ class AuditStack:
 async def audit_stack(data_dir: Path, database_url: str | None) -> AsyncIterator[AuditStack]:
     settings = settings_for(data_dir, database_url)
     key = base64.b64encode(os.urandom(32)).decode()
-    database = Database(create_engine(settings), AeadKeyRing.parse(f"k1:{key}"))
+    database = Database(engine_for(settings), AeadKeyRing.parse(f"k1:{key}"))
     await migrate(database.engine)
     trail = SqlAuditTrail(database)
     feed = LocalAuditFeed()

@@ -11,35 +11,43 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from keyhold.adapters.persistence.sqlite_driver import OneTripDbapi
 from keyhold.adapters.private_files import private_directory, private_sqlite_database
-from keyhold.settings import Settings
 
 
-def create_engine(settings: Settings) -> AsyncEngine:
+def create_engine(
+    database_url: str,
+    *,
+    pool_size: int,
+    connect_timeout_seconds: float,
+    statement_timeout_seconds: float,
+    private_data_dir: Path | None = None,
+) -> AsyncEngine:
     """`hide_parameters`: a statement's values (emails, hashes, sealed credentials) stay
-    out of error messages, and so out of logged tracebacks. The data directory, and an
+    out of error messages, and so out of logged tracebacks. `private_data_dir`, and an
     SQLite database with its sidecar files, are made private first (`private_files`)."""
-    if settings.uses_data_dir:
-        private_directory(settings.data_dir)
-    url = make_url(settings.resolved_database_url)
+    if private_data_dir is not None:
+        private_directory(private_data_dir)
+    url = make_url(database_url)
     if url.get_backend_name() == "sqlite":
-        return _sqlite_engine(url.database, settings)
+        return _sqlite_engine(url.database, pool_size, connect_timeout_seconds)
     return create_async_engine(
         url,
         hide_parameters=True,
-        pool_size=settings.database_pool_size,
+        pool_size=pool_size,
         max_overflow=0,
         # No pre-ping (a round trip per checkout): a connection that turns out dead
         # raises a disconnect error, which invalidates the whole pool at once.
-        pool_timeout=settings.database_connect_timeout_seconds,
+        pool_timeout=connect_timeout_seconds,
         connect_args={
-            "timeout": settings.database_connect_timeout_seconds,
-            "command_timeout": settings.database_statement_timeout_seconds,
+            "timeout": connect_timeout_seconds,
+            "command_timeout": statement_timeout_seconds,
             "server_settings": {"application_name": "keyhold"},
         },
     )
 
 
-def _sqlite_engine(database: str | None, settings: Settings) -> AsyncEngine:
+def _sqlite_engine(
+    database: str | None, pool_size: int, connect_timeout_seconds: float
+) -> AsyncEngine:
     """A file database keeps a fixed pool: SQLAlchemy's default lets ten connections
     overflow its five, and each overflow connection (a thread, an open, the pragmas, a
     schema parse) was made and closed again for every burst of calls."""
@@ -47,9 +55,9 @@ def _sqlite_engine(database: str | None, settings: Settings) -> AsyncEngine:
     if database and database != ":memory:":  # in memory: one shared connection
         private_sqlite_database(Path(database))
         pool = {
-            "pool_size": settings.database_pool_size,
+            "pool_size": pool_size,
             "max_overflow": 0,
-            "pool_timeout": settings.database_connect_timeout_seconds,
+            "pool_timeout": connect_timeout_seconds,
         }
     engine = create_async_engine(
         f"sqlite+aiosqlite:///{database or ':memory:'}",
