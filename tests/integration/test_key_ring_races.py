@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from keyhold.adapters.crypto.aead import AeadKeyRing
+from keyhold.adapters.crypto.sealer import AeadSealer
 from keyhold.adapters.persistence.database import Database
 from keyhold.adapters.persistence.migrate import migrate
 from keyhold.adapters.persistence.unit_of_work import unit_of_work_factory
@@ -34,6 +35,7 @@ async def replicas(tmp_path: Path) -> AsyncIterator[list[SigningKeys]]:
     key = base64.b64encode(os.urandom(32)).decode()
     async with postgres_database() as url:
         settings = settings_for(tmp_path, url)
+        sealer = AeadSealer(AeadKeyRing.parse(f"k1:{key}"))
         databases = [
             Database(engine_for(settings), AeadKeyRing.parse(f"k1:{key}"))
             for _ in range(REPLICAS)
@@ -41,7 +43,7 @@ async def replicas(tmp_path: Path) -> AsyncIterator[list[SigningKeys]]:
         await migrate(databases[0].engine)
         try:
             yield [
-                signing_keys_for(settings, unit_of_work_factory(database), SystemClock())
+                signing_keys_for(settings, unit_of_work_factory(database, sealer), SystemClock())
                 for database in databases
             ]
         finally:
