@@ -523,6 +523,8 @@ async def test_rotate_vault_reseals_everything_under_the_newest_key(
     import base64
     import os
 
+    from keyhold.adapters.crypto.aead import AeadKeyRing
+    from keyhold.adapters.crypto.sealer import AeadSealer
     from keyhold.adapters.persistence.vault_rotation import reseal_all
     from keyhold.server import build_server
 
@@ -535,7 +537,8 @@ async def test_rotate_vault_reseals_everything_under_the_newest_key(
     rotated = await build_server(settings_for(tmp_path, key_encryption_keys=both))
     try:
         assert await rotated.vault.reseal() >= 3  # signing key, provider, connection
-        assert await reseal_all(rotated.database) == 0  # nothing left under k1
+        sealer = AeadSealer(AeadKeyRing.parse(both))
+        assert await reseal_all(rotated.database, sealer) == 0  # nothing left under k1
         done = await rotated.audit_trail.head()  # the reseal's outcome, after its attempt
         assert done is not None
         assert (done.record.action, done.record.outcome.value) == (
