@@ -13,9 +13,9 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from keyhold.access_token_verification import AccessTokenVerifier
 from keyhold.adapters.crypto.access_tokens import AccessTokens
 from keyhold.adapters.crypto.es256 import Es256KeyGenerator
-from keyhold.adapters.crypto.jwt_verification import AccessTokenVerifier
 from keyhold.adapters.crypto.key_ring import KeyRing
 from keyhold.domain.clock import SystemClock
 

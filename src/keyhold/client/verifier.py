@@ -11,7 +11,7 @@ from typing import Any
 import grpc
 import jwt
 
-from keyhold.adapters.crypto.jwt_verification import AccessTokenVerifier
+from keyhold.access_token_verification import AccessTokenVerifier
 from keyhold.domain.clock import SystemClock
 from keyhold.domain.principal import Principal
 from keyhold.identity.v1 import identity_service_pb2 as pb

@@ -8,7 +8,7 @@ from collections.abc import Iterable
 
 import jwt
 
-from keyhold.adapters.crypto.jwt_verification import (
+from keyhold.access_token_verification import (
     TOKEN_TYPE,
     VERIFIED_TOKENS_KEPT,
     AccessTokenVerifier,
