@@ -7,17 +7,17 @@ from datetime import timedelta
 import pytest
 
 from keyhold.application.identity.secrets import secret_hash
-from keyhold.application.identity.sessions import SessionLifetimes, Sessions
+from keyhold.application.identity.sessions import Sessions
 from keyhold.domain.audit.actions import Action
 from keyhold.domain.errors import NotFound, Unauthenticated
 from keyhold.domain.identity.lockout import LoginLocked
-from keyhold.domain.identity.sessions import NO_RETRY_GRACE, RetryGrace
+from keyhold.domain.identity.sessions import RetryGrace
 from keyhold.domain.identity.users import UserState
 from keyhold.domain.principal import PrincipalType
 from tests.support.fakes.hasher import FakePasswordHasher
-from tests.support.fakes.sessions import InMemoryRefreshTokenRotator
-from tests.unit.application.conftest import (
+from tests.unit.application.harness import (
     ADMIN,
+    LIFETIMES,
     LOCKOUT,
     PASSWORD,
     PEER,
@@ -26,25 +26,9 @@ from tests.unit.application.conftest import (
     add_user,
     attempts,
     outcome_details,
+    sessions_on,
     user_principal,
 )
-
-LIFETIMES = SessionLifetimes(absolute=timedelta(days=30), idle=timedelta(days=1))
-
-
-def sessions_on(ports: Ports, grace: RetryGrace = NO_RETRY_GRACE) -> Sessions:
-    rotator = InMemoryRefreshTokenRotator(ports.store, grace)
-    return Sessions(
-        ports.unit_of_work,
-        ports.hasher,
-        ports.tokens,
-        ports.lockout,
-        ports.recorder,
-        ports.revocations,
-        ports.clock,
-        LIFETIMES,
-        rotator,
-    )
 
 
 @pytest.fixture
