@@ -13,6 +13,7 @@ import pytest
 from sqlalchemy import func, insert, select
 from sqlalchemy.ext.asyncio import AsyncTransaction
 
+from keyhold.adapters.crypto.sealer import AeadSealer
 from keyhold.adapters.persistence.database import Database
 from keyhold.adapters.persistence.tables import login_failures, users
 from keyhold.adapters.persistence.unit_of_work import SqlUnitOfWork
@@ -31,13 +32,17 @@ async def database(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncItera
             yield stack.database
 
 
+def _unit_of_work(database: Database) -> SqlUnitOfWork:
+    return SqlUnitOfWork(database, AeadSealer(database.aead))
+
+
 async def _write(uow: SqlUnitOfWork) -> None:
     row = {"key": "k" * 64, "failures": 1, "updated_at": datetime.now(UTC)}
     await uow.connection.execute(insert(login_failures).values(**row))
 
 
 async def _count(database: Database, table: object = login_failures) -> int:
-    async with SqlUnitOfWork(database) as uow:
+    async with _unit_of_work(database) as uow:
         statement = select(func.count()).select_from(table)  # type: ignore[arg-type]
         return int(await uow.connection.scalar(statement))
 
@@ -54,7 +59,7 @@ async def test_cancelled_during_the_commit_the_commit_is_seen_through(
         await commit(self)
 
     async def work() -> str:
-        uow = SqlUnitOfWork(database)
+        uow = _unit_of_work(database)
         async with uow:
             await _write(uow)
             monkeypatch.setattr(AsyncTransaction, "commit", slow_commit)
@@ -73,7 +78,7 @@ async def test_cancelled_before_the_commit_it_rolls_back(database: Database) -> 
     written = asyncio.Event()
 
     async def work() -> None:
-        uow = SqlUnitOfWork(database)
+        uow = _unit_of_work(database)
         async with uow:
             await _write(uow)
             written.set()
@@ -87,21 +92,14 @@ async def test_cancelled_before_the_commit_it_rolls_back(database: Database) -> 
     assert await _count(database) == 0
 
 
-async def test_a_failed_unit_of_work_leaves_no_user(
-    request: pytest.FixtureRequest, database: Database
-) -> None:
-    """Found, not fixed: on SQLite `users.add` releases a SAVEPOINT that sqlite3's legacy
-    transaction control never wrapped in a BEGIN, and its release commits the row at
-    once, whatever the unit of work does next (see docs/reliability.md)."""
-    if not database.is_postgres:
-        request.applymarker(
-            pytest.mark.xfail(strict=True, reason="SQLite: a released SAVEPOINT commits")
-        )
+async def test_a_failed_unit_of_work_leaves_no_user(database: Database) -> None:
+    """On SQLite too: `users.add` opens and releases a SAVEPOINT, which must not commit
+    the row before the unit of work does."""
     now = datetime.now(UTC)
     user = User("ada", "ada@example.com", "A", "x", False, UserState.ACTIVE, frozenset(), now, now)
 
     async def add_then_fail() -> None:
-        async with SqlUnitOfWork(database) as uow:
+        async with _unit_of_work(database) as uow:
             await uow.users.add(user)
             raise RuntimeError("the rest of the work failed")
 

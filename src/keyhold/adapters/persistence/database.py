@@ -4,10 +4,8 @@ translation of connection failures into `Unavailable`."""
 from __future__ import annotations
 
 import asyncio
-import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from functools import partial
 from typing import Any, TypeVar
 
 from sqlalchemy import text
@@ -16,7 +14,6 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from keyhold.adapters.crypto.aead import AeadKeyRing
-from keyhold.adapters.persistence.sqlite_driver import run_on_connection_thread
 from keyhold.domain.errors import Unavailable
 
 T = TypeVar("T")
@@ -46,7 +43,7 @@ def _unavailable() -> Unavailable:
     return Unavailable("DATABASE_UNAVAILABLE", "the database is unavailable; retry later")
 
 
-async def _to_its_end(work: Awaitable[T]) -> tuple[asyncio.Task[T], int]:
+async def _run_to_completion(work: Awaitable[T]) -> tuple[asyncio.Task[T], int]:
     """`work` run to its end although the calling task is cancelled meanwhile: the
     finished task, and how many cancellations of the caller it held back."""
     task = asyncio.ensure_future(work)
@@ -59,20 +56,20 @@ async def _to_its_end(work: Awaitable[T]) -> tuple[asyncio.Task[T], int]:
     return task, held_back
 
 
-async def _despite_cancellation(work: Awaitable[T]) -> T:
+async def _complete_deferring_cancellation(work: Awaitable[T]) -> T:
     """`work` run to its end even if the caller is cancelled meanwhile; the cancellation
     is raised once it is over."""
-    task, held_back = await _to_its_end(work)
+    task, held_back = await _run_to_completion(work)
     if held_back:
         raise asyncio.CancelledError
     return task.result()
 
 
-async def see_through(work: Awaitable[T]) -> T:
+async def complete_absorbing_cancellation(work: Awaitable[T]) -> T:
     """Run `work` to its end although the calling task is cancelled meanwhile; the
     cancellation is then dropped: the call's work is done, and it goes on to record so.
     (Cancellation before a commit is sent still stops the statements under way.)"""
-    task, held_back = await _to_its_end(work)
+    task, held_back = await _run_to_completion(work)
     current = asyncio.current_task()
     if current is not None:
         for _ in range(held_back):
@@ -80,40 +77,27 @@ async def see_through(work: Awaitable[T]) -> T:
     return task.result()
 
 
-def _immediate_transaction(work: Callable[[sqlite3.Connection], T], connection: Any) -> T:
-    """On the connection's thread: BEGIN IMMEDIATE (the write lock first, so that no
-    reader's snapshot has to be upgraded), `work`, COMMIT; ROLLBACK if either fails."""
-    connection.execute("BEGIN IMMEDIATE")
-    try:
-        result = work(connection)
-        connection.execute("COMMIT")
-    except BaseException:
-        connection.execute("ROLLBACK")
-        raise
-    return result
-
-
 @asynccontextmanager
-async def _checked_out(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
+async def _always_returned(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
     """A pooled connection that goes back to the pool however its caller ends.
 
     SQLAlchemy's `async with engine.connect()` loses the connection when the caller is
     cancelled after the pool handed it over but before the connection was set up: it
     stays checked out until the garbage collector finds it. Only an autocommit
     connection on SQLite waits in that moment (aiosqlite sets the isolation level on the
-    connection's thread), so only those are checked out this way; it costs a task
-    (about 25 µs) per checkout."""
+    connection's thread), so only those are checked out this way; it costs a task per
+    checkout."""
     connection = engine.connect()
     try:
-        await _despite_cancellation(connection.start())
+        await _complete_deferring_cancellation(connection.start())
     except asyncio.CancelledError:
         if connection.sync_connection is not None:
-            await _despite_cancellation(connection.close())
+            await _complete_deferring_cancellation(connection.close())
         raise
     try:
         yield connection
     finally:
-        await _despite_cancellation(connection.close())
+        await _complete_deferring_cancellation(connection.close())
 
 
 class Database:
@@ -128,7 +112,7 @@ class Database:
         self.on_unavailable = on_unavailable
         self._autocommit_engine = engine.execution_options(isolation_level="AUTOCOMMIT")
         self._connect_autocommit: Callable[[AsyncEngine], AbstractAsyncContextManager[Any]] = (
-            _checked_out if engine.dialect.name == "sqlite" else AsyncEngine.connect
+            _always_returned if engine.dialect.name == "sqlite" else AsyncEngine.connect
         )
 
     @asynccontextmanager
@@ -146,17 +130,6 @@ class Database:
             self._connect_autocommit(self._autocommit_engine) as connection,
         ):
             yield connection
-
-    async def one_trip_transaction(self, work: Callable[[sqlite3.Connection], T]) -> T:
-        """SQLite only: `work` in a transaction of its own, written against `sqlite3` and
-        run on the connection's thread in one trip (see `sqlite_driver`). It is seen
-        through once sent, as a unit of work's commit is; failures are translated."""
-        if self.engine.dialect.name != "sqlite":
-            raise TypeError("one-trip transactions are SQLite's")
-        async with self.autocommit() as connection:  # no implicit BEGIN: work's is the one
-            return await see_through(
-                run_on_connection_thread(connection, partial(_immediate_transaction, work))
-            )
 
     @asynccontextmanager
     async def _translating(self) -> AsyncIterator[None]:
@@ -180,7 +153,10 @@ class Database:
 
     async def ping(self, within_seconds: float) -> bool:
         try:
-            async with asyncio.timeout(within_seconds), self.engine.connect() as connection:
+            async with (
+                asyncio.timeout(within_seconds),
+                self._connect_autocommit(self._autocommit_engine) as connection,
+            ):
                 await connection.execute(text("SELECT 1"))
         except Exception:
             return False

@@ -5,11 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import event
+from sqlalchemy import Connection, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-from keyhold.adapters.persistence.sqlite_driver import OneTripDbapi
 from keyhold.adapters.private_files import private_directory, private_sqlite_database
 
 
@@ -60,11 +59,9 @@ def _sqlite_engine(
             "pool_timeout": connect_timeout_seconds,
         }
     engine = create_async_engine(
-        f"sqlite+aiosqlite:///{database or ':memory:'}",
-        hide_parameters=True,
-        module=OneTripDbapi(),
-        **pool,
+        f"sqlite+aiosqlite:///{database or ':memory:'}", hide_parameters=True, **pool
     )
+    _transactions_begin_immediately(engine)
 
     @event.listens_for(engine.sync_engine, "connect")
     def _pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -76,3 +73,24 @@ def _sqlite_engine(
         cursor.close()
 
     return engine
+
+
+def _transactions_begin_immediately(engine: AsyncEngine) -> None:
+    """Every SQLAlchemy transaction on `engine` is one SQLite transaction, begun with
+    BEGIN IMMEDIATE; autocommit connections begin none.
+
+    SQLAlchemy's documented recipe for pysqlite and aiosqlite: sqlite3's own transaction
+    control is switched off (it sends BEGIN only before a DML statement, so a SAVEPOINT
+    opened first ran outside any transaction and its release committed at once) and the
+    BEGIN is sent on the engine's "begin" event instead. IMMEDIATE takes the write lock
+    at the start: a transaction that read first and wrote later would have to upgrade
+    its snapshot, which SQLite refuses with SQLITE_BUSY rather than wait."""
+
+    @event.listens_for(engine.sync_engine, "connect")
+    def _no_driver_transactions(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None
+
+    @event.listens_for(engine.sync_engine, "begin")
+    def _begin_immediate(connection: Connection) -> None:
+        if connection.get_execution_options().get("isolation_level") != "AUTOCOMMIT":
+            connection.exec_driver_sql("BEGIN IMMEDIATE")

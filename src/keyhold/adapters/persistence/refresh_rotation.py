@@ -1,33 +1,51 @@
-"""Refresh-token rotation: one atomic statement on PostgreSQL, one trip on SQLite.
+"""Refresh-token rotation: the same four statements on both engines.
 
-On PostgreSQL the spend, the liveness check, the successor's insert and the session's
-idle-expiry update are data-modifying CTEs of a single autocommitted statement: one
-round trip instead of BEGIN, five statements and COMMIT. On SQLite the same steps are
-one transaction run on the connection's thread in one call
-(`Database.one_trip_transaction`): through SQLAlchemy each statement was a hand-off to
-that thread and back, and the seven of them cost about two thirds of the event loop's
-CPU per refresh.
+A rotation spends the token, reads its session and user if the session is live and the
+user active, stores the successor and pushes the session's idle expiry. The statements
+are built once, from the rules in `sessions` (`session_is_live`, `user_is_active`,
+`idle_expiry_after_refresh`), each given where its session id comes from. On SQLite
+they run one after another in a transaction of their own; on PostgreSQL they are the
+data-modifying CTEs of one autocommitted statement, one round trip.
 
-A token already spent is looked at again in a transaction of its own (rare: a retry or
-a reuse): when `RetryGrace` admits a retry, the retry is counted on the token, the new
-token becomes its last successor, and the previous successor is rotated like any token
-(spent only if still unspent) but with no retry of its own. Both engines take the same
-steps in the same order.
+A token already spent is looked at again in a transaction of its own, the same on both
+engines (rare: a retry or a reuse): when `RetryGrace` admits a retry, the retry is
+counted on the token, the new token becomes its last successor, and the previous
+successor is rotated like any token (spent only if still unspent) but with no retry of
+its own.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
-import sqlite3
 from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
 from datetime import datetime
-from functools import partial
-from typing import Any
+from typing import Any, Protocol
 
-from sqlalchemy import LargeBinary, bindparam, text
+from sqlalchemy import (
+    ColumnElement,
+    LargeBinary,
+    Row,
+    Select,
+    String,
+    Update,
+    bindparam,
+    insert,
+    select,
+    true,
+    update,
+)
+from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.sql.dml import Insert
 
 from keyhold.adapters.persistence.database import Database
+from keyhold.adapters.persistence.sessions import (
+    idle_expiry_after_refresh,
+    session_is_live,
+    user_is_active,
+)
+from keyhold.adapters.persistence.tables import refresh_tokens, sessions, users
 from keyhold.adapters.persistence.types import UtcDateTime
 from keyhold.domain.identity.sessions import (
     NO_RETRY_GRACE,
@@ -36,264 +54,203 @@ from keyhold.domain.identity.sessions import (
     RotationOutcome,
     Session,
 )
-from keyhold.domain.identity.users import UserState
 
-_POSTGRES_ROTATION = text(
-    """
-    WITH spent AS (
-        UPDATE refresh_tokens SET spent_at = :now, successor_hash = :retry_successor
-        WHERE token_hash = :old AND spent_at IS NULL
-        RETURNING session_id
-    ), live AS (
-        SELECT s.id, s.user_id, s.user_agent, s.peer, s.created_at, s.expires_at, u.roles
-        FROM spent
-        JOIN sessions s ON s.id = spent.session_id
-        JOIN users u ON u.id = s.user_id
-        WHERE s.revoked_at IS NULL AND s.expires_at > :now AND s.idle_expires_at > :now
-          AND u.state = 'active'
-    ), successor AS (
-        INSERT INTO refresh_tokens (token_hash, session_id, created_at)
-        SELECT :new, id, :now FROM live
-    ), touched AS (
-        UPDATE sessions
-        SET last_refresh_at = :now, idle_expires_at = LEAST(:idle_until, sessions.expires_at)
-        FROM live WHERE sessions.id = live.id
-        RETURNING sessions.idle_expires_at
+_NOW = bindparam("b_now", type_=UtcDateTime())
+_IDLE_UNTIL = bindparam("b_idle_until", type_=UtcDateTime())
+_OLD = bindparam("b_old", type_=LargeBinary())
+_NEW = bindparam("b_new", type_=LargeBinary())
+_RETRY_SUCCESSOR = bindparam("b_retry_successor", type_=LargeBinary())
+_SESSION = bindparam("b_session", type_=String())
+
+
+def _spend() -> Update:
+    """The token spent if it is there unspent; its session id."""
+    return (
+        update(refresh_tokens)
+        .where(refresh_tokens.c.token_hash == _OLD, refresh_tokens.c.spent_at.is_(None))
+        .values(spent_at=_NOW, successor_hash=_RETRY_SUCCESSOR)
+        .returning(refresh_tokens.c.session_id)
     )
-    SELECT spent.session_id AS spent_session, live.*, touched.idle_expires_at
-    FROM spent LEFT JOIN live ON true LEFT JOIN touched ON true
-    """
-).bindparams(
-    bindparam("now", type_=UtcDateTime()),
-    bindparam("idle_until", type_=UtcDateTime()),
-    bindparam("retry_successor", type_=LargeBinary()),
-)
-_POSTGRES_SPENT_ROW = text(
-    "SELECT session_id, spent_at, successor_hash, grace_retries FROM refresh_tokens"
-    " WHERE token_hash = :old FOR UPDATE"
-).columns(spent_at=UtcDateTime())
-_POSTGRES_RETRIED = text(
-    "UPDATE refresh_tokens SET successor_hash = :new, grace_retries = grace_retries + 1"
-    " WHERE token_hash = :old"
-)
 
 
-_SQLITE_SPEND = (
-    "UPDATE refresh_tokens SET spent_at = ?, successor_hash = ?"
-    " WHERE token_hash = ? AND spent_at IS NULL RETURNING session_id"
-)
-_SQLITE_SPENT_ROW = (
-    "SELECT session_id, spent_at, successor_hash, grace_retries FROM refresh_tokens"
-    " WHERE token_hash = ?"
-)
-_SQLITE_RETRIED = (
-    "UPDATE refresh_tokens SET successor_hash = ?, grace_retries = grace_retries + 1"
-    " WHERE token_hash = ?"
-)
-_SQLITE_SESSION_AND_USER = (
-    "SELECT s.user_id, s.user_agent, s.peer, s.created_at, s.expires_at, s.idle_expires_at,"
-    " s.revoked_at, s.revoke_reason, u.state, u.roles"
-    " FROM sessions s JOIN users u ON u.id = s.user_id WHERE s.id = ?"
-)
-_SQLITE_SUCCESSOR = (
-    "INSERT INTO refresh_tokens (token_hash, session_id, created_at) VALUES (?, ?, ?)"
-)
-_SQLITE_TOUCH = "UPDATE sessions SET last_refresh_at = ?, idle_expires_at = ? WHERE id = ?"
+def _live_session(session_id: ColumnElement[str]) -> Select[Any]:
+    """The session, with its user's roles, if it is live and its user active."""
+    return (
+        select(sessions, users.c.roles)
+        .join(users, users.c.id == sessions.c.user_id)
+        .where(sessions.c.id == session_id, session_is_live(_NOW), user_is_active())
+    )
 
 
-class _SqliteTimes:
-    """UtcDateTime's own conversions on SQLite, for statements written against sqlite3."""
+def _add_successor(session_id: ColumnElement[str]) -> Insert:
+    return insert(refresh_tokens).from_select(
+        ["token_hash", "session_id", "created_at"], select(_NEW, session_id, _NOW)
+    )
 
-    def __init__(self, dialect: Any) -> None:
-        column_type = UtcDateTime().dialect_impl(dialect)
-        stored, loaded = (
-            column_type.bind_processor(dialect),
-            column_type.result_processor(dialect, None),
+
+def _refresh(session_id: ColumnElement[str]) -> Update:
+    """The session's refresh recorded; its new idle expiry."""
+    return (
+        update(sessions)
+        .where(sessions.c.id == session_id)
+        .values(last_refresh_at=_NOW, idle_expires_at=idle_expiry_after_refresh(_IDLE_UNTIL))
+        .returning(sessions.c.idle_expires_at)
+    )
+
+
+def _in_one_statement() -> Select[Any]:
+    """The four statements as PostgreSQL's data-modifying CTEs: a row if the token was
+    spent, with the session's columns (NULL unless it was live) and its new idle expiry."""
+    spent = _spend().cte("spent")
+    live = _live_session(spent.c.session_id).cte("live")
+    successor = _add_successor(live.c.id).cte("successor")
+    refreshed = _refresh(live.c.id).cte("refreshed")
+    return (
+        select(
+            spent.c.session_id.label("spent_session"),
+            live,
+            refreshed.c.idle_expires_at.label("refreshed_idle_expires_at"),
         )
-        if stored is None or loaded is None:
-            raise TypeError(f"{dialect.name} does not convert datetimes")
-        self.stored: Callable[[datetime], str] = stored
-        self._loaded: Callable[[Any], Any] = loaded
+        .select_from(spent.outerjoin(live, true()).outerjoin(refreshed, true()))
+        .add_cte(successor)
+    )
 
-    def loaded(self, value: str) -> datetime:
-        moment: datetime = self._loaded(value)
-        return moment
 
-    def loaded_or_none(self, value: str | None) -> datetime | None:
-        return None if value is None else self.loaded(value)
+# Built once: a statement reused keeps its compiled-cache key.
+_SPEND = _spend()
+_LIVE_SESSION = _live_session(_SESSION)
+_ADD_SUCCESSOR = _add_successor(_SESSION)
+_REFRESH = _refresh(_SESSION)
+_ROTATE_IN_ONE_STATEMENT = _in_one_statement()
+_SPENT_ROW = (
+    select(
+        refresh_tokens.c.session_id,
+        refresh_tokens.c.spent_at,
+        refresh_tokens.c.successor_hash,
+        refresh_tokens.c.grace_retries,
+    )
+    .where(refresh_tokens.c.token_hash == _OLD)
+    .with_for_update()  # concurrent retries of a token take turns (SQLite: the write lock)
+)
+_RETRIED = (
+    update(refresh_tokens)
+    .where(refresh_tokens.c.token_hash == _OLD)
+    .values(successor_hash=_NEW, grace_retries=refresh_tokens.c.grace_retries + 1)
+)
+
+
+def _rotated(row: Row[Any], idle_expires_at: datetime, now: datetime) -> Rotation:
+    session = Session(
+        id=row.id,
+        user_id=row.user_id,
+        user_agent=row.user_agent,
+        peer=row.peer,
+        created_at=row.created_at,
+        expires_at=row.expires_at,
+        idle_expires_at=idle_expires_at,
+        last_refresh_at=now,
+        revoked_at=row.revoked_at,
+        revoke_reason=row.revoke_reason,
+    )
+    return Rotation(RotationOutcome.ROTATED, row.id, session, frozenset(json.loads(row.roles)))
+
+
+class _RotateOnce(Protocol):
+    async def __call__(
+        self, connection: AsyncConnection, params: dict[str, Any], now: datetime
+    ) -> Rotation | None: ...
+
+
+async def _statement_by_statement(
+    connection: AsyncConnection, params: dict[str, Any], now: datetime
+) -> Rotation | None:
+    """The rotation, inside the caller's transaction; None if the token is not there
+    unspent."""
+    session_id = await connection.scalar(_SPEND, params)
+    if session_id is None:
+        return None
+    params = {**params, "b_session": session_id}
+    row = (await connection.execute(_LIVE_SESSION, params)).first()
+    if row is None:
+        return Rotation(RotationOutcome.ENDED, session_id)  # the spend stands
+    await connection.execute(_ADD_SUCCESSOR, params)
+    idle_expires_at = await connection.scalar(_REFRESH, params)
+    return _rotated(row, idle_expires_at, now)
+
+
+async def _in_one_round_trip(
+    connection: AsyncConnection, params: dict[str, Any], now: datetime
+) -> Rotation | None:
+    """The rotation as one statement; None if the token is not there unspent."""
+    row = (await connection.execute(_ROTATE_IN_ONE_STATEMENT, params)).first()
+    if row is None:
+        return None
+    if row.id is None:
+        return Rotation(RotationOutcome.ENDED, row.spent_session)
+    return _rotated(row, row.refreshed_idle_expires_at, now)
 
 
 class SqlRefreshTokenRotator:
     def __init__(self, database: Database, grace: RetryGrace = NO_RETRY_GRACE) -> None:
         self._database = database
         self._grace = grace
-        self._times = None if database.is_postgres else _SqliteTimes(database.engine.dialect)
+        # One statement needs no transaction around it; several do.
+        self._rotate_once: _RotateOnce
+        self._first_attempt: Callable[[], AbstractAsyncContextManager[AsyncConnection]]
+        if database.is_postgres:
+            self._rotate_once, self._first_attempt = _in_one_round_trip, database.autocommit
+        else:
+            self._rotate_once, self._first_attempt = _statement_by_statement, database.transaction
 
     async def rotate(
         self, old_hash: bytes, new_hash: bytes, now: datetime, idle_until: datetime
     ) -> Rotation:
-        if self._database.is_postgres:
-            return await self._rotate_in_one_statement(old_hash, new_hash, now, idle_until)
-        return await self._rotate_in_one_trip(old_hash, new_hash, now, idle_until)
-
-    async def _rotate_in_one_statement(
-        self, old_hash: bytes, new_hash: bytes, now: datetime, idle_until: datetime
-    ) -> Rotation:
-        async with self._database.autocommit() as connection:
-            rotation = await self._rotate_on_postgres(
-                connection, old_hash, new_hash, new_hash, now, idle_until
-            )
+        params = _params(old_hash, new_hash, new_hash, now, idle_until)
+        async with self._first_attempt() as connection:
+            rotation = await self._rotate_once(connection, params, now)
         if rotation is not None:
             return rotation
         async with self._database.transaction() as connection:
-            return await self._retry_or_reuse_on_postgres(
-                connection, old_hash, new_hash, now, idle_until
-            )
+            return await self._retry_or_reuse(connection, old_hash, new_hash, now, idle_until)
 
-    async def _retry_or_reuse_on_postgres(
-        self, connection: Any, old_hash: bytes, new_hash: bytes, now: datetime, idle_until: datetime
+    async def _retry_or_reuse(
+        self,
+        connection: AsyncConnection,
+        old_hash: bytes,
+        new_hash: bytes,
+        now: datetime,
+        idle_until: datetime,
     ) -> Rotation:
-        """The token was spent before: a retry the grace admits, or reuse. The token's
-        row is locked first, so that concurrent retries of it take turns."""
-        token = (await connection.execute(_POSTGRES_SPENT_ROW, {"old": old_hash})).first()
+        """The token was spent before: a retry the grace admits, or reuse."""
+        token = (await connection.execute(_SPENT_ROW, {"b_old": old_hash})).first()
         if token is None:
             return Rotation(RotationOutcome.UNKNOWN)
         session_id, spent_at, successor, retried = token
         if not self._grace.admits(spent_at, successor is not None, retried, now):
             return Rotation(RotationOutcome.REUSED, session_id)
-        await connection.execute(_POSTGRES_RETRIED, {"old": old_hash, "new": new_hash})
-        rotation = await self._rotate_on_postgres(
-            connection, successor, new_hash, None, now, idle_until
-        )
+        await connection.execute(_RETRIED, {"b_old": old_hash, "b_new": new_hash})
+        params = _params(successor, new_hash, None, now, idle_until)
+        rotation = await self._rotate_once(connection, params, now)
         if rotation is None:  # the successor was presented meanwhile: no retry any more
             return Rotation(RotationOutcome.REUSED, session_id)
         if rotation.outcome is RotationOutcome.ROTATED:
             return dataclasses.replace(rotation, outcome=RotationOutcome.RETRIED)
         return rotation
 
-    @staticmethod
-    async def _rotate_on_postgres(
-        connection: Any,
-        old_hash: bytes,
-        new_hash: bytes,
-        retry_successor: bytes | None,
-        now: datetime,
-        idle_until: datetime,
-    ) -> Rotation | None:
-        """The rotation statement; None if the token is not there unspent."""
-        params = {
-            "old": old_hash,
-            "new": new_hash,
-            "retry_successor": retry_successor,
-            "now": now,
-            "idle_until": idle_until,
-        }
-        row = (await connection.execute(_POSTGRES_ROTATION, params)).first()
-        if row is None:
-            return None
-        if row.id is None:
-            return Rotation(RotationOutcome.ENDED, row.spent_session)
-        session = Session(
-            id=row.id,
-            user_id=row.user_id,
-            user_agent=row.user_agent,
-            peer=row.peer,
-            created_at=row.created_at,
-            expires_at=row.expires_at,
-            idle_expires_at=row.idle_expires_at,
-            last_refresh_at=now,
-        )
-        return Rotation(RotationOutcome.ROTATED, row.id, session, frozenset(json.loads(row.roles)))
 
-    async def _rotate_in_one_trip(
-        self, old_hash: bytes, new_hash: bytes, now: datetime, idle_until: datetime
-    ) -> Rotation:
-        work = partial(self._rotate_on_connection, old_hash, new_hash, now, idle_until)
-        return await self._database.one_trip_transaction(work)
-
-    def _rotate_on_connection(
-        self,
-        old_hash: bytes,
-        new_hash: bytes,
-        now: datetime,
-        idle_until: datetime,
-        connection: sqlite3.Connection,
-    ) -> Rotation:
-        """The rotation on SQLite's thread, inside BEGIN IMMEDIATE … COMMIT."""
-        rotation = self._rotate_on_sqlite(connection, old_hash, new_hash, new_hash, now, idle_until)
-        if rotation is not None:
-            return rotation
-        return self._retry_or_reuse_on_sqlite(connection, old_hash, new_hash, now, idle_until)
-
-    def _retry_or_reuse_on_sqlite(
-        self,
-        connection: sqlite3.Connection,
-        old_hash: bytes,
-        new_hash: bytes,
-        now: datetime,
-        idle_until: datetime,
-    ) -> Rotation:
-        """The token was spent before: a retry the grace admits, or reuse (the
-        transaction's write lock makes concurrent retries take turns)."""
-        times = self._sqlite_times()
-        token = connection.execute(_SQLITE_SPENT_ROW, (old_hash,)).fetchone()
-        if token is None:
-            return Rotation(RotationOutcome.UNKNOWN)
-        session_id, spent_at, successor, retried = token
-        if not self._grace.admits(times.loaded(spent_at), successor is not None, retried, now):
-            return Rotation(RotationOutcome.REUSED, session_id)
-        connection.execute(_SQLITE_RETRIED, (new_hash, old_hash))
-        rotation = self._rotate_on_sqlite(connection, successor, new_hash, None, now, idle_until)
-        if rotation is None:  # the successor was presented before: no retry any more
-            return Rotation(RotationOutcome.REUSED, session_id)
-        if rotation.outcome is RotationOutcome.ROTATED:
-            return dataclasses.replace(rotation, outcome=RotationOutcome.RETRIED)
-        return rotation
-
-    def _rotate_on_sqlite(
-        self,
-        connection: sqlite3.Connection,
-        old_hash: bytes,
-        new_hash: bytes,
-        retry_successor: bytes | None,
-        now: datetime,
-        idle_until: datetime,
-    ) -> Rotation | None:
-        """The rotation's statements; None if the token is not there unspent."""
-        times = self._sqlite_times()
-        at = times.stored(now)
-        spent = connection.execute(_SQLITE_SPEND, (at, retry_successor, old_hash)).fetchone()
-        if spent is None:
-            return None
-        session_id: str = spent[0]
-        row = connection.execute(_SQLITE_SESSION_AND_USER, (session_id,)).fetchone()
-        if row is None:
-            return Rotation(RotationOutcome.ENDED, session_id)
-        user_id, agent, peer, created, expires, idle, revoked, reason, state, roles = row
-        session = Session(
-            id=session_id,
-            user_id=user_id,
-            user_agent=agent,
-            peer=peer,
-            created_at=times.loaded(created),
-            expires_at=times.loaded(expires),
-            idle_expires_at=times.loaded(idle),
-            last_refresh_at=now,
-            revoked_at=times.loaded_or_none(revoked),
-            revoke_reason=reason,
-        )
-        if UserState(state) is not UserState.ACTIVE or not session.is_live(now):
-            return Rotation(RotationOutcome.ENDED, session_id)  # the spend stands
-        connection.execute(_SQLITE_SUCCESSOR, (new_hash, session_id, at))
-        refreshed = dataclasses.replace(
-            session, idle_expires_at=min(idle_until, session.expires_at)
-        )
-        connection.execute(_SQLITE_TOUCH, (at, times.stored(refreshed.idle_expires_at), session_id))
-        return Rotation(
-            RotationOutcome.ROTATED, session_id, refreshed, frozenset(json.loads(roles))
-        )
-
-    def _sqlite_times(self) -> _SqliteTimes:
-        times = self._times
-        assert times is not None, "SQLite's rotation on another database"
-        return times
+def _params(
+    old_hash: bytes,
+    new_hash: bytes,
+    retry_successor: bytes | None,
+    now: datetime,
+    idle_until: datetime,
+) -> dict[str, Any]:
+    """`retry_successor`: what the spent token records as its successor (None for a
+    token spent by a retry, which gets no retry of its own)."""
+    return {
+        "b_old": old_hash,
+        "b_new": new_hash,
+        "b_retry_successor": retry_successor,
+        "b_now": now,
+        "b_idle_until": idle_until,
+    }

@@ -8,17 +8,20 @@ from datetime import datetime
 from sqlalchemy import bindparam, select
 
 from keyhold.adapters.persistence.database import Database
+from keyhold.adapters.persistence.sessions import session_is_live, user_is_active
 from keyhold.adapters.persistence.tables import sessions, users
+from keyhold.adapters.persistence.types import UtcDateTime
 
 # Built once: a statement reused keeps its compiled-cache key (SQLAlchemy memoizes it on
 # the object), where one built per call is walked again to compute it every time.
-_SESSION_STATE = (
-    select(sessions.c.revoked_at, sessions.c.expires_at, sessions.c.idle_expires_at)
+_LIVE_SESSION = (
+    select(sessions.c.id)
     .join(users, users.c.id == sessions.c.user_id)
     .where(
-        sessions.c.id == bindparam("session_id"),
-        sessions.c.user_id == bindparam("user_id"),
-        users.c.state == "active",
+        sessions.c.id == bindparam("b_session"),
+        sessions.c.user_id == bindparam("b_user"),
+        session_is_live(bindparam("b_now", type_=UtcDateTime())),
+        user_is_active(),
     )
 )
 
@@ -31,13 +34,7 @@ class SqlSessionState:
         self._now = now
 
     async def is_live(self, session_id: str, user_id: str) -> bool:
-        params = {"session_id": session_id, "user_id": user_id}
+        params = {"b_session": session_id, "b_user": user_id, "b_now": self._now()}
         async with self._database.autocommit() as connection:
-            row = (await connection.execute(_SESSION_STATE, params)).first()
-        now = self._now()
-        return (
-            row is not None
-            and row.revoked_at is None
-            and now < row.expires_at
-            and now < row.idle_expires_at
-        )
+            row = (await connection.execute(_LIVE_SESSION, params)).first()
+        return row is not None

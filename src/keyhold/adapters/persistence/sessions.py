@@ -1,34 +1,46 @@
-"""SessionRepository on SQL, and the session-state lookup behind token revocation."""
+"""SessionRepository on SQL, and the SQL statement of the rules a session is used by:
+live (`session_is_live`), its user active (`user_is_active`), and how a refresh moves
+its idle expiry (`idle_expiry_after_refresh`). Each is the SQL twin of a domain method,
+and every statement that applies a rule builds it from here."""
 
 from __future__ import annotations
 
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Row, and_, bindparam, or_, select, update
+from sqlalchemy import ColumnElement, Row, and_, bindparam, case, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from keyhold.adapters.persistence.tables import refresh_tokens, sessions
+from keyhold.adapters.persistence.tables import refresh_tokens, sessions, users
 from keyhold.domain.identity.sessions import Session
+from keyhold.domain.identity.users import UserState
 
-# The statements of a refresh on SQLite, built once: building one costs more of the
-# event loop than running it (bound parameters are named apart from the columns).
-_GET = select(sessions).where(sessions.c.id == bindparam("b_id"))
-_TOUCH = (
-    update(sessions)
-    .where(sessions.c.id == bindparam("b_id"))
-    .values(
-        last_refresh_at=bindparam("b_at", type_=sessions.c.last_refresh_at.type),
-        idle_expires_at=bindparam("b_idle", type_=sessions.c.idle_expires_at.type),
+When = datetime | ColumnElement[datetime]
+
+
+def session_is_live(now: When) -> ColumnElement[bool]:
+    """`Session.is_live` in SQL, on the `sessions` table: not revoked, and before both
+    its absolute and its idle expiry."""
+    return and_(
+        sessions.c.revoked_at.is_(None),
+        sessions.c.expires_at > now,
+        sessions.c.idle_expires_at > now,
     )
-)
+
+
+def user_is_active() -> ColumnElement[bool]:
+    """`User.is_active` in SQL, on the `users` table."""
+    return users.c.state == UserState.ACTIVE.value
+
+
+def idle_expiry_after_refresh(idle_until: When) -> ColumnElement[datetime]:
+    """`Session.refreshed`'s idle expiry in SQL: `idle_until`, never past the session's
+    absolute end."""
+    return case((sessions.c.expires_at < idle_until, sessions.c.expires_at), else_=idle_until)
+
+
+_GET = select(sessions).where(sessions.c.id == bindparam("b_id"))
 _ADD_REFRESH_TOKEN = refresh_tokens.insert()
-_SPEND_REFRESH_TOKEN = (
-    update(refresh_tokens)
-    .where(refresh_tokens.c.token_hash == bindparam("b_hash"), refresh_tokens.c.spent_at.is_(None))
-    .values(spent_at=bindparam("b_at", type_=refresh_tokens.c.spent_at.type))
-    .returning(refresh_tokens.c.session_id)
-)
 
 
 def _session(row: Row[Any]) -> Session:
@@ -76,12 +88,7 @@ class SqlSessionRepository:
         c = sessions.c
         query = (
             select(sessions)
-            .where(
-                c.user_id == user_id,
-                c.revoked_at.is_(None),
-                c.expires_at > now,
-                c.idle_expires_at > now,
-            )
+            .where(c.user_id == user_id, session_is_live(now))
             .order_by(c.created_at.desc(), c.id.desc())
             .limit(limit)
         )
@@ -91,11 +98,6 @@ class SqlSessionRepository:
                 or_(c.created_at < created, and_(c.created_at == created, c.id < before[1]))
             )
         return [_session(row) for row in await self._connection.execute(query)]
-
-    async def touch(self, session_id: str, at: datetime, idle_expires_at: datetime) -> None:
-        await self._connection.execute(
-            _TOUCH, {"b_id": session_id, "b_at": at, "b_idle": idle_expires_at}
-        )
 
     async def revoke(self, session_id: str, at: datetime, reason: str) -> bool:
         result = await self._connection.execute(
@@ -123,13 +125,6 @@ class SqlSessionRepository:
             _ADD_REFRESH_TOKEN,
             {"token_hash": token_hash, "session_id": session_id, "created_at": at},
         )
-
-    async def spend_refresh_token(self, token_hash: bytes, at: datetime) -> str | None:
-        result = await self._connection.execute(
-            _SPEND_REFRESH_TOKEN, {"b_hash": token_hash, "b_at": at}
-        )
-        row = result.first()
-        return row.session_id if row else None
 
     async def refresh_token_session(self, token_hash: bytes) -> str | None:
         session_id: str | None = await self._connection.scalar(

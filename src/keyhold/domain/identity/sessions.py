@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import re
 from dataclasses import dataclass
@@ -32,7 +33,17 @@ class Session:
         return f"sessions/{self.id}"
 
     def is_live(self, now: datetime) -> bool:
+        """Not revoked, and before both its absolute and its idle expiry. The database
+        applies the same rule in its statements (`session_is_live` in the persistence
+        adapter); a change to the rule is made in both, and a test checks they agree."""
         return self.revoked_at is None and now < self.expires_at and now < self.idle_expires_at
+
+    def refreshed(self, now: datetime, idle_until: datetime) -> Session:
+        """The session refreshed at `now`: its idle expiry pushed to `idle_until`, never
+        past its absolute end (in SQL: `idle_expiry_after_refresh`)."""
+        return dataclasses.replace(
+            self, last_refresh_at=now, idle_expires_at=min(idle_until, self.expires_at)
+        )
 
 
 def session_id_from_name(name: str, current_session: str | None, field: str = "name") -> str:
@@ -60,8 +71,6 @@ class SessionRepository(Protocol):
         """Live sessions newest first, after the (created_at ISO, id) cursor."""
         ...
 
-    async def touch(self, session_id: str, at: datetime, idle_expires_at: datetime) -> None: ...
-
     async def revoke(self, session_id: str, at: datetime, reason: str) -> bool:
         """True if it was live and is now revoked."""
         ...
@@ -73,11 +82,6 @@ class SessionRepository(Protocol):
         ...
 
     async def add_refresh_token(self, token_hash: bytes, session_id: str, at: datetime) -> None: ...
-
-    async def spend_refresh_token(self, token_hash: bytes, at: datetime) -> str | None:
-        """Mark the unspent token spent and return its session id; None if it is unknown
-        or already spent. Exactly one concurrent caller spends a token."""
-        ...
 
     async def refresh_token_session(self, token_hash: bytes) -> str | None:
         """The session a token (spent or not) belongs to, or None if unknown."""
