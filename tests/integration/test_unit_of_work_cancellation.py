@@ -13,6 +13,7 @@ import pytest
 from sqlalchemy import func, insert, select
 from sqlalchemy.ext.asyncio import AsyncTransaction
 
+from keyhold.adapters.crypto.aead import AeadKeyRing
 from keyhold.adapters.crypto.sealer import AeadSealer
 from keyhold.adapters.persistence.database import Database
 from keyhold.adapters.persistence.tables import login_failures, users
@@ -32,8 +33,11 @@ async def database(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncItera
             yield stack.database
 
 
+_SEALER = AeadSealer(AeadKeyRing([("k1", bytes(32))]))  # nothing here is sealed
+
+
 def _unit_of_work(database: Database) -> SqlUnitOfWork:
-    return SqlUnitOfWork(database, AeadSealer(database.aead))
+    return SqlUnitOfWork(database, _SEALER)
 
 
 async def _write(uow: SqlUnitOfWork) -> None:
