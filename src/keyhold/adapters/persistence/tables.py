@@ -41,6 +41,8 @@ signing_keys = Table(
     Index("ix_signing_keys_retired_at", "retired_at"),
 )
 
+# The sequence and one column per AuditRecord field, all covered by the hash chain
+# (domain.audit.chain.CHAINED_FIELDS), then what the chain stores about itself.
 audit_events = Table(
     "audit_events",
     metadata,
