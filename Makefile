@@ -4,6 +4,9 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 PY_PATHS := src tests scripts $(wildcard bench)
+# `buf breaking` compares proto/ with the last release's contracts, kept as a buf image
+# and replaced at each release (README, "Development").
+PROTO_BASELINE ?= proto/releases/v0.1.0.binpb
 # `make bench` runs the recorded RPC benchmark; `make bench BENCH_ARGS="rpc --help"` one part.
 BENCH_ARGS ?= report
 
@@ -27,6 +30,7 @@ lint: install
 	$(BIN)/lint-imports --no-cache
 	$(BIN)/buf lint
 	$(BIN)/buf format --diff --exit-code
+	$(BIN)/buf breaking --against $(PROTO_BASELINE)
 
 format: install
 	$(BIN)/ruff format $(PY_PATHS)
