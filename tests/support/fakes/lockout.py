@@ -42,8 +42,8 @@ class InMemoryLoginFailureStore:
             and row.updated_at >= forget
         ]
         if locks:
-            locked_until, refused_by = max(locks, key=lambda lock: lock[0])
-            return Reservation(tuple(counters), refused_by=refused_by, locked_until=locked_until)
+            until, refused_by = max(locks, key=lambda lock: lock[0])
+            return Reservation(tuple(counters), refused_by=refused_by, locked_until=until)
         counts = []
         for counter, row in zip(counters, rows, strict=True):
             failures = 1 if row is None or row.updated_at < forget else row.failures + 1

@@ -141,9 +141,7 @@ class InMemoryRefreshTokenRotator:
         if session is None or user is None or not user.is_active or not session.is_live(now):
             return Rotation(RotationOutcome.ENDED, token.session_id)  # the spend stands
         tx.refresh_tokens.insert(new_hash, RefreshTokenRow(session.id, now))
-        refreshed = replace(
-            session, idle_expires_at=min(idle_until, session.expires_at), last_refresh_at=now
-        )
+        refreshed = session.refreshed(now, idle_until)
         tx.sessions.put(session.id, refreshed)
         return Rotation(RotationOutcome.ROTATED, session.id, refreshed, user.roles)
 
