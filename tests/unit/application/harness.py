@@ -28,6 +28,7 @@ from keyhold.domain.signing_keys import SigningKey
 from tests.support.fakes import FakeAuditAppender, FakeClock
 from tests.support.fakes.hasher import FakePasswordHasher
 from tests.support.fakes.lockout import InMemoryLoginFailureStore
+from tests.support.fakes.notices import RecordedReplicaNotices
 from tests.support.fakes.service_accounts import InMemoryServiceAccountLookup
 from tests.support.fakes.sessions import InMemoryRefreshTokenRotator, InMemorySessionState
 from tests.support.fakes.store import InMemoryStore
@@ -60,6 +61,7 @@ class Ports:
     tokens: AccessTokens
     sealer: AeadSealer
     account_lookup: InMemoryServiceAccountLookup
+    replicas: RecordedReplicaNotices
 
 
 def _liveness(
@@ -99,7 +101,8 @@ def build_ports() -> Ports:
         clock=clock,
     )
     session_is_live, account_is_live = _liveness(store, clock)
-    revocations = Revocations(session_is_live, account_is_live, ttl_seconds=60.0)
+    replicas = RecordedReplicaNotices()
+    revocations = Revocations(session_is_live, account_is_live, notices=replicas, ttl_seconds=60.0)
     tokens.set_principal_check(revocations.check, revocations.known_live)
     return Ports(
         store=store,
@@ -114,6 +117,7 @@ def build_ports() -> Ports:
         tokens=tokens,
         sealer=AeadSealer(AeadKeyRing.parse("k1:" + base64.b64encode(bytes(range(32))).decode())),
         account_lookup=InMemoryServiceAccountLookup(store),
+        replicas=replicas,
     )
 
 

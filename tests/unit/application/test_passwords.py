@@ -7,6 +7,7 @@ from datetime import timedelta
 import pytest
 
 from keyhold.application.identity.passwords import Passwords
+from keyhold.application.identity.revocations import SESSION
 from keyhold.application.identity.sessions import SessionTokens
 from keyhold.domain.audit.actions import Action
 from keyhold.domain.errors import InvalidArgument, PermissionDenied, Unauthenticated
@@ -69,6 +70,7 @@ async def test_change_keeps_this_session_and_ends_the_others(
     sessions = ports.store.tables.sessions
     assert sessions[here.session.id].revoked_at is None
     assert sessions[elsewhere.session.id].revoke_reason == "password_changed"
+    assert ports.replicas.published == [(SESSION, [elsewhere.session.id])]
     await ports.tokens.verify(here.access_token.token)
     with pytest.raises(Unauthenticated) as revoked:
         await ports.tokens.verify(elsewhere.access_token.token)
@@ -94,6 +96,7 @@ async def test_a_wrong_current_password_changes_nothing_and_counts_as_a_guess(
 
     assert await _hash_verifies(ports, PASSWORD)
     assert ports.store.tables.sessions[elsewhere.session.id].revoked_at is None
+    assert ports.replicas.published == []
     assert attempts(ports, Action.PASSWORD_CHANGE)[:2] == [
         ("attempted", "users/ada", ""),
         ("denied", "users/ada", "CURRENT_PASSWORD_WRONG"),
@@ -133,6 +136,8 @@ async def test_a_reset_token_sets_the_password_once_and_ends_every_session(
     assert await _hash_verifies(ports, NEW_PASSWORD)
     sessions = ports.store.tables.sessions
     assert {sessions[s.session.id].revoke_reason for s in (here, elsewhere)} == {"password_reset"}
+    ((kind, ended),) = ports.replicas.published
+    assert (kind, sorted(ended)) == (SESSION, sorted([here.session.id, elsewhere.session.id]))
     with pytest.raises(InvalidArgument) as used:
         await passwords.reset(token, "yet another passphrase")
     assert used.value.reason == "RESET_TOKEN_INVALID"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from keyhold.application.identity.revocations import SERVICE_ACCOUNT
 from keyhold.application.identity.secrets import secret_hash
 from keyhold.application.identity.service_accounts import ServiceAccounts
 from keyhold.domain.audit.actions import Action
@@ -127,6 +128,7 @@ async def test_deleting_the_account_ends_its_tokens(
     await accounts.delete(account.name)
 
     assert ports.store.tables.service_accounts == {}
+    assert ports.replicas.published == [(SERVICE_ACCOUNT, [account.name])]
     with pytest.raises(Unauthenticated) as revoked:
         await ports.tokens.verify(granted.token.token)
     assert revoked.value.reason == "SERVICE_ACCOUNT_REVOKED"

@@ -6,6 +6,7 @@ from datetime import timedelta
 
 import pytest
 
+from keyhold.application.identity.revocations import SESSION
 from keyhold.application.identity.secrets import secret_hash
 from keyhold.application.identity.sessions import Sessions
 from keyhold.domain.audit.actions import Action
@@ -197,6 +198,7 @@ async def test_a_spent_refresh_token_presented_again_revokes_the_session(
         ("denied", started.session.name, "REFRESH_TOKEN_REUSED"),
     ]
     assert outcome_details(ports, Action.SESSION_REFRESH)["reuse_detected"] == "true"
+    assert ports.replicas.published == [(SESSION, [started.session.id])]
     with pytest.raises(Unauthenticated) as ended:  # the thief's pair dies with the family
         await sessions.refresh(successor.refresh_token)
     assert ended.value.reason == "SESSION_EXPIRED"
@@ -244,6 +246,7 @@ async def test_logout_revokes_the_current_session_and_its_tokens(
 
     stored = ports.store.tables.sessions[started.session.id]
     assert (stored.revoked_at, stored.revoke_reason) == (ports.clock.now(), "logout")
+    assert ports.replicas.published == [(SESSION, [started.session.id])]
     with pytest.raises(Unauthenticated) as revoked:
         await ports.tokens.verify(started.access_token.token)
     assert revoked.value.reason == "SESSION_REVOKED"
@@ -268,6 +271,7 @@ async def test_another_users_session_is_not_found_unless_the_caller_is_an_admin(
         await sessions.delete(started.session.name)
 
     assert ports.store.tables.sessions[started.session.id].revoked_at is None
+    assert ports.replicas.published == []
     assert attempts(ports, Action.SESSION_DELETE) == [
         ("attempted", started.session.name, ""),
         ("failed", started.session.name, "SESSION_NOT_FOUND"),

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+from keyhold.application.identity.revocations import SESSION
 from keyhold.application.identity.users import UserPatch, Users
 from keyhold.domain.audit.actions import Action
 from keyhold.domain.errors import AlreadyExists, NotFound, PermissionDenied, Unauthenticated
@@ -185,6 +186,7 @@ async def test_only_admins_change_roles_and_a_change_ends_the_sessions(
     assert ports.store.tables.users["ada"] == promoted
     assert promoted.roles == frozenset({"user", "admin"})
     assert ports.store.tables.sessions[started.session.id].revoke_reason == "user_changed"
+    assert ports.replicas.published == [(SESSION, [started.session.id])]
     assert [o for o, _, _ in attempts(ports, Action.USER_UPDATE)] == [
         "attempted",
         "succeeded",
@@ -205,6 +207,7 @@ async def test_deleting_a_user_takes_its_sessions_with_it(ports: Ports, users: U
     assert ports.store.tables.users == {}
     assert ports.store.tables.sessions == {}
     assert ports.store.tables.refresh_tokens == {}
+    assert ports.replicas.published == [(SESSION, [started.session.id])]
     with pytest.raises(NotFound):
         await users.delete("users/ada")
     assert attempts(ports, Action.USER_DELETE) == [
