@@ -89,7 +89,7 @@ async def run(argv: list[str]) -> dict[str, Any]:
         await admin.execute(f'CREATE DATABASE "{throwaway}"')
         await admin.close()
         url = f"postgresql+asyncpg://postgres@127.0.0.1:5432/{throwaway}"
-    settings = Settings(_env_file=None, database_url=url, data_dir=tmp)  # type: ignore[call-arg]
+    settings = Settings(_env_file=None, database_url=url, data_dir=tmp)
     key = base64.b64encode(os.urandom(32)).decode()
     engine = create_engine(
         settings.resolved_database_url,

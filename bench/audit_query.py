@@ -52,9 +52,7 @@ async def run(argv: list[str]) -> dict[str, Any]:
     await admin.execute(f'CREATE DATABASE "{name}"')
     await admin.close()
     url = f"postgresql+asyncpg://postgres@127.0.0.1:5432/{name}"
-    settings = Settings(  # type: ignore[call-arg]
-        _env_file=None, database_url=url, data_dir=Path(tempfile.mkdtemp())
-    )
+    settings = Settings(_env_file=None, database_url=url, data_dir=Path(tempfile.mkdtemp()))
     key = base64.b64encode(os.urandom(32)).decode()
     engine = create_engine(
         settings.resolved_database_url,

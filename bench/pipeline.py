@@ -6,8 +6,8 @@
 The policy wrapper (request id, authentication with the verified-token cache, session
 check, authorization, completion log and metrics), then the handler, called with a fake
 servicer context: no gRPC, no network, no other process. What `rpc` measures end to end
-moves ±10% run to run on a shared machine; this isolates the few microseconds Keyhold's
-Python adds and is steady to a few percent. The log goes to /dev/null through the real
+moves from run to run on a shared machine; this isolates what Keyhold's Python adds, and
+is steadier (docs/benchmarks.md). The log goes to /dev/null through the real
 configuration (`--log-level info` writes one JSON line per call). Best of `--repeats`
 runs of `--calls` calls, process CPU time.
 """
@@ -20,13 +20,13 @@ import shutil
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import grpc
 from prometheus_client import CollectorRegistry
 
 from keyhold.adapters.telemetry.prometheus import RpcMetrics
-from keyhold.api.interceptor import PolicyInterceptor
+from keyhold.api.interceptor import Handler, PolicyInterceptor
 from keyhold.api.pipeline.authentication import Authenticator
 from keyhold.api.policy import load_policies
 from keyhold.api.servicers.identity import IdentityServicer
@@ -77,7 +77,7 @@ async def run(argv: list[str]) -> dict[str, Any]:
     configure_logging(args.log_format, args.log_level, output=devnull)
     tmp = Path(tempfile.mkdtemp(prefix="keyhold-bench-pipeline-"))
     settings = Settings(
-        _env_file=None,  # type: ignore[call-arg]
+        _env_file=None,
         data_dir=tmp,
         migrate_on_start=True,
         rate_limits_enabled=False,
@@ -97,14 +97,18 @@ async def run(argv: list[str]) -> dict[str, Any]:
             app.rate_limit_gate,
             metrics=RpcMetrics(CollectorRegistry()) if args.metrics else None,
         )
-        handler = grpc.unary_unary_rpc_method_handler(IdentityServicer(app.identity).WhoAmI)
+        handler: Handler = grpc.unary_unary_rpc_method_handler(
+            IdentityServicer(app.identity).WhoAmI
+        )
         call = interceptor.wrap(WHOAMI, handler).unary_unary
-        context = _Context(
+        assert call is not None
+        fake = _Context(
             (
                 ("authorization", f"Bearer {login.access_token.token}"),
                 ("user-agent", "grpc-python-asyncio/1.85.1 grpc-c/51.0.0 (linux; chttp2)"),
             )
         )
+        context = cast(grpc.ServicerContext, fake)  # only what the pipeline asks of one
         request = pb.WhoAmIRequest()
         for _ in range(min(args.calls, 2_000)):  # warm the caches
             await call(request, context)

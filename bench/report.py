@@ -122,7 +122,7 @@ def _rate(run: dict[str, Any], scenario: str, key: str) -> float | None:
 def _storm(run: dict[str, Any]) -> float:
     quiet = next(r for r in run["scenarios"] if r["scenario"] == "whoami-quiet")
     storm = next(r for r in run["scenarios"] if r["scenario"] == "whoami-storm")
-    return round(storm["latency_ms"]["p99"] / quiet["latency_ms"]["p99"], 2)
+    return round(float(storm["latency_ms"]["p99"] / quiet["latency_ms"]["p99"]), 2)
 
 
 def _summary(runs: dict[str, dict[str, Any]]) -> dict[str, Any]:

@@ -93,8 +93,9 @@ def _mix(text: str) -> dict[str, float]:
     for part in text.split(","):
         name, _, weight = part.partition("=")
         name = name.strip()
-        if name not in SCENARIOS or SCENARIOS[name].server != "keyhold":
-            raise SystemExit(f"unknown Keyhold scenario {name!r}")
+        known = SCENARIOS.get(name)
+        if known is None or known.server != "keyhold" or known.prepare is None:
+            raise SystemExit(f"unknown Keyhold load scenario {name!r}")
         weights[name] = float(weight or 1)
     return weights
 
@@ -119,7 +120,9 @@ async def _entries(
         if name == "refresh":
             spec = await _refresh_spec(target, refresh_tokens)
         else:
-            spec = await SCENARIOS[name].prepare(target)
+            prepare = SCENARIOS[name].prepare
+            assert prepare is not None  # _mix took only load scenarios
+            spec = await prepare(target)
         entries.append(MixEntry(name, spec, weight))
     return tuple(entries)
 

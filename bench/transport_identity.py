@@ -82,7 +82,10 @@ async def run(argv: list[str]) -> dict[str, Any]:
                     else aio.secure_channel(target, credentials)
                 )
                 async with channel:
-                    answer = await channel.unary_unary(_METHOD)(b"", timeout=120)
+                    measure_call: aio.UnaryUnaryMultiCallable[bytes, bytes] = channel.unary_unary(
+                        _METHOD
+                    )
+                    answer = await measure_call(b"", timeout=120)
                 results[f"per_call_us_{name}"] = float(answer.decode())
         finally:
             await server.stop(0)
