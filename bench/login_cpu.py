@@ -37,7 +37,7 @@ async def run(argv: list[str]) -> dict[str, Any]:
     admin = await asyncpg.connect(ADMIN_DSN)
     await admin.execute(f'CREATE DATABASE "{database}"')
     try:
-        settings = Settings(  # type: ignore[call-arg]
+        settings = Settings(
             _env_file=None,
             listen_address="127.0.0.1:0",
             data_dir=Path(tempfile.mkdtemp(prefix="keyhold-bench-")),
