@@ -155,7 +155,7 @@ for _kind, _summary in (
         "(KEYHOLD_GRPC_TRANSPORT): the like-for-like floor for Keyhold",
     ),
 ):
-    scenario(_kind, _kind, _summary)(bare_echo)
+    scenario(_kind, cast(ServerKind, _kind), _summary)(bare_echo)
 
 
 def keyhold_grpc_experiments(environment: Mapping[str, str]) -> str:
@@ -411,7 +411,7 @@ async def jwks(target: Target) -> CallSpec:
 # The cheap RPC's load during the storm is light (it must not saturate the server by
 # itself, or its p99 would measure its own queue); the storm is closed-loop logins.
 STORM_CHEAP_RATE = 400.0  # WhoAmI calls/s, open loop: about a sixth of its capacity here
-STORM_LOGIN_LOAD = {"channels": 2, "concurrency": 8}
+STORM_LOGIN_LOAD: dict[str, Any] = {"channels": 2, "concurrency": 8}
 
 
 async def _open_loop(address: str, spec: CallSpec, rate: float, config: LoadConfig) -> LoadResult:
@@ -471,7 +471,7 @@ async def login_storm(target: Target, server: ServerProcess, config: LoadConfig)
     return rows
 
 
-SATURATED_LOGIN_LOAD = {"channels": 1, "concurrency": 4}
+SATURATED_LOGIN_LOAD: dict[str, Any] = {"channels": 1, "concurrency": 4}
 
 
 @measurement(
