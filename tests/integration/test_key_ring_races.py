@@ -37,8 +37,7 @@ async def replicas(tmp_path: Path) -> AsyncIterator[list[SigningKeys]]:
         settings = settings_for(tmp_path, url)
         sealer = AeadSealer(AeadKeyRing.parse(f"k1:{key}"))
         databases = [
-            Database(engine_for(settings), AeadKeyRing.parse(f"k1:{key}"))
-            for _ in range(REPLICAS)
+            Database(engine_for(settings), AeadKeyRing.parse(f"k1:{key}")) for _ in range(REPLICAS)
         ]
         await migrate(databases[0].engine)
         try:
