@@ -70,7 +70,9 @@ def test_the_liveness_cache_keeps_at_most_its_entries() -> None:
     cache = LivenessCache(live, ttl_seconds=60, max_entries=10)
     cache.revoked([f"s{i}" for i in range(1_000)])
     principal = Principal(PrincipalType.USER, "users/u")
-    forgotten = [i for i in range(1_000) if cache.answer_without_waiting(f"s{i}", principal) is None]
+    forgotten = [
+        i for i in range(1_000) if cache.answer_without_waiting(f"s{i}", principal) is None
+    ]
     assert len(forgotten) == 990  # the 10 latest revocations are still known
 
 
