@@ -82,9 +82,12 @@ def _transactions_begin_immediately(engine: AsyncEngine) -> None:
     SQLAlchemy's documented recipe for pysqlite and aiosqlite: sqlite3's own transaction
     control is switched off (it sends BEGIN only before a DML statement, so a SAVEPOINT
     opened first ran outside any transaction and its release committed at once) and the
-    BEGIN is sent on the engine's "begin" event instead. IMMEDIATE takes the write lock
-    at the start: a transaction that read first and wrote later would have to upgrade
-    its snapshot, which SQLite refuses with SQLITE_BUSY rather than wait."""
+    BEGIN is sent on the engine's "begin" event instead. (SQLAlchemy switches sqlite3's
+    control back on when a connection's autocommit use ends; inside a transaction
+    already begun it sends nothing, so the BEGIN here still decides.) IMMEDIATE takes
+    the write lock at the start: a transaction that read first and wrote later would
+    have to upgrade its snapshot, which SQLite refuses with SQLITE_BUSY rather than
+    wait."""
 
     @event.listens_for(engine.sync_engine, "connect")
     def _no_driver_transactions(dbapi_connection: Any, _record: Any) -> None:
