@@ -96,7 +96,7 @@ from keyhold.domain.principal import Principal
 from keyhold.event_loop import running_loop_name
 from keyhold.grpc_transport import experiments_in_effect
 from keyhold.identity.v1 import identity_service_pb2
-from keyhold.log_config import flush_lines
+from keyhold.log_output import flush_lines
 from keyhold.provider.v1 import provider_service_pb2
 from keyhold.settings import Settings
 

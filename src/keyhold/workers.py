@@ -24,7 +24,7 @@ import time
 
 import structlog
 
-from keyhold.log_config import share_output
+from keyhold.log_output import flush_lines, share_output
 from keyhold.settings import Settings
 
 log = structlog.get_logger(__name__)
@@ -109,6 +109,7 @@ def _run_worker(settings: Settings, index: int, supervisor: int) -> None:
         log.exception("worker_failed", worker=index)
         code = 1
     finally:
+        flush_lines()  # os._exit runs no atexit hook
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(code)

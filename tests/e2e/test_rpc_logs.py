@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, MutableMapping
 from pathlib import Path
 from typing import Any
 
@@ -219,3 +219,30 @@ async def test_one_line_per_rpc_and_no_secret_in_the_log(
         assert secret not in text, secret[:6]
         for part in secret.split("."):  # no JWT segment either
             assert len(part) < 16 or part not in text
+
+
+def _mask_peer(
+    _logger: Any, _method: str, event_dict: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    """An operator's redaction processor: no client address in the log."""
+    if "peer" in event_dict:
+        event_dict["peer"] = "masked"
+    return event_dict
+
+
+async def test_every_processor_in_the_chain_applies_to_the_per_rpc_line(
+    json_log: Path, tmp_path: Path
+) -> None:
+    """The per-RPC line is a structlog line like any other: a processor added to the
+    chain, even once the server is built, reaches it."""
+    async with running_server(settings_for(tmp_path / "data")) as (_, channel):
+        structlog.configure(processors=[_mask_peer, *structlog.get_config()["processors"]])
+        identity = pb_grpc.IdentityServiceStub(channel)
+        await identity.GetJwks(pb.GetJwksRequest())
+        await _refused(identity.WhoAmI(pb.WhoAmIRequest()))
+    text = await asyncio.to_thread(json_log.read_text)
+    completions = [
+        line for line in map(json.loads, text.splitlines()) if line["event"] == "rpc_completed"
+    ]
+    assert [line["method"].rpartition("/")[2] for line in completions] == ["GetJwks", "WhoAmI"]
+    assert {line["peer"] for line in completions} == {"masked"}

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import structlog
 
-from keyhold import log_config, workers
+from keyhold import log_output, workers
 from keyhold.settings import Settings
 
 
@@ -43,17 +43,22 @@ def test_a_worker_shares_its_output_and_names_itself_before_it_serves(
 
     def serving(main: Coroutine[Any, Any, None], event_loop: str) -> None:
         main.close()  # `serve(settings)`, not run here
-        seen["shared"] = log_config._Config.shared
+        seen["shared"] = log_output._Sharing.shared
         seen["worker"] = structlog.contextvars.get_contextvars().get("worker")
 
     def exit_(code: int) -> None:
+        seen["exited"] = code
         raise Exited(code)
 
-    monkeypatch.setattr(log_config._Config, "shared", False)
+    monkeypatch.setattr(log_output._Sharing, "shared", False)
     monkeypatch.setattr("keyhold.event_loop.run", serving)
     monkeypatch.setattr(workers, "_die_with_supervisor", lambda supervisor: None)
     monkeypatch.setattr(os, "_exit", exit_)
+    monkeypatch.setattr(
+        workers, "flush_lines", lambda: seen.setdefault("flushed", "exited" not in seen)
+    )
     with pytest.raises(Exited) as exited:
         workers._run_worker(Settings(_env_file=None), 3, os.getpid())  # type: ignore[call-arg]
     assert exited.value.args == (0,)
-    assert seen == {"shared": True, "worker": 3}
+    # os._exit runs no atexit hook: the worker writes its waiting log lines first.
+    assert seen == {"shared": True, "worker": 3, "flushed": True, "exited": 0}

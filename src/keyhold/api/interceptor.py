@@ -37,7 +37,6 @@ from keyhold.api.policy import MethodPolicy, PolicyError
 from keyhold.domain.call import PLAINTEXT, CallContext, current_call, set_current_call
 from keyhold.domain.errors import DomainError, PermissionDenied, Unauthenticated
 from keyhold.domain.principal import ANONYMOUS
-from keyhold.log_config import event_writer
 
 log = structlog.get_logger(__name__)
 
@@ -99,7 +98,6 @@ class PolicyInterceptor:
         self._metrics = metrics
         self._tracer = tracer
         self._trace_ids = trace_context_from if tracer is None else _span_ids
-        self._log_completed = event_writer("rpc_completed", __name__)
         # A server without TLS has one transport identity for every call: gRPC's
         # auth context is not asked for it each time.
         self._plaintext = PLAINTEXT if plaintext_only else None
@@ -199,11 +197,9 @@ class PolicyInterceptor:
         seconds = perf_counter() - started
         if observe is not None:
             observe(code, seconds)
-        write = self._log_completed
-        if write is None:
-            return
         call = current_call()
-        write(
+        log.info(
+            "rpc_completed",
             method=method,
             code=code,
             duration_ms=round(seconds * 1000.0, 3),
