@@ -10,7 +10,10 @@ baseline for `bare`); the closed-loop load runs in other processes (`bench.loadg
 Server CPU is read from /proc at the measured window's edges, so "calls per server
 CPU-second" does not depend on how the two cores were shared with the load generator.
 The headline is whoami's calls per server CPU-second over bare's: the fraction of gRPC
-Python's own per-call efficiency that Keyhold keeps on a cheap authenticated RPC.
+Python's own per-call efficiency that Keyhold keeps on a cheap authenticated RPC. With
+`login` and `hash-only` both run, login's calls per server CPU-second over hash-only's
+(the server's own password hasher alone, at the same parameters and concurrency, in a
+process placed like the server) is the share of a login's CPU that is its password check.
 
 A scenario is one async function registered with `@scenario(...)`: it gets a `Target`
 (the running server's address, a channel, generated stubs, token minting) and returns
@@ -40,6 +43,7 @@ from typing import Any, Literal, cast
 import asyncpg
 import grpc
 
+from bench.hash_only import hash_only_processes
 from bench.loadgen import PERCENTILES, CallSpec, LoadConfig, LoadResult, percentile, run_load
 from bench.mixed_load import MixConfig, MixEntry, start_mix
 from bench.serve_under_test import (
@@ -232,6 +236,43 @@ async def login(target: Target) -> CallSpec:
         for email in emails
     ]
     return CallSpec.of(IDENTITY + "CreateSession", requests, timeout_seconds=30)
+
+
+@measurement(
+    "hash-only",
+    "keyhold",
+    "the server's Argon2Hasher alone, verifying at the login scenario's concurrency, in a "
+    "process placed and configured like the server: the login scenario's yardstick",
+)
+async def hash_only(target: Target, server: ServerProcess, config: LoadConfig) -> list[Row]:
+    environment = server.environment
+    results = await hash_only_processes(
+        environment,
+        frozenset(os.sched_getaffinity(server.pid)),
+        processes=int(environment.get("KEYHOLD_WORKERS", "1")),
+        concurrency=config.processes * config.channels * config.concurrency,
+        warmup=config.warmup_seconds,
+        seconds=config.seconds,
+    )
+    calls = sum(result.calls for result in results)
+    cpu = sum(result.cpu_seconds for result in results)
+    seconds = max(result.seconds for result in results)
+    latencies = sorted(latency for result in results for latency in result.latencies)
+    row = Row(
+        scenario="hash-only",
+        calls_per_second=round(calls / seconds, 1),
+        calls_per_server_cpu_second=round(calls / cpu, 1) if cpu else None,
+        server_cores=round(cpu / seconds, 2),
+        load_cores=0.0,
+        latency_ms={f"p{p:g}": round(percentile(latencies, p) * 1000.0, 3) for p in PERCENTILES},
+        errors={},
+        calls=calls,
+        warmup_calls=0,
+        server_cpu_seconds=round(cpu, 2),
+        server_peak_rss_mb=round(max(result.peak_rss_mb for result in results), 1),
+    )
+    _print_row(row)
+    return [row]
 
 
 @scenario("service-token", "keyhold", "IdentityService/CreateServiceToken (client credentials)")
@@ -641,15 +682,17 @@ def _median_rows(rounds: list[list[Row]]) -> list[Row]:
     return chosen
 
 
-def _whoami_over(baseline: str, rows: list[Row]) -> float | None:
+def _over(measured: str, baseline: str, rows: list[Row]) -> float | None:
     rates = {row.scenario: row.calls_per_server_cpu_second for row in rows}
-    bare, whoami = rates.get(baseline), rates.get("whoami")
-    return round(whoami / bare, 3) if bare and whoami else None
+    base, rate = rates.get(baseline), rates.get(measured)
+    return round(rate / base, 3) if base and rate else None
 
 
-def _ratio_over_rounds(baseline: str, rounds: list[list[Row]]) -> tuple[float | None, list[float]]:
-    """The median of the rounds' whoami/`baseline` ratios, and those ratios."""
-    by_round = [ratio for rows in rounds if (ratio := _whoami_over(baseline, rows)) is not None]
+def _ratio_over_rounds(
+    baseline: str, rounds: list[list[Row]], measured: str = "whoami"
+) -> tuple[float | None, list[float]]:
+    """The median of the rounds' `measured`/`baseline` ratios, and those ratios."""
+    by_round = [ratio for rows in rounds if (ratio := _over(measured, baseline, rows)) is not None]
     return (round(statistics.median(by_round), 3) if by_round else None), by_round
 
 
@@ -807,6 +850,16 @@ async def run(argv: list[str]) -> dict[str, Any]:
                     else f" ({medians['whoami']:,.0f} / {medians[baseline]:,.0f})"
                 )
             )
+    login_ratio, login_round_ratios = _ratio_over_rounds("hash-only", rounds, "login")
+    if login_ratio is not None:
+        print(
+            f"login / hash-only calls per server CPU-second: {login_ratio:.3f}"
+            + (
+                f" (median of the rounds' ratios {sorted(login_round_ratios)})"
+                if len(login_round_ratios) > 1
+                else f" ({medians['login']:,.1f} / {medians['hash-only']:,.1f})"
+            )
+        )
     ratio, round_ratios = ratios["bare"]
     results: dict[str, Any] = {
         "when": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
@@ -822,6 +875,8 @@ async def run(argv: list[str]) -> dict[str, Any]:
         "whoami_over_bare_calls_per_server_cpu_second": ratio,
         "rounds": len(rounds),
         "whoami_over_bare_by_round": round_ratios,
+        "login_over_hash_only_calls_per_server_cpu_second": login_ratio,
+        "login_over_hash_only_by_round": login_round_ratios,
         **{
             f"whoami_over_{baseline.replace('-', '_')}_{key}": value
             for baseline in BASELINES[1:]

@@ -99,6 +99,7 @@ class ServerProcess:
     process: subprocess.Popen[bytes]
     address: str  # host:port
     log_path: Path
+    environment: Mapping[str, str]  # what it was started with
 
     @property
     def pid(self) -> int:
@@ -157,7 +158,7 @@ def _launch(
         )
     finally:
         log.close()
-    return ServerProcess(name, process, address, log_path)
+    return ServerProcess(name, process, address, log_path, dict(env))
 
 
 async def _wait_until(server: ServerProcess, probe: Any, limit_seconds: float) -> None:
