@@ -48,12 +48,14 @@ async def test_bursts_reuse_the_pools_connections(tmp_path: Path) -> None:
 
 async def test_no_connection_beyond_the_pool_size(tmp_path: Path) -> None:
     engine = engine_for(_settings(tmp_path, pool_size=2))
+    # Autocommit: two transactions at once would wait on each other for the write lock.
+    autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
     try:
-        async with engine.connect() as first, engine.connect() as second:
+        async with autocommit.connect() as first, autocommit.connect() as second:
             await first.execute(text("SELECT 1"))
             await second.execute(text("SELECT 1"))
             with pytest.raises(PoolTimeout):
-                async with engine.connect():
+                async with autocommit.connect():
                     pass
     finally:
         await engine.dispose()
