@@ -48,7 +48,7 @@ async def _write(uow: SqlUnitOfWork) -> None:
 async def _count(database: Database, table: object = login_failures) -> int:
     async with _unit_of_work(database) as uow:
         statement = select(func.count()).select_from(table)  # type: ignore[arg-type]
-        return int(await uow.connection.scalar(statement))
+        return int((await uow.connection.execute(statement)).scalar_one())
 
 
 async def test_cancelled_during_the_commit_the_commit_is_seen_through(

@@ -65,7 +65,8 @@ async def _rows(app: KeyholdServer, table: Any, *where: Any) -> list[Any]:
 
 async def _count(app: KeyholdServer, table: Any) -> int:
     async with app.unit_of_work() as uow:
-        return int(await uow.connection.scalar(select(func.count()).select_from(table)))
+        counted = await uow.connection.execute(select(func.count()).select_from(table))
+        return int(counted.scalar_one())
 
 
 async def _user(app: KeyholdServer, email: str) -> User:
