@@ -1,5 +1,5 @@
 """Refresh-token rotation at the repository: what each outcome writes, read back through
-the unit of work, on each database (SQLite's runs in one trip to its thread)."""
+the unit of work, on each database."""
 
 from __future__ import annotations
 
