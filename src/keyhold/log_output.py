@@ -87,6 +87,10 @@ class BatchedLineLogger:
             self._write_pending()
 
     def _write_pending(self) -> None:
+        if self._output.closed:  # by whoever opened it: these lines have nowhere to go
+            self._pending.clear()
+            self._size = 0
+            return
         limit = write_limit(self._output)
         chunk: list[bytes] = []
         size = 0

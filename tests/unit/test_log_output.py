@@ -176,3 +176,15 @@ async def test_structlog_writes_json_lines_through_the_batches(
         "info",
         "warning",
     ]
+
+
+async def test_lines_waiting_for_an_output_since_closed_are_dropped(
+    output: RecordingOutput,
+) -> None:
+    """Whoever opened the output closed it (a test's log file): flushing every logger,
+    as the server does when it stops, must not fail on this one."""
+    lines = BatchedLineLogger(output)
+    lines.info(_line(0))
+    output.close()
+    flush_lines()
+    assert output.writes == []
