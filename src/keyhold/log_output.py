@@ -87,14 +87,15 @@ class BatchedLineLogger:
             self._write_pending()
 
     def _write_pending(self) -> None:
+        pending, self._pending = self._pending, []
+        self._size = 0
+        self._flushing_loop = None
         if self._output.closed:  # by whoever opened it: these lines have nowhere to go
-            self._pending.clear()
-            self._size = 0
             return
         limit = write_limit(self._output)
         chunk: list[bytes] = []
         size = 0
-        for line in self._pending:
+        for line in pending:
             if chunk and size + len(line) > limit:
                 self._write(b"".join(chunk))
                 chunk, size = [], 0
@@ -102,9 +103,6 @@ class BatchedLineLogger:
             size += len(line)
         if chunk:
             self._write(b"".join(chunk))
-        self._pending.clear()
-        self._size = 0
-        self._flushing_loop = None
 
     def _write(self, data: bytes) -> None:
         self._output.write(data)
