@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import base64
-import os
 import secrets
 import tempfile
 import time
@@ -21,7 +19,6 @@ from typing import Any
 
 import asyncpg
 
-from keyhold.adapters.crypto.aead import AeadKeyRing
 from keyhold.adapters.persistence.audit_trail import SqlAuditTrail
 from keyhold.adapters.persistence.audit_writer import BatchingAuditAppender
 from keyhold.adapters.persistence.database import Database
@@ -90,14 +87,13 @@ async def run(argv: list[str]) -> dict[str, Any]:
         await admin.close()
         url = f"postgresql+asyncpg://postgres@127.0.0.1:5432/{throwaway}"
     settings = Settings(_env_file=None, database_url=url, data_dir=tmp)
-    key = base64.b64encode(os.urandom(32)).decode()
     engine = create_engine(
         settings.resolved_database_url,
         pool_size=settings.database_pool_size,
         connect_timeout_seconds=settings.database_connect_timeout_seconds,
         statement_timeout_seconds=settings.database_statement_timeout_seconds,
     )
-    database = Database(engine, AeadKeyRing.parse(f"k1:{key}"))
+    database = Database(engine)
     results: dict[str, Any] = {"database": url.split(":", 1)[0], "seconds": args.seconds}
     try:
         await migrate(database.engine)

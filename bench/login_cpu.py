@@ -64,13 +64,13 @@ async def _measure(app: KeyholdServer, args: argparse.Namespace) -> tuple[float,
     emails = [f"login-{i}-{secrets.token_hex(3)}@example.com" for i in range(args.accounts)]
     for email in emails:
         await app.identity.users.create(email, PASSWORD, "Bench")
-    password_hash = await app.hasher.hash(PASSWORD)
+    password_hash = await app.identity.hasher.hash(PASSWORD)
 
     async def login(i: int) -> None:
         await app.identity.sessions.login(emails[i % len(emails)], PASSWORD, "bench")
 
     async def verify(i: int) -> None:
-        if not await app.hasher.verify(password_hash, PASSWORD):
+        if not await app.identity.hasher.verify(password_hash, PASSWORD):
             raise RuntimeError("the benchmark password did not verify")
 
     for i in range(len(emails)):  # warm-up: connections, statement caches

@@ -33,8 +33,9 @@ from keyhold.api.servicers.identity import IdentityServicer
 from keyhold.domain.call import CallContext, set_current_call
 from keyhold.identity.v1 import identity_service_pb2 as pb
 from keyhold.log_config import configure_logging
-from keyhold.server import SERVICES, build_server
+from keyhold.server import build_server
 from keyhold.settings import Settings
+from keyhold.wiring.grpc_api import SERVICES
 
 WHOAMI = "/keyhold.identity.v1.IdentityService/WhoAmI"
 PASSWORD = "correct horse battery staple"
@@ -86,15 +87,15 @@ async def run(argv: list[str]) -> dict[str, Any]:
     )
     app = await build_server(settings)
     try:
-        app.key_ring.replace(await app.signing_keys.ensure_signer())
+        app.identity.key_ring.replace(await app.identity.signing_keys.ensure_signer())
         set_current_call(CallContext(peer="ipv4:127.0.0.1:1"))
         await app.identity.users.create("bench@example.com", PASSWORD, "Bench")
         login = await app.identity.sessions.login("bench@example.com", PASSWORD, "bench")
         interceptor = PolicyInterceptor(
             load_policies(SERVICES),
-            Authenticator(app.access_tokens),
-            app.authorizer,
-            app.rate_limit_gate,
+            Authenticator(app.identity.access_tokens),
+            app.api.authorizer,
+            app.api.rate_limit_gate,
             metrics=RpcMetrics(CollectorRegistry()) if args.metrics else None,
         )
         handler: Handler = grpc.unary_unary_rpc_method_handler(
@@ -119,9 +120,9 @@ async def run(argv: list[str]) -> dict[str, Any]:
                 await call(request, context)
             best = min(best, time.process_time() - started)
     finally:
-        await app.database.dispose()
-        await app.oauth.close()
-        app.hasher.close()
+        await app.platform.database.dispose()
+        await app.providers.oauth.close()
+        app.identity.hasher.close()
         devnull.close()
         shutil.rmtree(tmp, ignore_errors=True)
     microseconds = best / args.calls * 1e6

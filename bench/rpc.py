@@ -97,7 +97,7 @@ class Target:
         roles: Iterable[str] = ("user",),
         session_id: str = "bench",
     ) -> str:
-        issued = self._tokens().access_tokens.issue(
+        issued = self._tokens().identity.access_tokens.issue(
             subject=subject, roles=roles, session_id=session_id
         )
         return issued.token
@@ -105,7 +105,7 @@ class Target:
     def service_token(
         self, subject: str = "service-accounts/bench", scopes: Iterable[str] = ()
     ) -> str:
-        return self._tokens().access_tokens.issue(subject=subject, scopes=scopes).token
+        return self._tokens().identity.access_tokens.issue(subject=subject, scopes=scopes).token
 
 
 def bearer(token: str) -> list[tuple[str, str]]:
@@ -305,7 +305,7 @@ async def introspect(target: Target) -> CallSpec:
     caller = await app.identity.service_accounts.issue_token(account.client_id, secret, [])
     metadata = bearer(caller.token.token)
     tokens = [
-        app.access_tokens.issue(subject=subject, session_id=session_id).token
+        app.identity.access_tokens.issue(subject=subject, session_id=session_id).token
         for _ in range(INTROSPECTED_TOKENS)
     ]
     check = await target.identity.IntrospectToken(
@@ -356,7 +356,7 @@ async def _bulk_sessions(app: KeyholdServer, email: str, count: int) -> list[str
 
     now = dt.datetime.now(dt.UTC)
     tokens = []
-    async with app.unit_of_work() as uow:
+    async with app.platform.unit_of_work() as uow:
         user = await uow.users.by_email(email)
         assert user is not None
         for _ in range(count):
@@ -639,12 +639,12 @@ async def keyhold_target(
         )
         app = await build_server(settings)
         try:
-            app.key_ring.replace(await app.signing_keys.ensure_signer())
+            app.identity.key_ring.replace(await app.identity.signing_keys.ensure_signer())
             async with grpc.aio.insecure_channel(server.address) as channel:
                 yield server, Target("keyhold", server.address, channel, app)
         finally:
-            await app.database.dispose()
-            app.hasher.close()
+            await app.platform.database.dispose()
+            app.identity.hasher.close()
 
 
 HEADER = (

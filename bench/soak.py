@@ -253,7 +253,7 @@ async def _soak(
             entry = MixEntry(entry.name, await _refresh_spec(target, tokens), entry.weight)
         soak_entries.append(entry)
     entries = tuple(soak_entries)
-    await app.database.dispose()  # from here on, only the server's connections count
+    await app.platform.database.dispose()  # from here on, only the server's connections count
     windows = max(1, round(seconds / args.sample_seconds))
     warmup_minutes = args.warmup_minutes
     if warmup_minutes is None:
@@ -310,9 +310,9 @@ async def _soak(
         await monitor.close()
     server.check_alive()
     started = time.monotonic()
-    chain = await verify_trail(app.audit_trail, 0, 0)
+    chain = await verify_trail(app.audit.trail, 0, 0)
     verify_seconds = time.monotonic() - started
-    await app.database.dispose()
+    await app.platform.database.dispose()
     unhandled = server.log_path.read_text(errors="replace").count("unhandled_error")
     lost = totals.issued - totals.completed
     verdict = _verdict(samples, warmup, totals.errors, lost, unhandled)

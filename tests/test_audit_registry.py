@@ -51,7 +51,7 @@ def test_no_handler_records_an_action_by_string() -> None:
 
 
 def test_rpc_actions_name_real_methods() -> None:
-    from keyhold.server import SERVICES
+    from keyhold.wiring.grpc_api import SERVICES
 
     methods = {f"/{s.full_name}/{m.name}" for s in SERVICES for m in s.methods}
     assert {info.rpc for info in REGISTRY.values() if info.rpc} <= methods

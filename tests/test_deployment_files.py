@@ -17,8 +17,8 @@ import pytest
 import yaml
 
 from keyhold.adapters.crypto.aead import AeadKeyRing, KeyConfigurationError
-from keyhold.server import SERVICES
 from keyhold.settings import Settings
+from keyhold.wiring.grpc_api import SERVICES
 
 ROOT = Path(__file__).resolve().parent.parent
 KUBERNETES = ROOT / "deploy" / "kubernetes"

@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any, Protocol
 
 from cryptography.exceptions import InvalidSignature
@@ -61,8 +61,17 @@ _VERIFIERS: dict[str, Callable[[bytes, Any, bytes], bool]] = {
     "EdDSA": get_default_algorithms()["EdDSA"].verify,
 }
 
-PrincipalCheck = Callable[[Principal], Awaitable[None]]
-KnownLive = Callable[[Principal], bool]  # True: the check would pass without waiting
+
+class RevocationCheck(Protocol):
+    """Whether a verified token's session or account still stands."""
+
+    async def check(self, principal: Principal) -> None:
+        """Raise Unauthenticated if the principal's session or account is gone."""
+        ...
+
+    def known_live(self, principal: Principal) -> bool:
+        """True when `check` would pass without waiting."""
+        ...
 
 
 class VerificationKey(Protocol):
@@ -121,23 +130,19 @@ class AccessTokenVerifier:
         leeway_seconds: int,
         clock: Clock,
         cache_size: int = VERIFIED_TOKENS_KEPT,
+        revocations: RevocationCheck | None = None,
     ) -> None:
+        """`revocations`: run on every verified token; None where this process cannot
+        know of revocations (a client of Keyhold: tokens stand until they expire)."""
         self._keys = keys
         self._issuer = issuer
         self._audience = audience
         self._leeway = leeway_seconds
         self._clock = clock
         self._cache: BoundedMap[bytes, Principal] = BoundedMap(cache_size)
-        self._principal_check: PrincipalCheck | None = None
-        self._known_live: KnownLive | None = None
+        self._revocations = revocations
 
-    def set_principal_check(self, check: PrincipalCheck, known_live: KnownLive) -> None:
-        """Install the revocation check run on every verified token, and its answer
-        when no waiting is needed (`known`)."""
-        self._principal_check = check
-        self._known_live = known_live
-
-    def known(self, token: str) -> Principal | None:
+    def principal_without_waiting(self, token: str) -> Principal | None:
         """The principal of a token verified before, still unexpired, whose revocation
         check needs no waiting; None when `verify` must be awaited (never an error)."""
         if len(token) > MAX_TOKEN_BYTES:
@@ -145,7 +150,7 @@ class AccessTokenVerifier:
         principal = self._cached(_cache_key(token))
         if principal is None:
             return None
-        if self._known_live is None or self._known_live(principal):
+        if self._revocations is None or self._revocations.known_live(principal):
             return principal
         return None
 
@@ -157,8 +162,8 @@ class AccessTokenVerifier:
         if principal is None:
             principal = await self._verify_uncached(token)
             self._cache.put(digest, principal)
-        if self._principal_check is not None:
-            await self._principal_check(principal)
+        if self._revocations is not None:
+            await self._revocations.check(principal)
         return principal
 
     def _cached(self, digest: bytes) -> Principal | None:

@@ -45,15 +45,9 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _engine(settings: Settings) -> AsyncEngine:
-    from keyhold.adapters.persistence.engine import create_engine
+    from keyhold.wiring.platform import database_engine
 
-    return create_engine(
-        settings.resolved_database_url,
-        pool_size=settings.database_pool_size,
-        connect_timeout_seconds=settings.database_connect_timeout_seconds,
-        statement_timeout_seconds=settings.database_statement_timeout_seconds,
-        private_data_dir=settings.data_dir if settings.uses_data_dir else None,
-    )
+    return database_engine(settings)
 
 
 def _migrate(settings: Settings, args: argparse.Namespace) -> int:
@@ -116,10 +110,9 @@ def _audit_verify(settings: Settings, args: argparse.Namespace) -> int:
     from keyhold.adapters.persistence.audit_trail import SqlAuditTrail
     from keyhold.adapters.persistence.database import Database
     from keyhold.application.audit.trail import ChainReport, verify_trail
-    from keyhold.server import encryption_keys
 
     async def run() -> ChainReport:
-        database = Database(_engine(settings), encryption_keys(settings))
+        database = Database(_engine(settings))
         try:
             return await verify_trail(SqlAuditTrail(database), args.start, args.end)
         finally:
@@ -139,12 +132,11 @@ def _audit_prune(settings: Settings, args: argparse.Namespace) -> int:
 
     from keyhold.adapters.persistence.audit_trail import SqlAuditTrail
     from keyhold.adapters.persistence.database import Database
-    from keyhold.server import encryption_keys
 
     cutoff = datetime.now(UTC) - timedelta(days=settings.audit_retention_days)
 
     async def run() -> int:
-        database = Database(_engine(settings), encryption_keys(settings))
+        database = Database(_engine(settings))
         try:
             return await SqlAuditTrail(database).prune_before(cutoff)
         finally:
@@ -163,12 +155,12 @@ def _offline(settings: Settings, work: Callable[[KeyholdServer], Awaitable[str]]
     async def run() -> str:
         app = await build_server(settings)
         try:
-            app.key_ring.replace(await app.signing_keys.ensure_signer())
+            app.identity.key_ring.replace(await app.identity.signing_keys.ensure_signer())
             set_current_call(CallContext(principal=SYSTEM, peer="local", user_agent="keyhold-cli"))
             return await work(app)
         finally:
-            await app.database.dispose()
-            app.hasher.close()
+            await app.platform.database.dispose()
+            app.identity.hasher.close()
 
     return asyncio.run(run())
 

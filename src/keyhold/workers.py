@@ -58,20 +58,12 @@ async def prepare_database(settings: Settings) -> None:
     """What must happen once, before the workers start: migrations and the first key."""
     from keyhold.adapters.crypto.sealer import AeadSealer
     from keyhold.adapters.persistence.database import Database
-    from keyhold.adapters.persistence.engine import create_engine
     from keyhold.adapters.persistence.migrate import migrate
     from keyhold.adapters.persistence.unit_of_work import unit_of_work_factory
     from keyhold.domain.clock import SystemClock
-    from keyhold.server import encryption_keys, signing_keys_for
+    from keyhold.wiring.platform import database_engine, encryption_keys, signing_keys_for
 
-    engine = create_engine(
-        settings.resolved_database_url,
-        pool_size=settings.database_pool_size,
-        connect_timeout_seconds=settings.database_connect_timeout_seconds,
-        statement_timeout_seconds=settings.database_statement_timeout_seconds,
-        private_data_dir=settings.data_dir if settings.uses_data_dir else None,
-    )
-    database = Database(engine, encryption_keys(settings))
+    database = Database(database_engine(settings))
     try:
         if settings.should_migrate_on_start:
             await migrate(database.engine)
@@ -136,7 +128,7 @@ def _spawn(settings: Settings, index: int) -> int:
 
 def supervise(settings: Settings, workers: int) -> int:
     """Fork `workers` servers and wait; returns the exit code for the command."""
-    from keyhold.server import check_transport
+    from keyhold.wiring.transport import check_transport
 
     shared = worker_settings(settings, workers)
     check_transport(settings)

@@ -38,7 +38,7 @@ LOCAL = grpc.LocalConnectionType.LOCAL_TCP
 async def keyhold(tmp_path: Path) -> AsyncIterator[tuple[KeyholdServer, str, str]]:
     """A server with a plaintext port and a local-credentials port."""
     app = await build_server(settings_for(tmp_path))
-    local_port = app.server.add_secure_port("127.0.0.1:0", grpc.local_server_credentials(LOCAL))
+    local_port = app.api.server.add_secure_port("127.0.0.1:0", grpc.local_server_credentials(LOCAL))
     port = await app.start()
     try:
         yield app, f"127.0.0.1:{port}", f"127.0.0.1:{local_port}"

@@ -42,7 +42,7 @@ async def refusal(call: object) -> RichError:
 
 
 async def user_count(app: KeyholdServer) -> int:
-    async with app.database.engine.connect() as connection:
+    async with app.platform.database.engine.connect() as connection:
         return int(await connection.scalar(select(func.count()).select_from(users)) or 0)
 
 

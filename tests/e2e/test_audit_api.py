@@ -64,7 +64,7 @@ async def test_interceptor_denials_are_recorded_without_the_token(server: Server
     assert oldest.actor_type == pb.ACTOR_TYPE_ANONYMOUS
     assert oldest.peer.startswith("ipv")
     assert oldest.resource_name == "/keyhold.identity.v1.IdentityService/WhoAmI"
-    async with app.database.engine.connect() as connection:
+    async with app.platform.database.engine.connect() as connection:
         rows = (await connection.execute(text("SELECT * FROM audit_events"))).all()
     stored = " ".join(repr(tuple(row)) for row in rows)
     for fragment in bad_token.split("."):
@@ -139,7 +139,7 @@ async def test_bad_list_requests_are_invalid_and_write_nothing(
 ) -> None:
     app, channel = server
     credentials = await auditor(app)
-    head_before = await app.audit_trail.head()
+    head_before = await app.audit.trail.head()
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await pb_grpc.AuditServiceStub(channel).ListAuditEvents(
             request_message, metadata=credentials
@@ -147,7 +147,7 @@ async def test_bad_list_requests_are_invalid_and_write_nothing(
     error = rich_error(caught.value)
     assert (error.code, error.reason) == (grpc.StatusCode.INVALID_ARGUMENT, reason)
     assert error.bad_request is not None
-    assert await app.audit_trail.head() == head_before
+    assert await app.audit.trail.head() == head_before
 
 
 async def test_page_token_from_another_query_is_refused(server: Server) -> None:
@@ -195,7 +195,7 @@ async def test_verify_chain_over_the_api(server: Server) -> None:
     report = await audit.VerifyAuditChain(pb.VerifyAuditChainRequest(), metadata=credentials)
     assert report.ok
     assert report.checked_count == report.head_sequence == 10  # its own ATTEMPTED included
-    async with app.database.engine.begin() as connection:
+    async with app.platform.database.engine.begin() as connection:
         await connection.execute(text("DROP TRIGGER audit_events_no_update"))
         await connection.execute(
             text("UPDATE audit_events SET peer = 'ipv4:6.6.6.6:1' WHERE sequence = 7")
@@ -222,7 +222,7 @@ async def test_checkpoint_verifies_with_the_published_jwks(server: Server) -> No
     claims = jwt.decode(checkpoint.signature, public, algorithms=["ES256"])
     assert claims["seq"] == checkpoint.sequence >= 3
     assert claims["head"] == checkpoint.head_hash
-    head = await app.audit_trail.get(checkpoint.sequence)
+    head = await app.audit.trail.get(checkpoint.sequence)
     assert head is not None
     assert head.hash.hex() == checkpoint.head_hash
 
@@ -283,7 +283,7 @@ async def test_stream_follows_appends_from_another_replica_on_postgres(tmp_path:
             ),
         ):
             credentials = await auditor(reader_app)
-            head = await reader_app.audit_trail.head()
+            head = await reader_app.audit.trail.head()
             assert head is not None
             call = pb_grpc.AuditServiceStub(reader_channel).StreamAuditEvents(
                 pb.StreamAuditEventsRequest(after_sequence=head.sequence), metadata=credentials

@@ -22,7 +22,7 @@ RESET = "/keyhold.identity.v1.IdentityService/ResetPassword"
 
 
 async def _records(app: KeyholdServer, action: str) -> list[dict[str, object]]:
-    async with app.database.engine.connect() as connection:
+    async with app.platform.database.engine.connect() as connection:
         rows = await connection.execute(
             text(
                 "SELECT outcome, actor_id, resource_name, reason, details FROM audit_events "

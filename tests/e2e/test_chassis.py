@@ -18,7 +18,8 @@ from keyhold.identity.v1 import identity_service_pb2 as pb
 from keyhold.identity.v1 import identity_service_pb2_grpc as pb_grpc
 from keyhold.provider.v1 import provider_service_pb2 as provider_pb
 from keyhold.provider.v1 import provider_service_pb2_grpc as provider_grpc
-from keyhold.server import SERVICES, KeyholdServer
+from keyhold.server import KeyholdServer
+from keyhold.wiring.grpc_api import SERVICES
 from tests.support.servers import bearer, service_token, signed_in
 from tests.support.status import rich_error
 
@@ -133,9 +134,9 @@ async def test_a_method_not_built_answers_unimplemented_after_the_pipeline(
     token = await user_token(app)
     interceptor = PolicyInterceptor(
         load_policies(SERVICES),
-        Authenticator(app.access_tokens),
-        app.authorizer,
-        app.rate_limit_gate,
+        Authenticator(app.identity.access_tokens),
+        app.api.authorizer,
+        app.api.rate_limit_gate,
     )
     base = provider_grpc.ProviderServiceServicer()  # nothing overridden
     handler = grpc.unary_unary_rpc_method_handler(base.ListProviders)

@@ -50,7 +50,7 @@ async def refusal(
 
 async def row_counts(app: KeyholdServer) -> dict[str, int]:
     counts = {}
-    async with app.database.engine.connect() as connection:
+    async with app.platform.database.engine.connect() as connection:
         for table in WRITTEN:
             assert isinstance(table, Table)
             counts[table.name] = int(
@@ -264,7 +264,7 @@ async def test_throttled_fields_over_their_bounds_are_refused_before_they_are_co
         answers = {(e.code, e.reason, e.bad_request is not None) for e in errors}
         assert answers == {(grpc.StatusCode.INVALID_ARGUMENT, "FIELD_TOO_LONG", True)}, name
         assert {e.bad_request.field_violations[0].field for e in errors if e.bad_request} == {field}
-    assert not app.rate_limit_gate.rejections
+    assert not app.api.rate_limit_gate.rejections
     session = await rpc_named("IdentityService.CreateSession").typed(channel)(
         identity_pb.CreateSessionRequest(email="user@example.com", password=PASSWORD)
     )

@@ -37,7 +37,8 @@ from keyhold.identity.v1 import identity_service_pb2_grpc as identity_grpc
 from keyhold.policy.v1 import policy_pb2
 from keyhold.provider.v1 import provider_service_pb2 as provider_pb
 from keyhold.provider.v1 import provider_service_pb2_grpc as provider_grpc
-from keyhold.server import SERVICES, KeyholdServer
+from keyhold.server import KeyholdServer
+from keyhold.wiring.grpc_api import SERVICES
 from tests.support.databases import postgres_database
 from tests.support.hostile import (
     authorization_headers,
@@ -289,7 +290,7 @@ class Target:
 
     async def fingerprint(self) -> str:
         digest = hashlib.sha256()
-        async with self.app.database.engine.connect() as connection:
+        async with self.app.platform.database.engine.connect() as connection:
             for table in GUARDED_TABLES:
                 rows = await connection.execute(select(table).order_by(*table.primary_key))
                 digest.update(repr(rows.all()).encode())
@@ -321,7 +322,7 @@ class Target:
             )
         )
         for _ in range(100):
-            async with self.app.database.engine.connect() as connection:
+            async with self.app.platform.database.engine.connect() as connection:
                 if (await connection.execute(open_streams)).scalar_one() == 0:
                     return
             await asyncio.sleep(0.02)

@@ -237,7 +237,7 @@ async def _signed(app: KeyholdServer, **claims: object) -> str:
     """An access token of a live service account with `claims` over genuine ones, signed
     with the server's own key (as an insider holding it, or a bug in the issuer, could)."""
     account, _ = await app.identity.service_accounts.create("extreme", [])
-    signer = app.key_ring.signer
+    signer = app.identity.key_ring.signer
     now = int(time.time())
     genuine: dict[str, object] = {
         "iss": app.settings.issuer,

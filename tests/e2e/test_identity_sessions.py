@@ -87,7 +87,7 @@ async def test_failures_are_uniform_for_unknown_wrong_and_disabled(server: Serve
     app, channel = server
     await signed_in(app, "ada@example.com")
     await signed_in(app, "off@example.com")
-    async with app.database.engine.begin() as connection:
+    async with app.platform.database.engine.begin() as connection:
         await connection.execute(
             text("UPDATE users SET state = 'disabled' WHERE email = 'off@example.com'")
         )
@@ -161,7 +161,7 @@ async def test_cooldown_doubles_and_is_capped(tmp_path: Path) -> None:
 
     app = await build_server(settings_for(tmp_path), clock=clock)
     try:
-        app.key_ring.replace(await app.signing_keys.ensure_signer())
+        app.identity.key_ring.replace(await app.identity.signing_keys.ensure_signer())
         await app.identity.users.create("ada@example.com", PASSWORD, "Ada")
         set_current_call(CallContext(peer="ipv4:198.51.100.1:1"))
         cooldowns = []
@@ -176,12 +176,12 @@ async def test_cooldown_doubles_and_is_capped(tmp_path: Path) -> None:
         assert cooldowns[:4] == [60, 120, 240, 480]
         assert max(cooldowns) == 900
     finally:
-        await app.database.dispose()
-        app.hasher.close()
+        await app.platform.database.dispose()
+        app.identity.hasher.close()
 
 
 async def _refresh_audit(app: KeyholdServer) -> list[tuple[str, str, str]]:
-    async with app.database.engine.connect() as connection:
+    async with app.platform.database.engine.connect() as connection:
         rows = (
             await connection.execute(
                 text(
@@ -276,7 +276,7 @@ async def _idle_and_absolute(tmp_path: Path, url: str | None) -> None:
     )
     app = await build_server(settings, clock=clock)
     try:
-        app.key_ring.replace(await app.signing_keys.ensure_signer())
+        app.identity.key_ring.replace(await app.identity.signing_keys.ensure_signer())
         await app.identity.users.create("ada@example.com", PASSWORD, "Ada")
         sessions = app.identity.sessions
         idle = await sessions.login("ada@example.com", PASSWORD, "t")
@@ -293,8 +293,8 @@ async def _idle_and_absolute(tmp_path: Path, url: str | None) -> None:
         with pytest.raises(Exception, match="session has ended"):
             await sessions.refresh(token)
     finally:
-        await app.database.dispose()
-        app.hasher.close()
+        await app.platform.database.dispose()
+        app.identity.hasher.close()
 
 
 async def test_list_sessions_and_delete_only_ones_own(any_server: Server) -> None:
@@ -445,15 +445,15 @@ async def test_reset_tokens_expire(tmp_path: Path) -> None:
 
     app = await build_server(settings_for(tmp_path), clock=clock)
     try:
-        app.key_ring.replace(await app.signing_keys.ensure_signer())
+        app.identity.key_ring.replace(await app.identity.signing_keys.ensure_signer())
         await app.identity.users.create("ada@example.com", PASSWORD, "Ada")
         token, _ = await app.identity.passwords.create_reset("ada@example.com")
         clock.advance(3601)
         with pytest.raises(Exception, match="unknown, used or expired"):
             await app.identity.passwords.reset(token, NEW_PASSWORD)
     finally:
-        await app.database.dispose()
-        app.hasher.close()
+        await app.platform.database.dispose()
+        app.identity.hasher.close()
 
 
 async def test_email_verification(server: Server) -> None:
@@ -506,7 +506,7 @@ async def database_dump(app: KeyholdServer) -> bytes:
         "login_failures",
     ]
     chunks: list[bytes] = []
-    async with app.database.engine.connect() as connection:
+    async with app.platform.database.engine.connect() as connection:
         for table in tables:
             for row in await connection.execute(text(f"SELECT * FROM {table}")):  # noqa: S608
                 chunks += [v if isinstance(v, bytes) else str(v).encode() for v in row]

@@ -20,7 +20,7 @@ Server = tuple[KeyholdServer, grpc.aio.Channel]
 
 
 async def count(app: KeyholdServer, table: object) -> int:
-    async with app.database.engine.connect() as connection:
+    async with app.platform.database.engine.connect() as connection:
         return int(await connection.scalar(select(func.count()).select_from(table)))  # type: ignore[arg-type]
 
 
@@ -38,7 +38,7 @@ async def create(
 async def test_create_user_normalises_email_and_defaults(server: Server) -> None:
     app, channel = server
     await create(channel, "  Ada.Lovelace@Example.COM ")
-    async with app.database.engine.connect() as connection:
+    async with app.platform.database.engine.connect() as connection:
         user = (await connection.execute(select(users))).one()
     assert user.email == "ada.lovelace@example.com"
     assert user.state == "active"
@@ -47,7 +47,7 @@ async def test_create_user_normalises_email_and_defaults(server: Server) -> None
     stored = user.password_hash
     assert stored.startswith("$argon2id$v=19$m=7168,t=1,p=1$")
     assert PASSWORD not in stored
-    async with app.database.engine.connect() as connection:
+    async with app.platform.database.engine.connect() as connection:
         actions = (
             await connection.execute(select(audit_events.c.action, audit_events.c.outcome))
         ).all()
@@ -228,7 +228,7 @@ async def test_delete_user_refuses_its_tokens_at_once_and_keeps_the_audit(server
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await stub.GetUser(pb.GetUserRequest(name=name), metadata=bearer(admin))
     assert caught.value.code() is grpc.StatusCode.NOT_FOUND
-    async with app.database.engine.connect() as connection:
+    async with app.platform.database.engine.connect() as connection:
         kept = await connection.scalar(
             text("SELECT count(*) FROM audit_events WHERE resource_name = :n"), {"n": name}
         )
@@ -250,7 +250,7 @@ async def test_concurrent_registration_with_one_email_has_one_winner(any_server:
     }
     assert len(losers) == 19
     assert await count(app, users) == 2  # the admin and the winner
-    async with app.database.engine.connect() as connection:
+    async with app.platform.database.engine.connect() as connection:
         outcomes = (
             await connection.execute(
                 select(audit_events.c.outcome, audit_events.c.reason, audit_events.c.resource_name)

@@ -17,7 +17,8 @@ from keyhold.domain.errors import ResourceExhausted, Unauthenticated
 from keyhold.identity.v1 import identity_service_pb2 as pb
 from keyhold.identity.v1 import identity_service_pb2_grpc as pb_grpc
 from keyhold.policy.v1 import policy_pb2
-from keyhold.server import SERVICES, KeyholdServer, build_server
+from keyhold.server import KeyholdServer, build_server
+from keyhold.wiring.grpc_api import SERVICES
 from tests.support.fakes import FakeClock
 from tests.support.servers import PASSWORD, bearer, running_server, settings_for, signed_in
 from tests.support.status import rich_error
@@ -45,12 +46,12 @@ async def clocked(tmp_path: Path) -> AsyncIterator[tuple[KeyholdServer, FakeCloc
     )
     app = await build_server(settings, clock=clock)
     try:
-        app.key_ring.replace(await app.signing_keys.ensure_signer())
+        app.identity.key_ring.replace(await app.identity.signing_keys.ensure_signer())
         await app.identity.users.create("ada@example.com", PASSWORD, "Ada")
         yield app, clock
     finally:
-        await app.database.dispose()
-        app.hasher.close()
+        await app.platform.database.dispose()
+        app.identity.hasher.close()
 
 
 async def guess(app: KeyholdServer, peer: str, password: str = WRONG) -> str:
@@ -101,7 +102,7 @@ async def test_many_attackers_only_slow_the_account_and_the_owner_still_gets_in(
     # ...and the owner, coming back when told, the next: slowed, not stopped.
     clock.advance(30)
     assert await guess(app, OWNER, PASSWORD) == "OK"
-    async with app.database.engine.connect() as connection:
+    async with app.platform.database.engine.connect() as connection:
         denials = (
             await connection.execute(
                 text(
@@ -167,7 +168,7 @@ async def test_wrong_current_passwords_count_towards_the_lockout(tmp_path: Path)
                 pb.CreateSessionRequest(email="ada@example.com", password=PASSWORD)
             )
         assert rich_error(caught.value).reason == "LOGIN_LOCKED"
-        async with app.database.engine.connect() as connection:
+        async with app.platform.database.engine.connect() as connection:
             outcome = (
                 await connection.execute(
                     text(

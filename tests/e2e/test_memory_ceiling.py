@@ -25,7 +25,8 @@ from keyhold.domain.call import CallContext
 from keyhold.domain.errors import ResourceExhausted
 from keyhold.identity.v1 import identity_service_pb2 as pb
 from keyhold.identity.v1 import identity_service_pb2_grpc as pb_grpc
-from keyhold.server import SERVICES, KeyholdServer
+from keyhold.server import KeyholdServer
+from keyhold.wiring.grpc_api import SERVICES
 from tests.support.servers import PASSWORD, running_server, settings_for
 
 pytestmark = pytest.mark.slow
@@ -122,10 +123,10 @@ async def _flood_at_the_gate(app: KeyholdServer, calls: int) -> int:
         try:
             if index % 2:
                 request = pb.CreateSessionRequest(email=_email(), password="x")
-                await app.rate_limit_gate.check(login, call, request)
+                await app.api.rate_limit_gate.check(login, call, request)
             else:
                 request = pb.CreateServiceTokenRequest(client_id=_client_id())
-                await app.rate_limit_gate.check(token, call, request)
+                await app.api.rate_limit_gate.check(token, call, request)
         except ResourceExhausted:
             refused += 1
     return refused

@@ -106,7 +106,7 @@ async def test_the_scraped_counters_follow_what_happened(
         )
 
         after = await scrape(app)
-        async with app.database.engine.connect() as db:
+        async with app.platform.database.engine.connect() as db:
             audit_rows = (await db.execute(text("SELECT count(*) FROM audit_events"))).scalar_one()
 
     def delta(name: str, **labels: str) -> float:
@@ -179,7 +179,7 @@ async def test_each_server_counts_its_own_calls_and_its_endpoint_stops_with_it(
 async def test_no_metrics_endpoint_by_default(server: tuple[KeyholdServer, object]) -> None:
     app, _ = server
     assert app.settings.metrics_address is None
-    assert app.metrics is None
+    assert app.api.metrics is None
     assert app.metrics_port == 0
 
 

@@ -139,7 +139,7 @@ async def _recorded_internal_errors(target: Target) -> list[str]:
     query = select(events.c.action, events.c.resource_name).where(
         events.c.status_code.in_((INTERNAL, UNKNOWN))
     )
-    async with target.app.database.engine.connect() as connection:
+    async with target.app.platform.database.engine.connect() as connection:
         return [f"{action} {name}" for action, name in await connection.execute(query)]
 
 

@@ -98,7 +98,7 @@ async def test_a_full_identity_flow_leaves_no_secret_in_the_trail(server: Server
         identity.WhoAmI(pb.WhoAmIRequest(), metadata=(("authorization", "Bearer " + PASSWORD),))
     )
 
-    async with app.database.engine.connect() as connection:
+    async with app.platform.database.engine.connect() as connection:
         rows = (await connection.execute(text("SELECT * FROM audit_events"))).all()
     assert len(rows) > 25
     stored = "\n".join(

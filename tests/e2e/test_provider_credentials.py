@@ -132,7 +132,7 @@ async def test_moving_the_token_endpoint_sends_no_stored_credential_to_the_new_h
     assert bank.client_secret is not None
     assert bank.client_secret not in seen
     assert "elsewhere-secret" in seen
-    async with world.app.database.engine.connect() as db:
+    async with world.app.platform.database.engine.connect() as db:
         details = (
             await db.execute(
                 text(
@@ -157,7 +157,7 @@ async def test_moved_connections_lose_their_tokens_at_rest(
     )
     consent = bank.authorize(pending.authorization_url)
     await world.stub.UpdateProvider(move_to(elsewhere, "elsewhere-secret"), metadata=world.admin)
-    async with world.app.database.engine.connect() as db:
+    async with world.app.platform.database.engine.connect() as db:
         rows = (
             await db.execute(
                 text(
@@ -259,7 +259,7 @@ async def test_start_connection_takes_only_a_registered_redirect_uri_verbatim(
             "REDIRECT_URI_NOT_ALLOWED",
         ), uri
         assert fields(error) == ["redirect_uri"]
-    async with world.app.database.engine.connect() as db:
+    async with world.app.platform.database.engine.connect() as db:
         assert (await db.execute(text("SELECT count(*) FROM connections"))).scalar_one() == 0
     assert (await world.connect(bank)).state == pb.CONNECTION_STATE_ACTIVE
 
@@ -540,7 +540,7 @@ async def test_an_upstream_error_body_is_not_reflected_unbounded(
     assert 0 < len(reflected) <= 64
     assert reflected.isprintable()
     assert await state_of(world, name) == pb.CONNECTION_STATE_NEEDS_REAUTH
-    async with world.app.database.engine.connect() as db:
+    async with world.app.platform.database.engine.connect() as db:
         longest = (
             await db.execute(text("SELECT max(length(details)) FROM audit_events"))
         ).scalar_one()

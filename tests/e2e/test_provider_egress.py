@@ -153,7 +153,7 @@ async def test_a_name_that_resolves_to_loopback_is_refused_at_connect_time(tmp_p
         error = rich_error(caught.value)
         assert (error.code, error.reason) == (grpc.StatusCode.FAILED_PRECONDITION, "EGRESS_REFUSED")
         assert resolver.asked == ["bank.example.com"]
-        async with app.database.engine.connect() as db:
+        async with app.platform.database.engine.connect() as db:
             outcomes = (
                 await db.execute(
                     text(

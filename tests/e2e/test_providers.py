@@ -145,7 +145,7 @@ async def test_catalog_rules(world: World, provider: FakeOAuthProvider) -> None:
         )
     )
     assert (code, reason) == (grpc.StatusCode.FAILED_PRECONDITION, "PROVIDER_IN_USE")
-    async with world.app.database.engine.connect() as connection:
+    async with world.app.platform.database.engine.connect() as connection:
         names = (await connection.execute(text("SELECT slug FROM providers"))).scalars().all()
     assert names == ["bank"]
 
@@ -167,7 +167,7 @@ async def test_oauth_flow_with_pkce_and_an_audited_credential_read(
     assert credential.access_token == provider.issued_access_tokens[-1]
     assert credential.auth_type == pb.AUTH_TYPE_OAUTH2
     assert provider.grants["refresh_token"] == 0  # fresh: no refresh needed
-    async with world.app.database.engine.connect() as db:
+    async with world.app.platform.database.engine.connect() as db:
         reads = (
             await db.execute(
                 text(
@@ -204,7 +204,7 @@ async def test_wrong_reused_and_expired_states_fail_precondition(
         metadata=world.user,
     )
     late = provider.authorize(again.authorization_url)
-    async with world.app.database.engine.begin() as db:
+    async with world.app.platform.database.engine.begin() as db:
         await db.execute(
             update(connections)
             .where(connections.c.id == again.connection.name.removeprefix("connections/"))
@@ -253,7 +253,7 @@ async def test_provider_errors_and_outages_surface_with_their_codes(
 
 
 async def _expire(app: KeyholdServer, name: str) -> None:
-    async with app.database.engine.begin() as db:
+    async with app.platform.database.engine.begin() as db:
         await db.execute(
             update(connections)
             .where(connections.c.id == name.removeprefix("connections/"))
@@ -388,7 +388,7 @@ async def test_delete_revokes_upstream_and_wipes_credentials(
     assert revoke is not None
     assert revoke.form["token"] == refresh_token
     assert not provider.is_refresh_token_active(refresh_token)
-    async with world.app.database.engine.connect() as db:
+    async with world.app.platform.database.engine.connect() as db:
         assert (await db.execute(text("SELECT count(*) FROM connections"))).scalar_one() == 0
         details = (
             await db.execute(
@@ -430,7 +430,7 @@ async def test_no_plaintext_secret_anywhere_in_the_database(
     first_exchange = next(r for r in provider.history if r.form.get("code_verifier"))
     secrets.append(first_exchange.form["code_verifier"])
     chunks: list[bytes] = []
-    async with world.app.database.engine.connect() as db:
+    async with world.app.platform.database.engine.connect() as db:
         tables = [
             "providers",
             "connections",
@@ -500,7 +500,7 @@ async def test_every_provider_rpc_is_audited(world: World, provider: FakeOAuthPr
         pb.ListConnectionsRequest(parent="users/me"), metadata=world.user
     )
     await world.credential(connection.name)
-    async with world.app.database.engine.connect() as db:
+    async with world.app.platform.database.engine.connect() as db:
         actions = set(
             (await db.execute(text("SELECT action FROM audit_events WHERE outcome = 'succeeded'")))
             .scalars()
@@ -538,15 +538,15 @@ async def test_rotate_vault_reseals_everything_under_the_newest_key(
     try:
         assert await rotated.vault.reseal() >= 3  # signing key, provider, connection
         sealer = AeadSealer(AeadKeyRing.parse(both))
-        assert await reseal_all(rotated.database, sealer) == 0  # nothing left under k1
-        done = await rotated.audit_trail.head()  # the reseal's outcome, after its attempt
+        assert await reseal_all(rotated.platform.database, sealer) == 0  # nothing left under k1
+        done = await rotated.audit.trail.head()  # the reseal's outcome, after its attempt
         assert done is not None
         assert (done.record.action, done.record.outcome.value) == (
             "security.vault.reseal",
             "succeeded",
         )
         assert int(done.record.details["resealed_rows"]) >= 3
-        async with rotated.database.engine.connect() as db:
+        async with rotated.platform.database.engine.connect() as db:
             key_ids = set(
                 (await db.execute(text("SELECT credential_key_id FROM connections"))).scalars()
             ) | set(
@@ -554,9 +554,9 @@ async def test_rotate_vault_reseals_everything_under_the_newest_key(
             )
         assert key_ids == {"k2"}
     finally:
-        await rotated.database.dispose()
-        rotated.hasher.close()
-        await rotated.oauth.close()
+        await rotated.platform.database.dispose()
+        rotated.identity.hasher.close()
+        await rotated.providers.oauth.close()
     only_new = "k2:" + both.rpartition("k2:")[2]
     async with running_server(settings_for(tmp_path, key_encryption_keys=only_new)) as (app, ch):
         reader = bearer(await service_token(app, ("provider.credentials.read",)))

@@ -61,19 +61,19 @@ async def grant(
 
 
 async def scalar(app: KeyholdServer, sql: str, **params: object) -> Any:
-    async with app.database.engine.connect() as connection:
+    async with app.platform.database.engine.connect() as connection:
         return await connection.scalar(text(sql), params)
 
 
 async def rows(app: KeyholdServer, sql: str, **params: object) -> list[Any]:
-    async with app.database.engine.connect() as connection:
+    async with app.platform.database.engine.connect() as connection:
         return list((await connection.execute(text(sql), params)).all())
 
 
 async def database_dump(app: KeyholdServer) -> bytes:
     """Every value of every table the database holds, as bytes."""
     chunks: list[bytes] = []
-    async with app.database.engine.connect() as connection:
+    async with app.platform.database.engine.connect() as connection:
         tables = await connection.run_sync(lambda sync: inspect(sync).get_table_names())
         assert "service_accounts" in tables
         for table in tables:
@@ -94,7 +94,7 @@ def sign(claims: dict[str, Any], key: Any, key_id: str, algorithm: str = "ES256"
 
 def server_signed(app: KeyholdServer, claims: dict[str, Any]) -> str:
     """`claims` signed with the server's own current signing key, as it signs tokens."""
-    signer = app.key_ring.signer
+    signer = app.identity.key_ring.signer
     return sign(claims, signer.private_key, signer.key_id, signer.algorithm)
 
 
@@ -584,7 +584,7 @@ async def test_inactive_tokens_are_an_answer_not_an_error(server: Server) -> Non
     live = claims_of(session.access_token)
     now = int(time.time())
     foreign_key = ec.generate_private_key(ec.SECP256R1())
-    server_key_id = app.key_ring.signer.key_id
+    server_key_id = app.identity.key_ring.signer.key_id
 
     # Controls: the server's key signs these the way the server does, and they are active,
     # so each inactive case below is inactive for the one reason it differs by.
@@ -608,7 +608,7 @@ async def test_inactive_tokens_are_an_answer_not_an_error(server: Server) -> Non
         "another audience": server_signed(app, dict(live, aud="elsewhere")),
         "not an access token": jwt.encode(
             live,
-            app.key_ring.signer.private_key,
+            app.identity.key_ring.signer.private_key,
             algorithm="ES256",
             headers={"kid": server_key_id, "typ": "JWT"},
         ),

@@ -46,7 +46,7 @@ async def test_in_flight_calls_finish_and_new_ones_are_refused(
         await entered.wait()
         stopping = asyncio.ensure_future(app.stop(grace=5))
         await asyncio.sleep(0.2)
-        assert not app.health.serving
+        assert not app.platform.health.serving
         with pytest.raises(grpc.aio.AioRpcError) as caught:
             await identity.GetJwks(pb.GetJwksRequest(), timeout=2)
         assert caught.value.code() is grpc.StatusCode.UNAVAILABLE
@@ -139,8 +139,8 @@ async def test_health_probe_against_a_not_serving_server(tmp_path: Path) -> None
     app = await build_server(settings_for(tmp_path))
     port = await app.start()
     try:
-        await app.monitor.stop()
-        await app.health.set_serving(False)
+        await app.platform.monitor.stop()
+        await app.platform.health.set_serving(False)
         async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
             response = await health_pb2_grpc.HealthStub(channel).Check(
                 health_pb2.HealthCheckRequest()

@@ -26,7 +26,7 @@ def request(email: str, password: str = PASSWORD) -> pb.CreateUserRequest:
 
 
 async def user_count(app: KeyholdServer) -> int:
-    async with app.database.engine.connect() as connection:
+    async with app.platform.database.engine.connect() as connection:
         return int(await connection.scalar(select(func.count()).select_from(users)) or 0)
 
 
@@ -58,7 +58,7 @@ async def test_a_taken_email_is_answered_like_a_new_one(server: Server) -> None:
         }
     ]
     # The trail knows what the caller was not told.
-    async with app.database.engine.connect() as connection:
+    async with app.platform.database.engine.connect() as connection:
         outcomes = (
             await connection.execute(
                 text(

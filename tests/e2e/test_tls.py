@@ -105,16 +105,16 @@ async def test_mutual_tls_admits_only_clients_with_a_certificate_from_the_client
 @pytest.fixture
 def whoami_requires_mtls(monkeypatch: pytest.MonkeyPatch) -> None:
     """Every method's policy from the protos, but WhoAmI demands mutual TLS."""
-    import keyhold.server
+    import keyhold.wiring.grpc_api
 
-    load = keyhold.server.load_policies
+    load = keyhold.wiring.grpc_api.load_policies
 
     def load_with_mtls(services: Any) -> dict[str, MethodPolicy]:
         policies = load(services)
         policies[WHOAMI] = dataclasses.replace(policies[WHOAMI], require_mtls=True)
         return policies
 
-    monkeypatch.setattr(keyhold.server, "load_policies", load_with_mtls)
+    monkeypatch.setattr(keyhold.wiring.grpc_api, "load_policies", load_with_mtls)
 
 
 @pytest.mark.parametrize("transport", ["mutual TLS", "TLS", "plaintext"])

@@ -55,7 +55,7 @@ def parent_of(span: ReadableSpan) -> str | None:
 
 
 def engine_tracers(app: KeyholdServer) -> list[object]:
-    listeners = app.database.engine.sync_engine.dispatch.before_cursor_execute
+    listeners = app.platform.database.engine.sync_engine.dispatch.before_cursor_execute
     return [each for each in listeners if "EngineTracer" in getattr(each, "__qualname__", "")]
 
 
@@ -85,7 +85,7 @@ async def test_one_trace_from_the_callers_traceparent_to_the_database(
                 ),
                 metadata=(TRACEPARENT,),
             )
-        async with app.database.engine.connect() as db:
+        async with app.platform.database.engine.connect() as db:
             audited = set(
                 (await db.execute(text("SELECT trace_id FROM audit_events"))).scalars().all()
             )
@@ -157,7 +157,7 @@ async def test_spans_are_exported_by_otlp_when_an_endpoint_is_set(
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_INSECURE", "true")
     try:
         async with running_server(settings_for(tmp_path)) as (app, channel):
-            assert app.tracing is not None
+            assert app.platform.tracing is not None
             await pb_grpc.IdentityServiceStub(channel).CreateUser(
                 pb.CreateUserRequest(email="ada@example.com", password=PASSWORD, display_name="Ada")
             )
@@ -175,9 +175,9 @@ async def test_nothing_is_instrumented_without_an_endpoint_or_a_provider(
     monkeypatch.delenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", raising=False)
     assert tracing_for(None, {}) is None
     async with running_server(settings_for(tmp_path)) as (app, channel):
-        assert app.tracing is None
+        assert app.platform.tracing is None
         assert not engine_tracers(app)
-        assert not getattr(app.oauth._http, "_is_instrumented_by_opentelemetry", False)
+        assert not getattr(app.providers.oauth._http, "_is_instrumented_by_opentelemetry", False)
         with capture_logs() as logs:
             await pb_grpc.IdentityServiceStub(channel).CreateUser(
                 pb.CreateUserRequest(

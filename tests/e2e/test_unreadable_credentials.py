@@ -26,7 +26,7 @@ UNREADABLE = (grpc.StatusCode.FAILED_PRECONDITION, "CREDENTIAL_UNREADABLE")
 
 async def _row(world: World, table: Table, key: str) -> dict[str, Any]:
     id_column = next(iter(table.primary_key.columns))
-    async with world.app.database.engine.connect() as db:
+    async with world.app.platform.database.engine.connect() as db:
         row = (await db.execute(select(table).where(id_column == key))).mappings().one()
     return dict(row)
 
@@ -35,7 +35,7 @@ async def _tamper(world: World, table: Table, key: str, column: str) -> None:
     """Flip one bit of the stored ciphertext in `column`."""
     blob: bytes = (await _row(world, table, key))[column]
     id_column = next(iter(table.primary_key.columns))
-    async with world.app.database.engine.begin() as db:
+    async with world.app.platform.database.engine.begin() as db:
         await db.execute(
             update(table)
             .where(id_column == key)
@@ -69,7 +69,7 @@ async def test_an_altered_api_key_is_unreadable_and_the_connection_can_still_go(
     got = await world.stub.GetConnection(pb.GetConnectionRequest(name=name), metadata=world.user)
     assert got.connection.state == pb.CONNECTION_STATE_ACTIVE
     await world.stub.DeleteConnection(pb.DeleteConnectionRequest(name=name), metadata=world.user)
-    async with world.app.database.engine.connect() as db:
+    async with world.app.platform.database.engine.connect() as db:
         left = await db.execute(
             select(connections).where(connections.c.id == _id(started.connection))
         )
@@ -163,7 +163,7 @@ async def test_a_vault_reseal_meeting_an_altered_row_names_it_and_changes_nothin
 
 
 async def _key_ids(world: World) -> set[str]:
-    async with world.app.database.engine.connect() as db:
+    async with world.app.platform.database.engine.connect() as db:
         sealed = select(connections.c.credential_key_id).union(
             select(signing_keys.c.encryption_key_id), select(providers.c.secret_key_id)
         )

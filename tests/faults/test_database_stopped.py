@@ -128,7 +128,7 @@ async def test_postgres_stopped_mid_load_then_back(tmp_path: Path, mode: str) ->
             # The audit trail tells the truth about every call, read from the database.
             attempts = await attempts_of(url, "identity.user.create")
             assert attempts.malformed() == []
-            assert (await verify_trail(app.audit_trail, 0, 0)).ok
+            assert (await verify_trail(app.audit.trail, 0, 0)).ok
             connection = await asyncpg.connect(url.replace("+asyncpg", ""))
             try:
                 rows = await connection.fetch("SELECT id, email FROM users")

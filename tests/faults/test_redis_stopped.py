@@ -130,15 +130,15 @@ async def test_redis_hung_then_killed_then_back(tmp_path: Path, own_redis: OwnRe
         hung = [await _reset_password(identity) for _ in range(4)]
         assert [code for code, _ in hung] == [invalid] * 4
         assert max(seconds for _, seconds in hung) < 1.5
-        assert app.rate_limit_gate.storage_failures >= 4
+        assert app.api.rate_limit_gate.storage_failures >= 4
 
         # Killed: calls pass at once.
         await own_redis.kill()
-        failures = app.rate_limit_gate.storage_failures
+        failures = app.api.rate_limit_gate.storage_failures
         dead = [await _reset_password(identity) for _ in range(20)]
         assert [code for code, _ in dead] == [invalid] * 20
         assert max(seconds for _, seconds in dead) < 1.0
-        assert app.rate_limit_gate.storage_failures == failures + 20
+        assert app.api.rate_limit_gate.storage_failures == failures + 20
         print(
             f"hung Redis: slowest call {max(s for _, s in hung) * 1000:.0f} ms; "
             f"dead Redis: slowest call {max(s for _, s in dead) * 1000:.0f} ms"

@@ -19,7 +19,7 @@ from keyhold.adapters.persistence.migrate import migrate
 from keyhold.adapters.persistence.unit_of_work import unit_of_work_factory
 from keyhold.application.identity.signing_keys import SigningKeys
 from keyhold.domain.clock import SystemClock
-from keyhold.server import signing_keys_for
+from keyhold.wiring.platform import signing_keys_for
 from tests.support.databases import postgres_database
 from tests.support.engines import engine_for
 from tests.support.servers import settings_for
@@ -36,9 +36,7 @@ async def replicas(tmp_path: Path) -> AsyncIterator[list[SigningKeys]]:
     async with postgres_database() as url:
         settings = settings_for(tmp_path, url)
         sealer = AeadSealer(AeadKeyRing.parse(f"k1:{key}"))
-        databases = [
-            Database(engine_for(settings), AeadKeyRing.parse(f"k1:{key}")) for _ in range(REPLICAS)
-        ]
+        databases = [Database(engine_for(settings)) for _ in range(REPLICAS)]
         await migrate(databases[0].engine)
         try:
             yield [

@@ -6,8 +6,6 @@ never reach the hasher more often than the threshold allows."""
 from __future__ import annotations
 
 import asyncio
-import base64
-import os
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -17,7 +15,6 @@ import pytest
 from sqlalchemy import event, text
 
 from keyhold import server as server_module
-from keyhold.adapters.crypto.aead import AeadKeyRing
 from keyhold.adapters.persistence.database import Database
 from keyhold.adapters.persistence.login_failures import SqlLoginFailureStore
 from keyhold.adapters.persistence.migrate import migrate
@@ -47,10 +44,7 @@ async def database_url(request: pytest.FixtureRequest) -> AsyncIterator[str | No
 
 @pytest.fixture
 async def store(tmp_path: Path, database_url: str | None) -> AsyncIterator[SqlLoginFailureStore]:
-    key = base64.b64encode(os.urandom(32)).decode()
-    database = Database(
-        engine_for(settings_for(tmp_path, database_url)), AeadKeyRing.parse(f"k1:{key}")
-    )
+    database = Database(engine_for(settings_for(tmp_path, database_url)))
     await migrate(database.engine)
     try:
         yield SqlLoginFailureStore(database)
@@ -191,7 +185,7 @@ async def test_a_running_server_drops_quiet_counts(
             await app.identity.sessions.login("nobody@example.com", "wrong passphrase!", "t")
 
         async def rows() -> int:
-            async with app.database.engine.connect() as connection:
+            async with app.platform.database.engine.connect() as connection:
                 return int(await connection.scalar(text("SELECT count(*) FROM login_failures")))
 
         assert await rows() == 3
@@ -212,7 +206,7 @@ def _lockout_statements(app: KeyholdServer) -> list[str]:
         if "login_failures" in statement:
             seen.append(statement.split(None, 1)[0].upper())
 
-    event.listen(app.database.engine.sync_engine, "before_cursor_execute", record)
+    event.listen(app.platform.database.engine.sync_engine, "before_cursor_execute", record)
     return seen
 
 
@@ -269,7 +263,7 @@ async def test_parallel_guesses_reach_the_hasher_at_most_threshold_times(
         assert error.retry_info is not None
         assert 45 <= error.retry_info.retry_delay.seconds <= 60
 
-        async with app.database.engine.connect() as connection:
+        async with app.platform.database.engine.connect() as connection:
             outcomes = (
                 await connection.execute(
                     text(

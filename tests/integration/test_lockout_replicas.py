@@ -121,7 +121,9 @@ async def test_parallel_guesses_on_two_replicas_never_pass_the_threshold(
     if redis_state != "answering":  # the limiter failed open: the lockout did it all
         assert outcomes.count("LOGIN_LOCKED") == GUESSES - THRESHOLD
     # Every verified guess is counted, once, in the database both replicas share.
-    (pair,) = await SqlLoginFailureStore(app.database).counts([f"account:{EMAIL}|peer:127.0.0.1"])
+    (pair,) = await SqlLoginFailureStore(app.platform.database).counts(
+        [f"account:{EMAIL}|peer:127.0.0.1"]
+    )
     assert pair.failures == THRESHOLD
     # The right password is refused on both replicas now (by the lockout, or first by
     # the rate limit while Redis answers).

@@ -64,5 +64,5 @@ async def test_unreachable_redis_fails_open(tmp_path: Path) -> None:
     settings = settings_for(tmp_path, redis_url="redis://127.0.0.1:1/0")
     async with running_server(settings) as (app, channel):
         codes = await _reset_password_codes(channel, 12)
-        assert app.rate_limit_gate.storage_failures == 12
+        assert app.api.rate_limit_gate.storage_failures == 12
     assert codes == [grpc.StatusCode.INVALID_ARGUMENT] * 12

@@ -43,14 +43,14 @@ async def _session(app: KeyholdServer, expires_in: dt.timedelta) -> Session:
         idle_expires_at=NOW + dt.timedelta(minutes=5),
         last_refresh_at=NOW - dt.timedelta(hours=1),
     )
-    async with app.unit_of_work() as uow:
+    async with app.platform.unit_of_work() as uow:
         await uow.sessions.add(session)
         await uow.sessions.add_refresh_token(_hash(session.id), session.id, session.created_at)
     return session
 
 
 async def _spent_at(app: KeyholdServer, token_hash: bytes) -> list[dt.datetime | None]:
-    async with app.unit_of_work() as uow:
+    async with app.platform.unit_of_work() as uow:
         rows = await uow.connection.execute(
             select(refresh_tokens.c.spent_at).where(refresh_tokens.c.token_hash == token_hash)
         )
@@ -63,7 +63,7 @@ async def test_a_rotation_spends_adds_and_touches(
 ) -> None:
     app, _ = any_server
     session = await _session(app, expires_in)
-    rotator = SqlRefreshTokenRotator(app.database)
+    rotator = SqlRefreshTokenRotator(app.platform.database)
     idle_until = NOW + dt.timedelta(days=7)
 
     rotation = await rotator.rotate(_hash(session.id), _hash("next"), NOW, idle_until)
@@ -73,7 +73,7 @@ async def test_a_rotation_spends_adds_and_touches(
     expected_idle = min(idle_until, session.expires_at)  # never past the absolute end
     assert rotation.session is not None
     assert rotation.session.idle_expires_at == expected_idle
-    async with app.unit_of_work() as uow:
+    async with app.platform.unit_of_work() as uow:
         stored = await uow.sessions.get(session.id)
         successor = await uow.sessions.refresh_token_session(_hash("next"))
     assert stored == rotation.session
@@ -87,7 +87,7 @@ async def test_a_rotation_spends_adds_and_touches(
 
 async def test_spent_unknown_and_ended_tokens(any_server: Server) -> None:
     app, _ = any_server
-    rotator = SqlRefreshTokenRotator(app.database)
+    rotator = SqlRefreshTokenRotator(app.platform.database)
     later = NOW + dt.timedelta(days=7)
     session = await _session(app, dt.timedelta(days=1))
     await rotator.rotate(_hash(session.id), _hash("second"), NOW, later)
@@ -97,7 +97,7 @@ async def test_spent_unknown_and_ended_tokens(any_server: Server) -> None:
     unknown = await rotator.rotate(_hash("never issued"), _hash("fourth"), NOW, later)
     assert unknown.outcome is RotationOutcome.UNKNOWN
 
-    async with app.unit_of_work() as uow:
+    async with app.platform.unit_of_work() as uow:
         user = await uow.users.get(session.user_id)
         assert user is not None
         await uow.users.update(user.with_changes(state=UserState.DISABLED))
@@ -110,7 +110,7 @@ async def test_spent_unknown_and_ended_tokens(any_server: Server) -> None:
 
 async def test_a_failed_rotation_writes_nothing(any_server: Server) -> None:
     app, _ = any_server
-    rotator = SqlRefreshTokenRotator(app.database)
+    rotator = SqlRefreshTokenRotator(app.platform.database)
     first = await _session(app, dt.timedelta(days=1))
     second = await _session(app, dt.timedelta(days=1))
     taken = _hash(second.id)  # the successor's hash collides with a live token
@@ -119,12 +119,12 @@ async def test_a_failed_rotation_writes_nothing(any_server: Server) -> None:
         await rotator.rotate(_hash(first.id), taken, NOW, NOW + dt.timedelta(days=7))
 
     assert await _spent_at(app, _hash(first.id)) == [None]  # the spend was rolled back
-    async with app.unit_of_work() as uow:
+    async with app.platform.unit_of_work() as uow:
         assert await uow.sessions.get(first.id) == first  # not touched
 
 
 async def _live_tokens(app: KeyholdServer, session_id: str) -> list[bytes]:
-    async with app.unit_of_work() as uow:
+    async with app.platform.unit_of_work() as uow:
         rows = await uow.connection.execute(
             select(refresh_tokens.c.token_hash).where(
                 refresh_tokens.c.session_id == session_id, refresh_tokens.c.spent_at.is_(None)
@@ -135,7 +135,7 @@ async def _live_tokens(app: KeyholdServer, session_id: str) -> list[bytes]:
 
 async def test_a_retry_within_the_grace_replaces_the_unused_successor(any_server: Server) -> None:
     app, _ = any_server
-    rotator = SqlRefreshTokenRotator(app.database, GRACE)
+    rotator = SqlRefreshTokenRotator(app.platform.database, GRACE)
     session = await _session(app, dt.timedelta(days=1))
     first = _hash(session.id)
     await rotator.rotate(first, _hash("lost"), NOW, LATER)
@@ -164,7 +164,7 @@ async def test_reuse_outside_the_window_is_reuse(
     any_server: Server, grace: RetryGrace, after: dt.timedelta
 ) -> None:
     app, _ = any_server
-    rotator = SqlRefreshTokenRotator(app.database, grace)
+    rotator = SqlRefreshTokenRotator(app.platform.database, grace)
     session = await _session(app, dt.timedelta(days=1))
     await rotator.rotate(_hash(session.id), _hash("second"), NOW, LATER)
 
@@ -176,7 +176,7 @@ async def test_reuse_outside_the_window_is_reuse(
 
 async def test_a_retry_beyond_the_allowed_number_is_reuse(any_server: Server) -> None:
     app, _ = any_server
-    rotator = SqlRefreshTokenRotator(app.database, GRACE)  # one retry
+    rotator = SqlRefreshTokenRotator(app.platform.database, GRACE)  # one retry
     session = await _session(app, dt.timedelta(days=1))
     await rotator.rotate(_hash(session.id), _hash("second"), NOW, LATER)
     soon = NOW + dt.timedelta(seconds=1)
@@ -193,7 +193,7 @@ async def test_each_retry_replaces_the_last_unused_successor(any_server: Server)
     """Answers lost twice in a row: the second retry replaces the first retry's pair,
     which is from then on as dead as the first one."""
     app, _ = any_server
-    rotator = SqlRefreshTokenRotator(app.database, RetryGrace(dt.timedelta(seconds=10), 2))
+    rotator = SqlRefreshTokenRotator(app.platform.database, RetryGrace(dt.timedelta(seconds=10), 2))
     session = await _session(app, dt.timedelta(days=1))
     first = _hash(session.id)
     await rotator.rotate(first, _hash("lost"), NOW, LATER)
@@ -211,7 +211,7 @@ async def test_each_retry_replaces_the_last_unused_successor(any_server: Server)
 async def test_an_older_token_within_the_window_is_reuse(any_server: Server) -> None:
     """Once the successor has been used the spent token is no longer the latest one."""
     app, _ = any_server
-    rotator = SqlRefreshTokenRotator(app.database, GRACE)
+    rotator = SqlRefreshTokenRotator(app.platform.database, GRACE)
     session = await _session(app, dt.timedelta(days=1))
     await rotator.rotate(_hash(session.id), _hash("second"), NOW, LATER)
     await rotator.rotate(_hash("second"), _hash("third"), NOW, LATER)
@@ -226,10 +226,10 @@ async def test_an_older_token_within_the_window_is_reuse(any_server: Server) -> 
 
 async def test_a_retry_of_an_ended_session_issues_nothing(any_server: Server) -> None:
     app, _ = any_server
-    rotator = SqlRefreshTokenRotator(app.database, GRACE)
+    rotator = SqlRefreshTokenRotator(app.platform.database, GRACE)
     session = await _session(app, dt.timedelta(days=1))
     await rotator.rotate(_hash(session.id), _hash("second"), NOW, LATER)
-    async with app.unit_of_work() as uow:
+    async with app.platform.unit_of_work() as uow:
         await uow.sessions.revoke(session.id, NOW, "logout")
 
     ended = await rotator.rotate(_hash(session.id), _hash("third"), NOW, LATER)

@@ -59,19 +59,19 @@ def fail_after(monkeypatch: pytest.MonkeyPatch, repository: type, method: str) -
 
 
 async def _rows(app: KeyholdServer, table: Any, *where: Any) -> list[Any]:
-    async with app.unit_of_work() as uow:
+    async with app.platform.unit_of_work() as uow:
         return list(await uow.connection.execute(select(table).where(*where)))
 
 
 async def _count(app: KeyholdServer, table: Any) -> int:
-    async with app.unit_of_work() as uow:
+    async with app.platform.unit_of_work() as uow:
         counted = await uow.connection.execute(select(func.count()).select_from(table))
         return int(counted.scalar_one())
 
 
 async def _user(app: KeyholdServer, email: str) -> User:
     await app.identity.users.create(email, PASSWORD, "Atomic")
-    async with app.unit_of_work() as uow:
+    async with app.platform.unit_of_work() as uow:
         user = await uow.users.by_email(email)
     assert user is not None
     return user
@@ -106,7 +106,7 @@ async def test_login(any_server: Server, monkeypatch: pytest.MonkeyPatch) -> Non
 
 
 async def _session_hashes(app: KeyholdServer, user: User) -> list[tuple[bytes, Any]]:
-    async with app.unit_of_work() as uow:
+    async with app.platform.unit_of_work() as uow:
         rows = await uow.connection.execute(
             select(refresh_tokens.c.token_hash, refresh_tokens.c.spent_at)
             .join(sessions, sessions.c.id == refresh_tokens.c.session_id)
@@ -123,14 +123,14 @@ async def test_a_retried_refresh(any_server: Server) -> None:
     user = await _user(app, "ada@example.com")
     other = await app.identity.sessions.login("ada@example.com", PASSWORD, "other")
     first = await app.identity.sessions.login("ada@example.com", PASSWORD, "tests")
-    rotator = SqlRefreshTokenRotator(app.database, RetryGrace(dt.timedelta(minutes=1)))
+    rotator = SqlRefreshTokenRotator(app.platform.database, RetryGrace(dt.timedelta(minutes=1)))
     now = dt.datetime.now(dt.UTC)
     presented = hashlib.sha256(first.refresh_token.encode()).digest()
     lost = hashlib.sha256(b"lost answer").digest()
     rotated = await rotator.rotate(presented, lost, now, now + dt.timedelta(hours=1))
     assert rotated.outcome is RotationOutcome.ROTATED
     before = await _session_hashes(app, user)
-    async with app.unit_of_work() as uow:
+    async with app.platform.unit_of_work() as uow:
         retries_before = await uow.connection.scalar(
             select(refresh_tokens.c.grace_retries).where(refresh_tokens.c.token_hash == presented)
         )
@@ -140,7 +140,7 @@ async def test_a_retried_refresh(any_server: Server) -> None:
         await rotator.rotate(presented, taken, now, now + dt.timedelta(hours=1))
 
     assert await _session_hashes(app, user) == before  # the lost successor unspent
-    async with app.unit_of_work() as uow:
+    async with app.platform.unit_of_work() as uow:
         retries = await uow.connection.scalar(
             select(refresh_tokens.c.grace_retries).where(refresh_tokens.c.token_hash == presented)
         )
@@ -148,7 +148,7 @@ async def test_a_retried_refresh(any_server: Server) -> None:
 
 
 async def _password_hash(app: KeyholdServer, user: User) -> str:
-    async with app.unit_of_work() as uow:
+    async with app.platform.unit_of_work() as uow:
         stored = await uow.users.get(user.id)
     assert stored is not None
     return stored.password_hash
@@ -223,7 +223,7 @@ async def test_user_update_that_ends_sessions(
     with pytest.raises(Injected):
         await app.identity.users.update(user.name, UserPatch(state=UserState.DISABLED), ["state"])
 
-    async with app.unit_of_work() as uow:
+    async with app.platform.unit_of_work() as uow:
         stored = await uow.users.get(user.id)
     assert stored is not None
     assert stored.is_active

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import base64
-import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -13,7 +11,6 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.pool import NullPool
 
-from keyhold.adapters.crypto.aead import AeadKeyRing
 from keyhold.adapters.persistence.audit_feed import LocalAuditFeed
 from keyhold.adapters.persistence.audit_trail import SqlAuditTrail
 from keyhold.adapters.persistence.audit_writer import BatchingAuditAppender
@@ -38,8 +35,7 @@ class AuditStack:
 @asynccontextmanager
 async def audit_stack(data_dir: Path, database_url: str | None) -> AsyncIterator[AuditStack]:
     settings = settings_for(data_dir, database_url)
-    key = base64.b64encode(os.urandom(32)).decode()
-    database = Database(engine_for(settings), AeadKeyRing.parse(f"k1:{key}"))
+    database = Database(engine_for(settings))
     await migrate(database.engine)
     trail = SqlAuditTrail(database)
     feed = LocalAuditFeed()

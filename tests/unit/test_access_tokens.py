@@ -17,7 +17,7 @@ from keyhold.adapters.crypto.checkpoints import JwsCheckpointSigner
 from keyhold.adapters.crypto.es256 import Es256KeyGenerator
 from keyhold.adapters.crypto.key_ring import KeyRing
 from keyhold.domain.errors import Unauthenticated
-from keyhold.domain.principal import PrincipalType
+from keyhold.domain.principal import Principal, PrincipalType
 from keyhold.domain.signing_keys import SigningKey
 from keyhold.jose_canonical import P256_ORDER, with_low_s
 from tests.support.fakes import FakeClock
@@ -228,27 +228,41 @@ async def test_session_check_runs_on_every_call(fx: Fixture) -> None:
     token = fx.tokens.issue(subject="users/u1", session_id="s9").token
     revoked: set[str] = set()
 
-    async def check(principal: Any) -> None:
-        if principal.session_id in revoked:
-            raise Unauthenticated("SESSION_REVOKED", "revoked")
+    class SessionsRevoked:
+        async def check(self, principal: Principal) -> None:
+            if principal.session_id in revoked:
+                raise Unauthenticated("SESSION_REVOKED", "revoked")
 
-    fx.tokens.set_principal_check(check, lambda principal: principal.session_id not in revoked)
-    assert fx.tokens.known(token) is None  # never verified: it must be awaited
+        def known_live(self, principal: Principal) -> bool:
+            return principal.session_id not in revoked
+
+    fx.tokens = AccessTokens(
+        fx.ring,
+        issuer="https://keyhold.test",
+        audience="keyhold",
+        lifetime_seconds=900,
+        leeway_seconds=30,
+        clock=fx.clock,
+        revocations=SessionsRevoked(),
+    )
+    assert fx.tokens.principal_without_waiting(token) is None  # never verified: it must be awaited
     principal = await fx.tokens.verify(token)
-    assert fx.tokens.known(token) is principal  # verified, and its session known live
+    assert (
+        fx.tokens.principal_without_waiting(token) is principal
+    )  # verified, and its session known live
     revoked.add("s9")
-    assert fx.tokens.known(token) is None
+    assert fx.tokens.principal_without_waiting(token) is None
     assert await refused(fx, token) == "SESSION_REVOKED"
 
 
 async def test_a_known_token_stops_being_known_when_it_expires(fx: Fixture) -> None:
     token = fx.tokens.issue(subject="users/u1", session_id="s9").token
     principal = await fx.tokens.verify(token)
-    assert fx.tokens.known(token) is principal
+    assert fx.tokens.principal_without_waiting(token) is principal
     fx.clock.advance(seconds=15 * 60 + 60)  # past the lifetime and the leeway
-    assert fx.tokens.known(token) is None
+    assert fx.tokens.principal_without_waiting(token) is None
     assert await refused(fx, token) == "TOKEN_EXPIRED"
-    assert fx.tokens.known("x" * 9000) is None  # over-size: never looked up
+    assert fx.tokens.principal_without_waiting("x" * 9000) is None  # over-size: never looked up
 
 
 async def test_a_high_s_twin_of_a_valid_token_is_refused(fx: Fixture) -> None:

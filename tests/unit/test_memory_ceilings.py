@@ -27,7 +27,7 @@ from keyhold.domain.errors import ResourceExhausted
 from keyhold.domain.principal import Principal, PrincipalType
 from keyhold.domain.signing_keys import SigningKey
 from keyhold.identity.v1 import identity_service_pb2 as pb
-from keyhold.server import SERVICES
+from keyhold.wiring.grpc_api import SERVICES
 from tests.support.fakes import FakeAuditAppender, FakeClock
 
 
@@ -114,7 +114,9 @@ async def test_verified_tokens_are_remembered_up_to_the_cache_size() -> None:
     issued = [tokens.issue(subject=f"users/u{i}", session_id=f"s{i}").token for i in range(10)]
     for token in issued:
         await tokens.verify(token)
-    assert [tokens.known(token) is not None for token in issued] == [False] * 7 + [True] * 3
+    assert [tokens.principal_without_waiting(token) is not None for token in issued] == [
+        False
+    ] * 7 + [True] * 3
 
 
 async def test_circuit_breakers_are_kept_for_at_most_so_many_providers() -> None:

@@ -9,7 +9,8 @@ from google.protobuf import descriptor_pb2, descriptor_pool
 
 from keyhold.api.policy import PolicyError, load_policies
 from keyhold.policy.v1 import policy_pb2
-from keyhold.server import SERVICES, build_server
+from keyhold.server import build_server
+from keyhold.wiring.grpc_api import SERVICES
 from tests.support.servers import settings_for
 
 API_RPCS = {
@@ -121,9 +122,9 @@ def test_require_mtls_is_read_from_the_options_and_allowed_on_public_methods() -
 async def test_the_server_refuses_to_start_when_a_method_lacks_a_policy(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import keyhold.server
+    import keyhold.wiring.grpc_api
 
     bare = _service(None, _pool(), "start")
-    monkeypatch.setattr(keyhold.server, "SERVICES", (*SERVICES, bare))
+    monkeypatch.setattr(keyhold.wiring.grpc_api, "SERVICES", (*SERVICES, bare))
     with pytest.raises(PolicyError, match="declares no"):
         await build_server(settings_for(tmp_path))

@@ -24,7 +24,7 @@ from keyhold.identity.v1 import identity_service_pb2 as identity_pb
 from keyhold.identity.v1.identity_service_pb2 import CreateUserRequest
 from keyhold.policy.v1 import policy_pb2
 from keyhold.provider.v1 import provider_service_pb2 as provider_pb
-from keyhold.server import SERVICES
+from keyhold.wiring.grpc_api import SERVICES
 
 
 def refusal(message: object) -> tuple[str, str]:

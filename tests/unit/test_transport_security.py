@@ -17,8 +17,8 @@ from keyhold.client import tls_channel_credentials
 from keyhold.domain.call import TransportIdentity
 from keyhold.domain.errors import Unauthenticated
 from keyhold.domain.principal import ANONYMOUS
-from keyhold.server import SERVICES
 from keyhold.settings import Settings
+from keyhold.wiring.grpc_api import SERVICES
 from tests.support.servers import settings_for
 
 

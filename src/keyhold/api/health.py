@@ -40,7 +40,7 @@ class HealthReporter:
 class DatabaseMonitor:
     """Probes the database; NOT_SERVING while it is unreachable, SERVING once it is back.
 
-    A failed query elsewhere calls `suspect()`, which marks the server NOT_SERVING at
+    A failed query elsewhere sets `suspected`, which marks the server NOT_SERVING at
     once and makes the monitor probe again quickly until the database answers.
     """
 
@@ -49,16 +49,14 @@ class DatabaseMonitor:
         probe: Callable[[float], Awaitable[bool]],
         health: HealthReporter,
         interval: float,
+        suspected: asyncio.Event,
     ) -> None:
         """`probe(within_seconds)`: whether the database answered in time."""
         self._probe = probe
         self._health = health
         self._interval = interval
-        self._wake = asyncio.Event()
+        self._wake = suspected
         self._task: asyncio.Task[None] | None = None
-
-    def suspect(self) -> None:
-        self._wake.set()
 
     async def check_now(self) -> bool:
         ok = await self._probe(min(self._interval, 2.0))

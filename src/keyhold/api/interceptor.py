@@ -264,7 +264,7 @@ class PolicyInterceptor:
             context.set_trailing_metadata((("x-request-id", rid),))
             agent = (_text_or_none(metadata.get("user-agent")) or "")[:256]
             trace_id, span_id = trace_ids(_text_or_none(metadata.get("traceparent")))
-            principal = authenticator.known(policy, authorization)
+            principal = authenticator.caller_without_waiting(policy, authorization)
             if principal is None:
                 try:
                     principal = await authenticator.authenticate(policy, authorization)

@@ -92,6 +92,9 @@ def build_ports() -> Ports:
 
     ring = KeyRing(fetch_keys)
     ring.replace(keys)
+    session_is_live, account_is_live = _liveness(store, clock)
+    replicas = RecordedReplicaNotices()
+    revocations = Revocations(session_is_live, account_is_live, notices=replicas, ttl_seconds=60.0)
     tokens = AccessTokens(
         ring,
         issuer="https://keyhold.test",
@@ -99,11 +102,8 @@ def build_ports() -> Ports:
         lifetime_seconds=900,
         leeway_seconds=0,
         clock=clock,
+        revocations=revocations,
     )
-    session_is_live, account_is_live = _liveness(store, clock)
-    replicas = RecordedReplicaNotices()
-    revocations = Revocations(session_is_live, account_is_live, notices=replicas, ttl_seconds=60.0)
-    tokens.set_principal_check(revocations.check, revocations.known_live)
     return Ports(
         store=store,
         unit_of_work=FakeUnitOfWorkFactory(store),

@@ -12,6 +12,7 @@ from keyhold.access_token_verification import (
     TOKEN_TYPE,
     VERIFIED_TOKENS_KEPT,
     AccessTokenVerifier,
+    RevocationCheck,
 )
 from keyhold.adapters.crypto.key_ring import KeyRing
 from keyhold.domain.clock import Clock
@@ -30,6 +31,7 @@ class AccessTokens(AccessTokenVerifier):
         leeway_seconds: int,
         clock: Clock,
         cache_size: int = VERIFIED_TOKENS_KEPT,
+        revocations: RevocationCheck | None = None,
     ) -> None:
         super().__init__(
             ring,
@@ -38,6 +40,7 @@ class AccessTokens(AccessTokenVerifier):
             leeway_seconds=leeway_seconds,
             clock=clock,
             cache_size=cache_size,
+            revocations=revocations,
         )
         self._ring = ring
         self._lifetime = lifetime_seconds

@@ -13,7 +13,6 @@ from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from keyhold.adapters.crypto.aead import AeadKeyRing
 from keyhold.domain.errors import Unavailable
 
 T = TypeVar("T")
@@ -104,11 +103,9 @@ class Database:
     def __init__(
         self,
         engine: AsyncEngine,
-        aead: AeadKeyRing,
         on_unavailable: Callable[[], None] = lambda: None,
     ) -> None:
         self.engine = engine
-        self.aead = aead
         self.on_unavailable = on_unavailable
         self._autocommit_engine = engine.execution_options(isolation_level="AUTOCOMMIT")
         self._connect_autocommit: Callable[[AsyncEngine], AbstractAsyncContextManager[Any]] = (

@@ -63,7 +63,7 @@ def _sent_more_than_once(entries: Collection[tuple[str, str | bytes]]) -> bool:
 class TokenVerifier(Protocol):
     async def verify(self, token: str) -> Principal: ...
 
-    def known(self, token: str) -> Principal | None:
+    def principal_without_waiting(self, token: str) -> Principal | None:
         """What `verify` would return, when that needs no waiting; else None."""
         ...
 
@@ -121,7 +121,9 @@ class Authenticator:
     def __init__(self, verifier: TokenVerifier) -> None:
         self._verifier = verifier
 
-    def known(self, policy: MethodPolicy, authorization: Authorization) -> Principal | None:
+    def caller_without_waiting(
+        self, policy: MethodPolicy, authorization: Authorization
+    ) -> Principal | None:
         """The caller, when it is established without waiting (no token on a public
         method, or a token verified before whose session is known live); None when
         `authenticate` must be awaited, which also gives every refusal."""
@@ -130,7 +132,7 @@ class Authenticator:
         if isinstance(authorization, UnusableAuthorization):
             return None
         token = _bearer_token_or_none(authorization)
-        return None if token is None else self._verifier.known(token)
+        return None if token is None else self._verifier.principal_without_waiting(token)
 
     async def authenticate(self, policy: MethodPolicy, authorization: Authorization) -> Principal:
         if isinstance(authorization, UnusableAuthorization):

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
@@ -34,17 +33,35 @@ _SUBJECT_TYPES = {
 }
 
 
-@dataclass(frozen=True, slots=True)
-class IdentityUseCases:
-    users: Users
-    sessions: Sessions
-    passwords: Passwords
-    verification: EmailVerification
-    signing_keys: SigningKeys
-    rotation: SigningKeyRotation
-    key_ring: KeyRing
-    service_accounts: ServiceAccounts
-    introspection: TokenIntrospection
+class IdentityUseCases(Protocol):
+    """What IdentityService serves: the identity context's use cases."""
+
+    @property
+    def users(self) -> Users: ...
+
+    @property
+    def sessions(self) -> Sessions: ...
+
+    @property
+    def passwords(self) -> Passwords: ...
+
+    @property
+    def verification(self) -> EmailVerification: ...
+
+    @property
+    def signing_keys(self) -> SigningKeys: ...
+
+    @property
+    def rotation(self) -> SigningKeyRotation: ...
+
+    @property
+    def key_ring(self) -> KeyRing: ...
+
+    @property
+    def service_accounts(self) -> ServiceAccounts: ...
+
+    @property
+    def introspection(self) -> TokenIntrospection: ...
 
 
 def _session_fields(result: SessionTokens) -> dict[str, Any]:

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from keyhold.api.servicers.identity_messages import timestamp
 from keyhold.application.provider.catalog import ProviderCatalog, ProviderFields
@@ -70,10 +69,14 @@ def _fields(provider: pb.Provider) -> ProviderFields:
     )
 
 
-@dataclass(frozen=True, slots=True)
-class ProviderUseCases:
-    catalog: ProviderCatalog
-    connections: Connections
+class ProviderUseCases(Protocol):
+    """What ProviderService serves: the provider context's use cases."""
+
+    @property
+    def catalog(self) -> ProviderCatalog: ...
+
+    @property
+    def connections(self) -> Connections: ...
 
 
 class ProviderServicer(pb_grpc.ProviderServiceServicer):

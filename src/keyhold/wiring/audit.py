@@ -1,0 +1,46 @@
+"""The audit context: the hash-chained trail, the recorder every use case writes
+attempts and outcomes through, and the reader behind AuditService."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from keyhold.adapters.crypto.checkpoints import JwsCheckpointSigner
+from keyhold.adapters.persistence.audit_feed import LocalAuditFeed
+from keyhold.adapters.persistence.audit_trail import SqlAuditTrail
+from keyhold.adapters.persistence.audit_writer import BatchingAuditAppender
+from keyhold.application.audit.recorder import AuditRecorder
+from keyhold.application.audit.throttling import ThrottledCalls
+from keyhold.application.audit.trail import AuditTrailReader
+from keyhold.wiring.platform import Platform
+
+
+@dataclass(frozen=True, slots=True)
+class Audit:
+    trail: SqlAuditTrail
+    feed: LocalAuditFeed  # appends of this process now; other replicas' via `announced`
+    recorder: AuditRecorder
+    throttled_calls: ThrottledCalls  # rate-limited calls, recorded in batches
+    reader: AuditTrailReader
+
+
+def wire_audit(platform: Platform) -> Audit:
+    trail = SqlAuditTrail(platform.database)
+    feed = LocalAuditFeed()
+    recorder = AuditRecorder(
+        BatchingAuditAppender(trail, feed.published), platform.clock, platform.telemetry
+    )
+    return Audit(
+        trail=trail,
+        feed=feed,
+        recorder=recorder,
+        throttled_calls=ThrottledCalls(recorder, platform.clock),
+        reader=AuditTrailReader(
+            trail,
+            feed,
+            recorder,
+            JwsCheckpointSigner(platform.key_ring),
+            platform.clock,
+            issuer=platform.settings.issuer,
+        ),
+    )
