@@ -6,6 +6,7 @@ from collections.abc import Callable
 from types import TracebackType
 from typing import Protocol
 
+from keyhold.domain.identity.lockout import LoginFailureStore
 from keyhold.domain.identity.one_time_tokens import OneTimeTokenRepository
 from keyhold.domain.identity.service_accounts import ServiceAccountRepository
 from keyhold.domain.identity.sessions import SessionRepository
@@ -39,6 +40,9 @@ class UnitOfWork(Protocol):
 
     @property
     def connections(self) -> ConnectionRepository: ...
+
+    @property
+    def login_failures(self) -> LoginFailureStore: ...
 
     async def __aenter__(self) -> UnitOfWork: ...
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from types import TracebackType
 
 from tests.support.fakes.connections import InMemoryConnectionRepository
+from tests.support.fakes.lockout import InMemoryLoginFailureStore
 from tests.support.fakes.one_time_tokens import InMemoryOneTimeTokenRepository
 from tests.support.fakes.providers import InMemoryProviderRepository
 from tests.support.fakes.service_accounts import InMemoryServiceAccountRepository
@@ -26,9 +27,11 @@ class FakeUnitOfWork:
     service_accounts: InMemoryServiceAccountRepository
     providers: InMemoryProviderRepository
     connections: InMemoryConnectionRepository
+    login_failures: InMemoryLoginFailureStore  # written at once, not with the commit
 
-    def __init__(self, store: InMemoryStore) -> None:
+    def __init__(self, store: InMemoryStore, login_failures: InMemoryLoginFailureStore) -> None:
         self._store = store
+        self.login_failures = login_failures
         self._transaction: Transaction | None = None
 
     async def __aenter__(self) -> FakeUnitOfWork:
@@ -59,8 +62,11 @@ class FakeUnitOfWork:
 class FakeUnitOfWorkFactory:
     """A `UnitOfWorkFactory`: each call, a new unit of work on the same store."""
 
-    def __init__(self, store: InMemoryStore) -> None:
+    def __init__(
+        self, store: InMemoryStore, login_failures: InMemoryLoginFailureStore | None = None
+    ) -> None:
         self.store = store
+        self.login_failures = login_failures or InMemoryLoginFailureStore()
 
     def __call__(self) -> FakeUnitOfWork:
-        return FakeUnitOfWork(self.store)
+        return FakeUnitOfWork(self.store, self.login_failures)

@@ -106,7 +106,7 @@ def build_ports() -> Ports:
     )
     return Ports(
         store=store,
-        unit_of_work=FakeUnitOfWorkFactory(store),
+        unit_of_work=FakeUnitOfWorkFactory(store, failures),
         clock=clock,
         audit=audit,
         recorder=AuditRecorder(audit, clock),

@@ -8,7 +8,11 @@ version under its row lock, so concurrent reservations never take a counter past
 threshold; the lock a reservation earns is set in the same write. The rows returned
 are the counters reserved. On PostgreSQL a lock set by a concurrent reservation after
 this statement's snapshot can still refuse some rows and not others; the rows that
-were counted are then given back, and the check is refused."""
+were counted are then given back, and the check is refused.
+
+`SqlLoginFailures` runs on a unit of work's connection, within its transaction (a login
+reserves its check in the transaction that finds the user, and gives it back in the one
+that starts the session); `SqlLoginFailureStore` takes a connection of its own per call."""
 
 from __future__ import annotations
 
@@ -32,6 +36,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql.elements import BindParameter, ColumnElement
 
 from keyhold.adapters.persistence.database import Database
@@ -131,44 +136,47 @@ def _per_counter(values: Sequence[ColumnElement[Any]]) -> ColumnElement[Any]:
     )
 
 
-class SqlLoginFailureStore:
-    def __init__(self, database: Database) -> None:
-        self._database = database
-        self._dialect: Any = postgresql if database.is_postgres else sqlite
-        self._reservations: dict[_Shape, Any] = {}
+_RESERVATIONS: dict[tuple[str, _Shape], Any] = {}
 
-    def _typed(self, name: str, type_: Any) -> ColumnElement[Any]:
-        # PostgreSQL must be told a bare parameter's type in a SELECT list; SQLite's CAST
-        # to a date type would turn the text into a number.
-        parameter = bindparam(name, type_=type_)
-        return cast(parameter, type_) if self._database.is_postgres else parameter
 
-    def _reservation(self, shape: _Shape) -> Any:
-        statement = self._reservations.get(shape)
-        if statement is None:
-            statement = self._reservations[shape] = self._build_reservation(shape)
-        return statement
+def _typed(name: str, type_: Any, postgres: bool) -> ColumnElement[Any]:
+    # PostgreSQL must be told a bare parameter's type in a SELECT list; SQLite's CAST to
+    # a date type would turn the text into a number.
+    parameter = bindparam(name, type_=type_)
+    return cast(parameter, type_) if postgres else parameter
 
-    def _build_reservation(self, shape: _Shape) -> Any:
-        at = bindparam("at", type_=UtcDateTime())
-        forget = bindparam("forget", type_=UtcDateTime())
-        keys = [_key_parameter(index) for index in range(len(shape))]
-        proposed = union_all(
-            *(
-                select(
-                    self._typed(f"key{index}", _KEY_TYPE).label("key"),
-                    cast(literal(1), Integer()).label("failures"),
-                    self._typed(f"first{index}", UtcDateTime()).label("locked_until"),
-                    self._typed("at", UtcDateTime()).label("updated_at"),
-                )
-                for index in range(len(shape))
+
+def _reservation(dialect: str, shape: _Shape) -> Any:
+    statement = _RESERVATIONS.get((dialect, shape))
+    if statement is None:
+        statement = _RESERVATIONS[dialect, shape] = _build_reservation(dialect, shape)
+    return statement
+
+
+def _build_reservation(dialect: str, shape: _Shape) -> Any:
+    postgres = dialect == "postgresql"
+    at = bindparam("at", type_=UtcDateTime())
+    forget = bindparam("forget", type_=UtcDateTime())
+    keys = [_key_parameter(index) for index in range(len(shape))]
+    proposed = union_all(
+        *(
+            select(
+                _typed(f"key{index}", _KEY_TYPE, postgres).label("key"),
+                cast(literal(1), Integer()).label("failures"),
+                _typed(f"first{index}", UtcDateTime(), postgres).label("locked_until"),
+                _typed("at", UtcDateTime(), postgres).label("updated_at"),
             )
-        ).subquery("proposed")
-        other = login_failures.alias("other")
-        any_locked = exists().where(
-            other.c.key.in_(keys), other.c.locked_until > at, other.c.updated_at >= forget
+            for index in range(len(shape))
         )
-        insert = self._dialect.insert(login_failures).from_select(
+    ).subquery("proposed")
+    other = login_failures.alias("other")
+    any_locked = exists().where(
+        other.c.key.in_(keys), other.c.locked_until > at, other.c.updated_at >= forget
+    )
+    insert = (
+        (postgresql if postgres else sqlite)
+        .insert(login_failures)
+        .from_select(
             ["key", "failures", "locked_until", "updated_at"],
             select(
                 proposed.c.key,
@@ -177,40 +185,50 @@ class SqlLoginFailureStore:
                 proposed.c.updated_at,
             ).where(~any_locked),
         )
-        failures = case((_T.updated_at < forget, 1), else_=_T.failures + 1)
-        return insert.on_conflict_do_update(
-            index_elements=[_T.key],
-            set_={
-                "failures": failures,
-                "locked_until": _per_counter(
-                    [_lock_after(index, size, failures) for index, size in enumerate(shape)]
-                ),
-                "updated_at": at,
-            },
-            where=or_(_T.updated_at < forget, _T.locked_until.is_(None), _T.locked_until <= at),
-        ).returning(_T.key, _T.failures, _T.locked_until)
+    )
+    failures = case((_T.updated_at < forget, 1), else_=_T.failures + 1)
+    return insert.on_conflict_do_update(
+        index_elements=[_T.key],
+        set_={
+            "failures": failures,
+            "locked_until": _per_counter(
+                [_lock_after(index, size, failures) for index, size in enumerate(shape)]
+            ),
+            "updated_at": at,
+        },
+        where=or_(_T.updated_at < forget, _T.locked_until.is_(None), _T.locked_until <= at),
+    ).returning(_T.key, _T.failures, _T.locked_until)
+
+
+class SqlLoginFailures:
+    """LoginFailureStore on one connection: its statements are part of the connection's
+    transaction when it is in one (a unit of work's), and take effect with its commit."""
+
+    def __init__(self, connection: AsyncConnection) -> None:
+        self._connection = connection
 
     async def reserve(
         self, counters: Sequence[Counter], at: datetime, forget_after: timedelta
     ) -> Reservation:
         # One order for every reservation: PostgreSQL then takes the row locks in one
         # order, and concurrent reservations cannot deadlock.
-        ordered = sorted(counters, key=lambda counter: _key(counter.key))
-        hashed = [_key(counter.key) for counter in ordered]
+        hashed_by_counter = {counter: _key(counter.key) for counter in counters}
+        ordered = sorted(counters, key=hashed_by_counter.__getitem__)
+        hashed = [hashed_by_counter[counter] for counter in ordered]
         forget = at - forget_after
-        statement = self._reservation(_shape(ordered))
+        statement = _reservation(self._connection.dialect.name, _shape(ordered))
         parameters = _parameters(ordered, hashed, at, forget)
-        async with self._database.autocommit() as connection:
-            rows = (await connection.execute(statement, parameters)).all()
-            counted = {row.key: FailureCount(row.failures, row.locked_until) for row in rows}
-            if len(counted) == len(ordered):
-                return Reservation(tuple(counters), tuple(counted[_key(c.key)] for c in counters))
-            if counted:
-                taken = [c for c, key in zip(ordered, hashed, strict=True) if key in counted]
-                await connection.execute(
-                    _GIVE_BACK, {"keys": [_key(c.key) for c in taken], "reset": ""}
-                )
-            found = (await connection.execute(_COUNTS, {"keys": hashed})).all()
+        connection = self._connection
+        rows = (await connection.execute(statement, parameters)).all()
+        counted = {row.key: FailureCount(row.failures, row.locked_until) for row in rows}
+        if len(counted) == len(ordered):
+            return Reservation(
+                tuple(counters), tuple(counted[hashed_by_counter[c]] for c in counters)
+            )
+        if counted:
+            taken = [key for key in hashed if key in counted]
+            await connection.execute(_GIVE_BACK, {"keys": taken, "reset": ""})
+        found = (await connection.execute(_COUNTS, {"keys": hashed})).all()
         refusing = [
             (row.locked_until, row.key)
             for row in found
@@ -228,19 +246,44 @@ class SqlLoginFailureStore:
             return
         counters = reservation.counters
         reset_key = next((_key(c.key) for c in counters if c.scope is reset), "")
-        async with self._database.autocommit() as connection:
-            await connection.execute(
-                _GIVE_BACK, {"keys": [_key(c.key) for c in counters], "reset": reset_key}
-            )
+        await self._connection.execute(
+            _GIVE_BACK, {"keys": [_key(c.key) for c in counters], "reset": reset_key}
+        )
 
     async def forget_before(self, before: datetime) -> int:
-        async with self._database.autocommit() as connection:
-            result = await connection.execute(_FORGET, {"before": before})
+        result = await self._connection.execute(_FORGET, {"before": before})
         return int(result.rowcount or 0)
 
     async def counts(self, keys: Sequence[str]) -> list[FailureCount]:
         hashed = [_key(key) for key in keys]
-        async with self._database.autocommit() as connection:
-            rows = await connection.execute(_COUNTS, {"keys": hashed})
-            found = {row.key: FailureCount(row.failures, row.locked_until) for row in rows}
+        rows = await self._connection.execute(_COUNTS, {"keys": hashed})
+        found = {row.key: FailureCount(row.failures, row.locked_until) for row in rows}
         return [found.get(key, NO_FAILURES) for key in hashed]
+
+
+class SqlLoginFailureStore:
+    """LoginFailureStore on a database: each call one statement (or, for a reservation
+    refused by a concurrent lock, a few) on a connection of its own, in effect at once."""
+
+    def __init__(self, database: Database) -> None:
+        self._database = database
+
+    async def reserve(
+        self, counters: Sequence[Counter], at: datetime, forget_after: timedelta
+    ) -> Reservation:
+        async with self._database.autocommit() as connection:
+            return await SqlLoginFailures(connection).reserve(counters, at, forget_after)
+
+    async def release(self, reservation: Reservation, *, reset: Scope | None) -> None:
+        if not reservation.granted:
+            return
+        async with self._database.autocommit() as connection:
+            await SqlLoginFailures(connection).release(reservation, reset=reset)
+
+    async def forget_before(self, before: datetime) -> int:
+        async with self._database.autocommit() as connection:
+            return await SqlLoginFailures(connection).forget_before(before)
+
+    async def counts(self, keys: Sequence[str]) -> list[FailureCount]:
+        async with self._database.autocommit() as connection:
+            return await SqlLoginFailures(connection).counts(keys)

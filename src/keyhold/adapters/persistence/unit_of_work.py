@@ -14,6 +14,7 @@ from keyhold.adapters.persistence.database import (
     complete_absorbing_cancellation,
     is_connection_failure,
 )
+from keyhold.adapters.persistence.login_failures import SqlLoginFailures
 from keyhold.adapters.persistence.one_time_tokens import SqlOneTimeTokenRepository
 from keyhold.adapters.persistence.providers import SqlProviderRepository
 from keyhold.adapters.persistence.service_accounts import SqlServiceAccountRepository
@@ -33,6 +34,7 @@ class SqlUnitOfWork:
     service_accounts: SqlServiceAccountRepository
     providers: SqlProviderRepository
     connections: SqlConnectionRepository
+    login_failures: SqlLoginFailures
 
     def __init__(self, database: Database, sealer: Sealer) -> None:
         self._database = database
@@ -60,6 +62,7 @@ class SqlUnitOfWork:
         self.service_accounts = SqlServiceAccountRepository(self._connection)
         self.providers = SqlProviderRepository(self._connection)
         self.connections = SqlConnectionRepository(self._connection, self._sealer)
+        self.login_failures = SqlLoginFailures(self._connection)
         return self
 
     async def __aexit__(

@@ -1,6 +1,11 @@
 """Login lockout around the failure store: reserve a password check before evaluating
 it, keep the reservation as a counted failure when the check fails, give it back when
-it succeeds."""
+it succeeds.
+
+Reservations and give-backs are written through the lockout's own store, each in effect
+at once, unless the caller passes its unit of work's store (`uow.login_failures`): they
+are then part of that transaction, in effect when it commits. A reservation so written
+must be committed before the check is evaluated."""
 
 from __future__ import annotations
 
@@ -28,11 +33,13 @@ class LoginLockout:
         self._clock = clock
         self._telemetry = telemetry
 
-    async def reserve(self, email: str, peer: str) -> Reservation:
+    async def reserve(
+        self, email: str, peer: str, store: LoginFailureStore | None = None
+    ) -> Reservation:
         """One password check for `email` from `peer`, reserved before it is evaluated;
         LoginLocked when a counter refuses it (then nothing was counted)."""
         now = self._clock.now()
-        reservation = await self._store.reserve(
+        reservation = await (store or self._store).reserve(
             self._policy.counters(email, peer), now, self._policy.forget_after
         )
         if reservation.refused_by is not None:
@@ -51,7 +58,9 @@ class LoginLockout:
         """Drop the counts that have been quiet longer than the policy remembers."""
         return await self._store.forget_before(self._clock.now() - self._policy.forget_after)
 
-    async def succeeded(self, reservation: Reservation) -> None:
+    async def succeeded(
+        self, reservation: Reservation, store: LoginFailureStore | None = None
+    ) -> None:
         """The check succeeded: give the reservation back and reset the account's count
         for this peer."""
-        await self._store.release(reservation, reset=Scope.ACCOUNT_PEER)
+        await (store or self._store).release(reservation, reset=Scope.ACCOUNT_PEER)

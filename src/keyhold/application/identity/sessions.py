@@ -29,7 +29,7 @@ from keyhold.domain.call import current_call
 from keyhold.domain.clock import Clock
 from keyhold.domain.errors import FieldViolation, InvalidArgument, NotFound, Unauthenticated
 from keyhold.domain.identity import DOMAIN
-from keyhold.domain.identity.lockout import LoginLocked
+from keyhold.domain.identity.lockout import LoginLocked, Reservation
 from keyhold.domain.identity.passwords import MAX_LENGTH, PasswordHasher
 from keyhold.domain.identity.sessions import (
     RefreshTokenRotator,
@@ -110,12 +110,15 @@ class Sessions:
         details = {"email_sha256": hashlib.sha256(email.encode()).hexdigest()[:16]}
         async with self._recorder.attempt(Action.SESSION_CREATE, "", details) as attempt:
             try:
-                reservation = await self._lockout.reserve(email, call.peer_ip)
+                # The reservation holds from this commit on, before the check is evaluated.
+                async with self._unit_of_work() as uow:
+                    reservation = await self._lockout.reserve(
+                        email, call.peer_ip, uow.login_failures
+                    )
+                    user = await uow.users.by_email(email)
             except LoginLocked as locked:
                 attempt.details["lock"] = locked.scope.value
                 raise
-            async with self._unit_of_work() as uow:
-                user = await uow.users.by_email(email)
             if user is None:
                 await self._hasher.verify_dummy(password)
                 verified = False
@@ -125,19 +128,27 @@ class Sessions:
             if user is None or not verified or not user.is_active:
                 self._lockout.failed(reservation)
                 raise _invalid_credentials()
-            await self._lockout.succeeded(reservation)
             rehashed = (
                 await self._hasher.hash(password)
                 if self._hasher.needs_rehash(user.password_hash)
                 else None
             )
-            result = await self._start(user, user_agent or call.user_agent, call.peer, rehashed)
+            result = await self._start(
+                user, user_agent or call.user_agent, call.peer, rehashed, reservation
+            )
             attempt.resource_name = result.session.name
         return result
 
     async def _start(
-        self, user: User, user_agent: str, peer: str, rehashed: str | None
+        self,
+        user: User,
+        user_agent: str,
+        peer: str,
+        rehashed: str | None,
+        reservation: Reservation,
     ) -> SessionTokens:
+        """The session, in the transaction that also gives the login's reservation back:
+        a login whose session is not stored stays counted as a failed check."""
         now = self._clock.now()
         session = Session(
             id=uuid.uuid4().hex,
@@ -155,6 +166,8 @@ class Sessions:
                 await uow.users.update(user.with_changes(password_hash=rehashed))
             await uow.sessions.add(session)
             await uow.sessions.add_refresh_token(refresh_hash, session.id, now)
+            # Last: the counters' rows stay locked until the commit.
+            await self._lockout.succeeded(reservation, uow.login_failures)
         access = self._tokens.issue(subject=user.name, roles=user.roles, session_id=session.id)
         self._issued()
         return SessionTokens(session, access, refresh_token)
