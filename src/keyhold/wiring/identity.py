@@ -23,7 +23,11 @@ from keyhold.application.identity.passwords import Passwords
 from keyhold.application.identity.revocations import NO_REPLICAS, Revocations
 from keyhold.application.identity.service_accounts import ServiceAccounts
 from keyhold.application.identity.sessions import SessionLifetimes, Sessions
-from keyhold.application.identity.signing_keys import SigningKeyRotation, SigningKeys
+from keyhold.application.identity.signing_keys import (
+    PublishedKeys,
+    SigningKeyRotation,
+    SigningKeys,
+)
 from keyhold.application.identity.users import Users
 from keyhold.application.identity.verification import EmailVerification
 from keyhold.domain.identity.lockout import LockoutPolicy
@@ -44,6 +48,7 @@ class Identity:
     passwords: Passwords
     verification: EmailVerification
     signing_keys: SigningKeys
+    published_keys: PublishedKeys
     rotation: SigningKeyRotation
     key_ring: KeyRing
     service_accounts: ServiceAccounts
@@ -167,6 +172,7 @@ def wire_identity(platform: Platform, audit: Audit) -> Identity:
             timedelta(seconds=settings.email_verification_token_lifetime_seconds),
         ),
         signing_keys=platform.signing_keys,
+        published_keys=PublishedKeys(platform.signing_keys, platform.key_ring),
         rotation=SigningKeyRotation(
             platform.signing_keys, recorder, platform.key_ring.reload, revocations.notices
         ),

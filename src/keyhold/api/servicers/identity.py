@@ -7,7 +7,6 @@ from typing import Any, Protocol, TypeVar
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from keyhold.adapters.crypto.key_ring import KeyRing
 from keyhold.api.servicers.identity_messages import (
     STATES_BY_NUMBER,
     service_account_message,
@@ -19,7 +18,7 @@ from keyhold.application.identity.introspection import TokenIntrospection
 from keyhold.application.identity.passwords import Passwords
 from keyhold.application.identity.service_accounts import ServiceAccounts
 from keyhold.application.identity.sessions import Sessions, SessionTokens
-from keyhold.application.identity.signing_keys import SigningKeyRotation, SigningKeys
+from keyhold.application.identity.signing_keys import PublishedKeys, SigningKeyRotation
 from keyhold.application.identity.users import UserPatch, Users
 from keyhold.application.identity.verification import EmailVerification
 from keyhold.domain.call import current_call
@@ -49,13 +48,10 @@ class IdentityUseCases(Protocol):
     def verification(self) -> EmailVerification: ...
 
     @property
-    def signing_keys(self) -> SigningKeys: ...
+    def published_keys(self) -> PublishedKeys: ...
 
     @property
     def rotation(self) -> SigningKeyRotation: ...
-
-    @property
-    def key_ring(self) -> KeyRing: ...
 
     @property
     def service_accounts(self) -> ServiceAccounts: ...
@@ -248,9 +244,7 @@ class IdentityServicer(pb_grpc.IdentityServiceServicer):
         return response
 
     async def GetJwks(self, request: pb.GetJwksRequest, context: Any) -> pb.GetJwksResponse:
-        keys = await self._uc.signing_keys.verifiable()
-        if self._uc.key_ring.key_ids() != {key.key_id for key in keys}:
-            self._uc.key_ring.replace(keys)
+        keys = await self._uc.published_keys.current()
         jwks = [key.public_jwk for key in keys]
         return pb.GetJwksResponse(
             keys=[

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Set
 from datetime import timedelta
+from typing import Protocol
 
 from keyhold.application.audit.recorder import AuditRecorder
 from keyhold.application.identity.revocations import SIGNING_KEY
@@ -59,6 +60,29 @@ class SigningKeys:
             await uow.signing_keys.retire_active(now)
             await uow.signing_keys.add(key)
         return key
+
+
+class RingInUse(Protocol):
+    """The keys this process verifies and signs with."""
+
+    def key_ids(self) -> Set[str]: ...
+
+    def replace(self, keys: list[SigningKey]) -> None: ...
+
+
+class PublishedKeys:
+    """GetJwks: the keys that may verify a live token. This process's ring is brought
+    in step with them, so that it never publishes a key it does not verify with."""
+
+    def __init__(self, keys: SigningKeys, ring: RingInUse) -> None:
+        self._keys = keys
+        self._ring = ring
+
+    async def current(self) -> list[SigningKey]:
+        keys = await self._keys.verifiable()
+        if self._ring.key_ids() != {key.key_id for key in keys}:
+            self._ring.replace(keys)
+        return keys
 
 
 class SigningKeyRotation:
