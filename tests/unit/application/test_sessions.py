@@ -10,7 +10,7 @@ from keyhold.application.identity.revocations import SESSION
 from keyhold.application.identity.secrets import secret_hash
 from keyhold.application.identity.sessions import Sessions
 from keyhold.domain.audit.actions import Action
-from keyhold.domain.errors import NotFound, Unauthenticated
+from keyhold.domain.errors import NotFound, Unauthenticated, Unavailable
 from keyhold.domain.identity.lockout import LoginLocked
 from keyhold.domain.identity.sessions import RetryGrace
 from keyhold.domain.identity.users import UserState
@@ -141,6 +141,26 @@ async def test_a_success_resets_the_count_for_the_account_and_peer(
 
     pair = LOCKOUT.counters("ada@example.com", "10.0.0.7")[0]
     assert [c.failures for c in await ports.failures.counts([pair.key])] == [0]
+
+
+async def test_a_login_whose_session_is_not_stored_stays_counted(
+    ports: Ports, sessions: Sessions
+) -> None:
+    """The reservation is given back only with the session it let in."""
+    await add_user(ports)
+    verify = ports.hasher.verify
+
+    async def verify_then_lose_the_store(password_hash: str, password: str) -> bool:
+        ports.store.unavailable = True
+        return await verify(password_hash, password)
+
+    ports.hasher.verify = verify_then_lose_the_store  # type: ignore[method-assign]
+    with pytest.raises(Unavailable):
+        await sessions.login("ada@example.com", PASSWORD, "")
+
+    pair = LOCKOUT.counters("ada@example.com", "10.0.0.7")[0]
+    assert [c.failures for c in await ports.failures.counts([pair.key])] == [1]
+    assert not ports.store.tables.sessions
 
 
 async def test_login_rehashes_an_outdated_password_hash(ports: Ports, sessions: Sessions) -> None:
