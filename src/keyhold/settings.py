@@ -93,8 +93,8 @@ class Settings(BaseSettings):
     )
     event_loop: Literal["uvloop", "asyncio"] = Field(
         "uvloop",
-        description="the event loop `keyhold serve` runs on: uvloop (libuv, about 15% less "
-        "server CPU per call) or the standard library's asyncio",
+        description="the event loop `keyhold serve` runs on: uvloop (libuv, less server CPU "
+        "per call: docs/benchmarks.md) or the standard library's asyncio",
     )
     grpc_transport: GrpcTransport = Field(
         DEFAULT_TRANSPORT,
@@ -116,8 +116,8 @@ class Settings(BaseSettings):
         ge=1_000,
         le=10_000_000,
         description="without Redis: the most the in-process rate-limit counters remember, "
-        "one entry per key plus one per counted call (about 160 bytes each); past it, the "
-        "emptiest of a few random windows is forgotten",
+        "one entry per key plus one per counted call; past it, the emptiest of a few "
+        "random windows is forgotten (docs/operations.md, Memory ceilings)",
     )
     key_dir: Path | None = Field(
         None, description="directory holding key files; default: data_dir/keys"
