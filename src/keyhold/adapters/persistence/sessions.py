@@ -40,6 +40,7 @@ def idle_expiry_after_refresh(idle_until: When) -> ColumnElement[datetime]:
 
 
 _GET = select(sessions).where(sessions.c.id == bindparam("b_id"))
+_ADD = sessions.insert()
 _ADD_REFRESH_TOKEN = refresh_tokens.insert()
 
 
@@ -64,18 +65,19 @@ class SqlSessionRepository:
 
     async def add(self, session: Session) -> None:
         await self._connection.execute(
-            sessions.insert().values(
-                id=session.id,
-                user_id=session.user_id,
-                user_agent=session.user_agent,
-                peer=session.peer,
-                created_at=session.created_at,
-                expires_at=session.expires_at,
-                idle_expires_at=session.idle_expires_at,
-                last_refresh_at=session.last_refresh_at,
-                revoked_at=session.revoked_at,
-                revoke_reason=session.revoke_reason,
-            )
+            _ADD,
+            {
+                "id": session.id,
+                "user_id": session.user_id,
+                "user_agent": session.user_agent,
+                "peer": session.peer,
+                "created_at": session.created_at,
+                "expires_at": session.expires_at,
+                "idle_expires_at": session.idle_expires_at,
+                "last_refresh_at": session.last_refresh_at,
+                "revoked_at": session.revoked_at,
+                "revoke_reason": session.revoke_reason,
+            },
         )
 
     async def get(self, session_id: str) -> Session | None:
