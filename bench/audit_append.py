@@ -19,8 +19,8 @@ from typing import Any
 
 import asyncpg
 
-from keyhold.adapters.persistence.audit_trail import SqlAuditTrail
-from keyhold.adapters.persistence.audit_writer import BatchingAuditAppender
+from keyhold.adapters.persistence.audit.audit_trail import SqlAuditTrail
+from keyhold.adapters.persistence.audit.audit_writer import BatchingAuditAppender
 from keyhold.adapters.persistence.database import Database
 from keyhold.adapters.persistence.engine import create_engine
 from keyhold.adapters.persistence.migrate import migrate

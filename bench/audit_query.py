@@ -19,7 +19,7 @@ from typing import Any
 
 import asyncpg
 
-from keyhold.adapters.persistence.audit_trail import SqlAuditTrail
+from keyhold.adapters.persistence.audit.audit_trail import SqlAuditTrail
 from keyhold.adapters.persistence.database import Database
 from keyhold.adapters.persistence.engine import create_engine
 from keyhold.adapters.persistence.migrate import migrate

@@ -107,7 +107,7 @@ def _health(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _audit_verify(settings: Settings, args: argparse.Namespace) -> int:
-    from keyhold.adapters.persistence.audit_trail import SqlAuditTrail
+    from keyhold.adapters.persistence.audit.audit_trail import SqlAuditTrail
     from keyhold.adapters.persistence.database import Database
     from keyhold.application.audit.trail import ChainReport, verify_trail
 
@@ -130,7 +130,7 @@ def _audit_verify(settings: Settings, args: argparse.Namespace) -> int:
 def _audit_prune(settings: Settings, args: argparse.Namespace) -> int:
     from datetime import UTC, datetime, timedelta
 
-    from keyhold.adapters.persistence.audit_trail import SqlAuditTrail
+    from keyhold.adapters.persistence.audit.audit_trail import SqlAuditTrail
     from keyhold.adapters.persistence.database import Database
 
     cutoff = datetime.now(UTC) - timedelta(days=settings.audit_retention_days)

@@ -16,7 +16,7 @@ from sqlalchemy import event, text
 
 from keyhold import server as server_module
 from keyhold.adapters.persistence.database import Database
-from keyhold.adapters.persistence.login_failures import SqlLoginFailureStore
+from keyhold.adapters.persistence.identity.login_failures import SqlLoginFailureStore
 from keyhold.adapters.persistence.migrate import migrate
 from keyhold.domain.call import CallContext, set_current_call
 from keyhold.domain.identity.lockout import LockoutPolicy, Scope

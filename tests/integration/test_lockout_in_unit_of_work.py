@@ -13,7 +13,7 @@ import pytest
 from keyhold.adapters.crypto.aead import AeadKeyRing
 from keyhold.adapters.crypto.sealer import AeadSealer
 from keyhold.adapters.persistence.database import Database
-from keyhold.adapters.persistence.login_failures import SqlLoginFailureStore
+from keyhold.adapters.persistence.identity.login_failures import SqlLoginFailureStore
 from keyhold.adapters.persistence.unit_of_work import SqlUnitOfWork
 from keyhold.domain.identity.lockout import LockoutPolicy, Reservation, Scope
 from tests.support.audit import audit_stack

@@ -18,7 +18,7 @@ import grpc
 import pytest
 import redis.asyncio as redis
 
-from keyhold.adapters.persistence.login_failures import SqlLoginFailureStore
+from keyhold.adapters.persistence.identity.login_failures import SqlLoginFailureStore
 from keyhold.identity.v1 import identity_service_pb2 as pb
 from keyhold.identity.v1 import identity_service_pb2_grpc as pb_grpc
 from keyhold.server import KeyholdServer

@@ -12,7 +12,7 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
-from keyhold.adapters.persistence.refresh_rotation import SqlRefreshTokenRotator
+from keyhold.adapters.persistence.identity.refresh_rotation import SqlRefreshTokenRotator
 from keyhold.adapters.persistence.tables import refresh_tokens
 from keyhold.domain.identity.sessions import RetryGrace, RotationOutcome, Session
 from keyhold.domain.identity.users import UserState

@@ -14,8 +14,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
 
 from keyhold.adapters.crypto.aead import AeadKeyRing
 from keyhold.adapters.crypto.sealer import AeadSealer
-from keyhold.adapters.persistence.connections import SqlConnectionRepository
-from keyhold.adapters.persistence.signing_keys import SqlSigningKeyRepository
+from keyhold.adapters.persistence.identity.signing_keys import SqlSigningKeyRepository
+from keyhold.adapters.persistence.provider.connections import SqlConnectionRepository
 from keyhold.adapters.persistence.tables import connections, metadata, signing_keys
 from keyhold.domain.provider.connections import Credentials
 from keyhold.domain.sealing import SealedValueUnreadable

@@ -1,4 +1,4 @@
-"""The session rules in SQL (`adapters/persistence/sessions.py`) and their in-memory twins
+"""The session rules in SQL (`adapters/persistence/identity/sessions.py`) and their in-memory twins
 in the domain answer alike, on the same rows, on each database: edges included."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import pytest
 from sqlalchemy import insert, literal, select
 
 from keyhold.adapters.persistence.database import Database
-from keyhold.adapters.persistence.sessions import (
+from keyhold.adapters.persistence.identity.sessions import (
     idle_expiry_after_refresh,
     session_is_live,
     user_is_active,

@@ -14,12 +14,13 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 
-from keyhold.adapters.persistence.connections import SqlConnectionRepository
-from keyhold.adapters.persistence.one_time_tokens import SqlOneTimeTokenRepository
-from keyhold.adapters.persistence.providers import SqlProviderRepository
-from keyhold.adapters.persistence.refresh_rotation import SqlRefreshTokenRotator
-from keyhold.adapters.persistence.service_accounts import SqlServiceAccountRepository
-from keyhold.adapters.persistence.sessions import SqlSessionRepository
+from keyhold.adapters.persistence.identity.one_time_tokens import SqlOneTimeTokenRepository
+from keyhold.adapters.persistence.identity.refresh_rotation import SqlRefreshTokenRotator
+from keyhold.adapters.persistence.identity.service_accounts import SqlServiceAccountRepository
+from keyhold.adapters.persistence.identity.sessions import SqlSessionRepository
+from keyhold.adapters.persistence.identity.users import SqlUserRepository
+from keyhold.adapters.persistence.provider.connections import SqlConnectionRepository
+from keyhold.adapters.persistence.provider.providers import SqlProviderRepository
 from keyhold.adapters.persistence.tables import (
     connections,
     providers,
@@ -28,7 +29,6 @@ from keyhold.adapters.persistence.tables import (
     sessions,
     users,
 )
-from keyhold.adapters.persistence.users import SqlUserRepository
 from keyhold.application.identity.users import UserPatch
 from keyhold.application.provider.catalog import ProviderFields
 from keyhold.domain.call import CallContext, set_current_call

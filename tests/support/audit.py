@@ -11,9 +11,9 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.pool import NullPool
 
-from keyhold.adapters.persistence.audit_feed import LocalAuditFeed
-from keyhold.adapters.persistence.audit_trail import SqlAuditTrail
-from keyhold.adapters.persistence.audit_writer import BatchingAuditAppender
+from keyhold.adapters.persistence.audit.audit_feed import LocalAuditFeed
+from keyhold.adapters.persistence.audit.audit_trail import SqlAuditTrail
+from keyhold.adapters.persistence.audit.audit_writer import BatchingAuditAppender
 from keyhold.adapters.persistence.database import Database
 from keyhold.adapters.persistence.migrate import migrate
 from keyhold.application.audit.recorder import AuditRecorder

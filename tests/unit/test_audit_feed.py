@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from keyhold.adapters.persistence.audit_feed import LocalAuditFeed
+from keyhold.adapters.persistence.audit.audit_feed import LocalAuditFeed
 
 
 @pytest.mark.parametrize("payload", ["\u00b2", "\uff11\uff12", "\u0661", "", "-1", "1.5", " 7"])

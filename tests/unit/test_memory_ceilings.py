@@ -15,7 +15,7 @@ from keyhold.adapters.crypto.access_tokens import AccessTokens
 from keyhold.adapters.crypto.es256 import Es256KeyGenerator
 from keyhold.adapters.crypto.key_ring import MAX_RING_KEYS, KeyRing
 from keyhold.adapters.oauth.client import MAX_BREAKERS, HttpOAuthClient
-from keyhold.adapters.persistence.audit_feed import LocalAuditFeed
+from keyhold.adapters.persistence.audit.audit_feed import LocalAuditFeed
 from keyhold.api.pipeline import authentication
 from keyhold.api.policy import load_policies
 from keyhold.application.audit.recorder import AuditRecorder

@@ -6,9 +6,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from keyhold.adapters.crypto.checkpoints import JwsCheckpointSigner
-from keyhold.adapters.persistence.audit_feed import LocalAuditFeed
-from keyhold.adapters.persistence.audit_trail import SqlAuditTrail
-from keyhold.adapters.persistence.audit_writer import BatchingAuditAppender
+from keyhold.adapters.persistence.audit.audit_feed import LocalAuditFeed
+from keyhold.adapters.persistence.audit.audit_trail import SqlAuditTrail
+from keyhold.adapters.persistence.audit.audit_writer import BatchingAuditAppender
 from keyhold.application.audit.recorder import AuditRecorder
 from keyhold.application.audit.throttling import ThrottledCalls
 from keyhold.application.audit.trail import AuditTrailReader

@@ -11,11 +11,11 @@ from keyhold.adapters.crypto.argon2_hasher import Argon2Hasher, Argon2Parameters
 from keyhold.adapters.crypto.key_ring import KeyRing
 from keyhold.adapters.data import common_passwords
 from keyhold.adapters.notices.log import LoggedAccountNotices
-from keyhold.adapters.persistence.login_failures import SqlLoginFailureStore
+from keyhold.adapters.persistence.identity.login_failures import SqlLoginFailureStore
+from keyhold.adapters.persistence.identity.refresh_rotation import SqlRefreshTokenRotator
+from keyhold.adapters.persistence.identity.service_accounts import SqlServiceAccountLookup
+from keyhold.adapters.persistence.identity.session_state import SqlSessionState
 from keyhold.adapters.persistence.notifications import PostgresRevocationNotices
-from keyhold.adapters.persistence.refresh_rotation import SqlRefreshTokenRotator
-from keyhold.adapters.persistence.service_accounts import SqlServiceAccountLookup
-from keyhold.adapters.persistence.session_state import SqlSessionState
 from keyhold.application.audit.recorder import AuditRecorder
 from keyhold.application.identity.introspection import TokenIntrospection
 from keyhold.application.identity.lockout import LoginLockout

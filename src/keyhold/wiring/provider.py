@@ -8,7 +8,7 @@ from datetime import timedelta
 
 from keyhold.adapters.oauth.client import HttpOAuthClient
 from keyhold.adapters.oauth.egress_transport import EgressTransport, Resolver
-from keyhold.adapters.persistence.refresh_lock import SqlRefreshLock
+from keyhold.adapters.persistence.provider.refresh_lock import SqlRefreshLock
 from keyhold.application.provider.catalog import ProviderCatalog
 from keyhold.application.provider.connections import Connections
 from keyhold.wiring.audit import Audit

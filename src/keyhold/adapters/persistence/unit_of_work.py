@@ -8,19 +8,19 @@ from types import TracebackType
 
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncTransaction
 
-from keyhold.adapters.persistence.connections import SqlConnectionRepository
 from keyhold.adapters.persistence.database import (
     Database,
     complete_absorbing_cancellation,
     is_connection_failure,
 )
-from keyhold.adapters.persistence.login_failures import SqlLoginFailures
-from keyhold.adapters.persistence.one_time_tokens import SqlOneTimeTokenRepository
-from keyhold.adapters.persistence.providers import SqlProviderRepository
-from keyhold.adapters.persistence.service_accounts import SqlServiceAccountRepository
-from keyhold.adapters.persistence.sessions import SqlSessionRepository
-from keyhold.adapters.persistence.signing_keys import SqlSigningKeyRepository
-from keyhold.adapters.persistence.users import SqlUserRepository
+from keyhold.adapters.persistence.identity.login_failures import SqlLoginFailures
+from keyhold.adapters.persistence.identity.one_time_tokens import SqlOneTimeTokenRepository
+from keyhold.adapters.persistence.identity.service_accounts import SqlServiceAccountRepository
+from keyhold.adapters.persistence.identity.sessions import SqlSessionRepository
+from keyhold.adapters.persistence.identity.signing_keys import SqlSigningKeyRepository
+from keyhold.adapters.persistence.identity.users import SqlUserRepository
+from keyhold.adapters.persistence.provider.connections import SqlConnectionRepository
+from keyhold.adapters.persistence.provider.providers import SqlProviderRepository
 from keyhold.domain.sealing import Sealer
 
 

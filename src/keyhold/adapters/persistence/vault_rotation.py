@@ -8,9 +8,9 @@ from dataclasses import dataclass
 
 from sqlalchemy import Table, select, update
 
-from keyhold.adapters.persistence import connections as connection_rows
-from keyhold.adapters.persistence import signing_keys as signing_key_rows
 from keyhold.adapters.persistence.database import Database
+from keyhold.adapters.persistence.identity import signing_keys as signing_key_rows
+from keyhold.adapters.persistence.provider import connections as connection_rows
 from keyhold.adapters.persistence.tables import connections, providers, signing_keys
 from keyhold.application.provider.catalog import secret_context
 from keyhold.domain.sealing import SealedValueUnreadable, Sealer

@@ -8,7 +8,7 @@ from datetime import datetime
 from sqlalchemy import bindparam, select
 
 from keyhold.adapters.persistence.database import Database
-from keyhold.adapters.persistence.sessions import session_is_live, user_is_active
+from keyhold.adapters.persistence.identity.sessions import session_is_live, user_is_active
 from keyhold.adapters.persistence.tables import sessions, users
 from keyhold.adapters.persistence.types import UtcDateTime
 

@@ -40,7 +40,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql.dml import Insert
 
 from keyhold.adapters.persistence.database import Database
-from keyhold.adapters.persistence.sessions import (
+from keyhold.adapters.persistence.identity.sessions import (
     idle_expiry_after_refresh,
     session_is_live,
     user_is_active,

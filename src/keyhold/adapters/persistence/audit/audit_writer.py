@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 
-from keyhold.adapters.persistence.audit_trail import SqlAuditTrail
+from keyhold.adapters.persistence.audit.audit_trail import SqlAuditTrail
 from keyhold.domain.audit.events import AuditEvent, AuditRecord
 
 Pending = tuple[AuditRecord, "asyncio.Future[AuditEvent]"]

@@ -1,0 +1,1 @@
+"""Persistence of the provider context: providers, connections and their refresh locks."""
