@@ -12,7 +12,6 @@ from typing import Any, get_origin, get_type_hints
 from sqlalchemy import Row, Select, delete, func, select, text, update
 
 from keyhold.adapters.persistence.database import Database
-from keyhold.adapters.persistence.notifications import AUDIT_CHANNEL
 from keyhold.adapters.persistence.tables import audit_events, audit_retention
 from keyhold.domain.audit.chain import GENESIS_HASH, RECORD_FIELDS, seal
 from keyhold.domain.audit.events import AuditEvent, AuditFilter, AuditRecord
@@ -60,14 +59,14 @@ def _event(row: Row[Any]) -> AuditEvent:
 
 
 # Built once, so that SQLAlchemy computes their cache keys once (see session_state).
-_LOCK = text("SELECT pg_advisory_xact_lock(:key)")
+# PostgreSQL: the lock and then the head, in one round trip (migration 0008).
+_HEAD_UNDER_LOCK = text("SELECT head_sequence, head_hash FROM keyhold_audit_head_locked(:key)")
 _HEAD = (
     select(audit_events.c.sequence, audit_events.c.hash)
     .order_by(audit_events.c.sequence.desc())
     .limit(1)
 )
 _INSERT = audit_events.insert()
-_NOTIFY = text("SELECT pg_notify(:channel, :sequence)")
 
 
 class SqlAuditTrail:
@@ -80,22 +79,22 @@ class SqlAuditTrail:
         self._process_lock = asyncio.Lock()
 
     async def append_batch(self, records: Sequence[AuditRecord]) -> list[AuditEvent]:
+        postgres = self._database.is_postgres
         async with self._process_lock, self._database.transaction() as connection:
-            if self._database.is_postgres:
-                await connection.execute(_LOCK, {"key": AUDIT_APPEND_LOCK})
-            head = (await connection.execute(_HEAD)).first()
-            sequence, prev_hash = (head.sequence, head.hash) if head else (0, GENESIS_HASH)
+            if postgres:
+                head = await connection.execute(_HEAD_UNDER_LOCK, {"key": AUDIT_APPEND_LOCK})
+            else:
+                head = await connection.execute(_HEAD)
+            found = head.first()
+            sequence, prev_hash = (found[0], found[1]) if found else (0, GENESIS_HASH)
             events = []
             for record in records:
                 sequence += 1
                 event = seal(sequence, prev_hash, record)
                 events.append(event)
                 prev_hash = event.hash
+            # On PostgreSQL the rows announce themselves (a trigger, migration 0008).
             await connection.execute(_INSERT, [_row(e) for e in events])
-            if self._database.is_postgres:
-                await connection.execute(
-                    _NOTIFY, {"channel": AUDIT_CHANNEL, "sequence": str(sequence)}
-                )
         return events
 
     async def _fetch(self, query: Select[Any]) -> list[AuditEvent]:
