@@ -371,8 +371,7 @@ async def _bulk_sessions(app: KeyholdServer, email: str, count: int) -> list[str
                 last_refresh_at=now,
             )
             token, token_hash = new_secret(REFRESH_TOKEN_PREFIX)
-            await uow.sessions.add(session)
-            await uow.sessions.add_refresh_token(token_hash, session.id, now)
+            await uow.sessions.add(session, token_hash)
             tokens.append(token)
     return tokens
 

@@ -44,8 +44,7 @@ async def _session(app: KeyholdServer, expires_in: dt.timedelta) -> Session:
         last_refresh_at=NOW - dt.timedelta(hours=1),
     )
     async with app.platform.unit_of_work() as uow:
-        await uow.sessions.add(session)
-        await uow.sessions.add_refresh_token(_hash(session.id), session.id, session.created_at)
+        await uow.sessions.add(session, _hash(session.id))
     return session
 
 

@@ -14,6 +14,7 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 
+from keyhold.adapters.persistence.identity.login_failures import SqlLoginFailures
 from keyhold.adapters.persistence.identity.one_time_tokens import SqlOneTimeTokenRepository
 from keyhold.adapters.persistence.identity.refresh_rotation import SqlRefreshTokenRotator
 from keyhold.adapters.persistence.identity.service_accounts import SqlServiceAccountRepository
@@ -96,7 +97,8 @@ async def test_user_creation(any_server: Server, monkeypatch: pytest.MonkeyPatch
 async def test_login(any_server: Server, monkeypatch: pytest.MonkeyPatch) -> None:
     app, _ = any_server
     user = await _user(app, "ada@example.com")
-    fail_after(monkeypatch, SqlSessionRepository, "add_refresh_token")  # after the session
+    # The lockout's give-back is the last write, after the session and its first token.
+    fail_after(monkeypatch, SqlLoginFailures, "release")
 
     with pytest.raises(Injected):
         await app.identity.sessions.login("ada@example.com", PASSWORD, "tests")

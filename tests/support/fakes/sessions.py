@@ -31,10 +31,13 @@ class InMemorySessionRepository:
     def __init__(self, transaction: Transaction) -> None:
         self._tx = transaction
 
-    async def add(self, session: Session) -> None:
+    async def add(self, session: Session, refresh_token_hash: bytes) -> None:
         if session.user_id not in self._tx.users:
             raise IntegrityViolation(f"no user {session.user_id!r} for {session.name}")
         self._tx.sessions.insert(session.id, session)
+        self._tx.refresh_tokens.insert(
+            refresh_token_hash, RefreshTokenRow(session.id, session.created_at)
+        )
 
     async def get(self, session_id: str) -> Session | None:
         return self._tx.sessions.get(session_id)
@@ -69,11 +72,6 @@ class InMemorySessionRepository:
         for session_id in revoked:
             await self.revoke(session_id, at, reason)
         return revoked
-
-    async def add_refresh_token(self, token_hash: bytes, session_id: str, at: datetime) -> None:
-        if session_id not in self._tx.sessions:
-            raise IntegrityViolation(f"no session {session_id!r} for a refresh token")
-        self._tx.refresh_tokens.insert(token_hash, RefreshTokenRow(session_id, at))
 
     async def refresh_token_session(self, token_hash: bytes) -> str | None:
         row = self._tx.refresh_tokens.get(token_hash)

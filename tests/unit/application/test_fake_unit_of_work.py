@@ -16,7 +16,7 @@ from keyhold.domain.errors import Unavailable
 from keyhold.domain.identity.sessions import Session
 from keyhold.domain.identity.users import EmailTaken, User
 from tests.support.fakes.hasher import FakePasswordHasher
-from tests.support.fakes.sessions import InMemorySessionRepository
+from tests.support.fakes.lockout import InMemoryLoginFailureStore
 from tests.support.fakes.store import IntegrityViolation
 from tests.unit.application.harness import (
     PASSWORD,
@@ -42,8 +42,7 @@ async def test_a_clean_block_commits_every_write(ports: Ports) -> None:
 
     async with ports.unit_of_work() as uow:
         await uow.users.update(ada.with_changes(display_name="Ada L."))
-        await uow.sessions.add(_session(ada, "s1", now))
-        await uow.sessions.add_refresh_token(b"h1", "s1", now)
+        await uow.sessions.add(_session(ada, "s1", now), b"h1")
 
     tables = ports.store.tables
     assert tables.users["ada"].display_name == "Ada L."
@@ -60,8 +59,7 @@ async def test_a_block_that_raises_leaves_nothing_behind(ports: Ports) -> None:
         async with ports.unit_of_work() as uow:
             await uow.users.update(ada.with_changes(display_name="Ada L."))
             await uow.users.add(replace(ada, id="bob", email="bob@example.com"))
-            await uow.sessions.add(_session(ada, "s1", now))
-            await uow.sessions.add_refresh_token(b"h1", "s1", now)
+            await uow.sessions.add(_session(ada, "s1", now), b"h1")
             assert (await uow.users.get("ada")) == ada.with_changes(display_name="Ada L.")
             raise Boom
 
@@ -132,10 +130,9 @@ async def test_the_schema_rules_hold(ports: Ports) -> None:
         await add_user(ports, "ada@example.com")
     with pytest.raises(IntegrityViolation):  # a session of nobody
         async with ports.unit_of_work() as uow:
-            await uow.sessions.add(_session(replace(ada, id="ghost"), "s1", now))
+            await uow.sessions.add(_session(replace(ada, id="ghost"), "s1", now), b"h0")
     async with ports.unit_of_work() as uow:  # deleting a user cascades
-        await uow.sessions.add(_session(ada, "s1", now))
-        await uow.sessions.add_refresh_token(b"h1", "s1", now)
+        await uow.sessions.add(_session(ada, "s1", now), b"h1")
     async with ports.unit_of_work() as uow:
         assert await uow.users.delete(ada.id)
     assert (ports.store.tables.sessions, ports.store.tables.refresh_tokens) == ({}, {})
@@ -151,15 +148,16 @@ async def test_an_unreachable_store_refuses_to_begin(ports: Ports) -> None:
     assert raised.value.reason == "DATABASE_UNAVAILABLE"
 
 
-async def test_a_login_that_cannot_store_its_refresh_token_keeps_neither_session_nor_rehash(
+async def test_a_login_whose_last_write_fails_keeps_neither_session_nor_rehash(
     ports: Ports, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     outdated = await add_user(ports, hasher=FakePasswordHasher(scheme="old"))
 
-    async def unavailable(*_: object) -> None:
+    async def unavailable(*_: object, **__: object) -> None:
         raise Unavailable("DATABASE_UNAVAILABLE", "lost the connection")
 
-    monkeypatch.setattr(InMemorySessionRepository, "add_refresh_token", unavailable)
+    # The lockout's give-back is the last write of the transaction that stores the session.
+    monkeypatch.setattr(InMemoryLoginFailureStore, "release", unavailable)
     act_as()
 
     with pytest.raises(Unavailable):

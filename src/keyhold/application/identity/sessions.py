@@ -164,8 +164,7 @@ class Sessions:
         async with self._unit_of_work() as uow:
             if rehashed is not None:
                 await uow.users.update(user.with_changes(password_hash=rehashed))
-            await uow.sessions.add(session)
-            await uow.sessions.add_refresh_token(refresh_hash, session.id, now)
+            await uow.sessions.add(session, refresh_hash)
             # Last: the counters' rows stay locked until the commit.
             await self._lockout.succeeded(reservation, uow.login_failures)
         access = self._tokens.issue(subject=user.name, roles=user.roles, session_id=session.id)

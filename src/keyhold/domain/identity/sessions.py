@@ -61,7 +61,9 @@ def session_id_from_name(name: str, current_session: str | None, field: str = "n
 
 
 class SessionRepository(Protocol):
-    async def add(self, session: Session) -> None: ...
+    async def add(self, session: Session, refresh_token_hash: bytes) -> None:
+        """The session and its first refresh token: a session never exists without one."""
+        ...
 
     async def get(self, session_id: str) -> Session | None: ...
 
@@ -80,8 +82,6 @@ class SessionRepository(Protocol):
     ) -> list[str]:
         """Revoke every live session of the user (but one); their ids."""
         ...
-
-    async def add_refresh_token(self, token_hash: bytes, session_id: str, at: datetime) -> None: ...
 
     async def refresh_token_session(self, token_hash: bytes) -> str | None:
         """The session a token (spent or not) belongs to, or None if unknown."""

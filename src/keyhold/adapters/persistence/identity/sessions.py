@@ -8,10 +8,22 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, Row, and_, bindparam, case, or_, select, update
+from sqlalchemy import (
+    ColumnElement,
+    LargeBinary,
+    Row,
+    and_,
+    bindparam,
+    case,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.sql.dml import Insert
 
 from keyhold.adapters.persistence.tables import refresh_tokens, sessions, users
+from keyhold.adapters.persistence.types import UtcDateTime
 from keyhold.domain.identity.sessions import Session
 from keyhold.domain.identity.users import UserState
 
@@ -44,6 +56,29 @@ _ADD = sessions.insert()
 _ADD_REFRESH_TOKEN = refresh_tokens.insert()
 
 
+def _added_with_first_token() -> Insert:
+    """PostgreSQL: the session and its first refresh token in one statement."""
+    added = (
+        sessions.insert()
+        .values({column.name: bindparam(column.name, type_=column.type) for column in sessions.c})
+        .returning(sessions.c.id)
+        .cte("added")
+    )
+    first_token = select(
+        bindparam("token_hash", type_=LargeBinary()),
+        added.c.id,
+        bindparam("token_created_at", type_=UtcDateTime()),
+    )
+    return (
+        refresh_tokens.insert()
+        .from_select(["token_hash", "session_id", "created_at"], first_token)
+        .add_cte(added)
+    )
+
+
+_ADD_WITH_FIRST_TOKEN = _added_with_first_token()
+
+
 def _session(row: Row[Any]) -> Session:
     return Session(
         id=row.id,
@@ -63,20 +98,32 @@ class SqlSessionRepository:
     def __init__(self, connection: AsyncConnection) -> None:
         self._connection = connection
 
-    async def add(self, session: Session) -> None:
+    async def add(self, session: Session, refresh_token_hash: bytes) -> None:
+        row = {
+            "id": session.id,
+            "user_id": session.user_id,
+            "user_agent": session.user_agent,
+            "peer": session.peer,
+            "created_at": session.created_at,
+            "expires_at": session.expires_at,
+            "idle_expires_at": session.idle_expires_at,
+            "last_refresh_at": session.last_refresh_at,
+            "revoked_at": session.revoked_at,
+            "revoke_reason": session.revoke_reason,
+        }
+        if self._connection.dialect.name == "postgresql":
+            await self._connection.execute(
+                _ADD_WITH_FIRST_TOKEN,
+                {**row, "token_hash": refresh_token_hash, "token_created_at": session.created_at},
+            )
+            return
+        await self._connection.execute(_ADD, row)
         await self._connection.execute(
-            _ADD,
+            _ADD_REFRESH_TOKEN,
             {
-                "id": session.id,
-                "user_id": session.user_id,
-                "user_agent": session.user_agent,
-                "peer": session.peer,
+                "token_hash": refresh_token_hash,
+                "session_id": session.id,
                 "created_at": session.created_at,
-                "expires_at": session.expires_at,
-                "idle_expires_at": session.idle_expires_at,
-                "last_refresh_at": session.last_refresh_at,
-                "revoked_at": session.revoked_at,
-                "revoke_reason": session.revoke_reason,
             },
         )
 
@@ -121,12 +168,6 @@ class SqlSessionRepository:
         if except_session is not None:
             query = query.where(sessions.c.id != except_session)
         return [row.id for row in await self._connection.execute(query)]
-
-    async def add_refresh_token(self, token_hash: bytes, session_id: str, at: datetime) -> None:
-        await self._connection.execute(
-            _ADD_REFRESH_TOKEN,
-            {"token_hash": token_hash, "session_id": session_id, "created_at": at},
-        )
 
     async def refresh_token_session(self, token_hash: bytes) -> str | None:
         session_id: str | None = await self._connection.scalar(
