@@ -83,3 +83,17 @@ async def test_a_give_back_applies_with_its_commit_and_not_after_a_rollback(
 
     await _give_back(database, reservation, commit=True)
     assert await _failures(database) == [0, 1, 1]
+
+
+async def test_a_non_atomic_unit_of_work_keeps_each_write_on_postgres_only(
+    database: Database,
+) -> None:
+    """`atomic=False` lets PostgreSQL commit each statement as it runs (no BEGIN, no
+    COMMIT); SQLite keeps the block one transaction, which the caller must accept."""
+    at = datetime.now(UTC)
+    with pytest.raises(_RolledBack):
+        async with SqlUnitOfWork(database, _SEALER, atomic=False) as uow:
+            assert (await uow.login_failures.reserve(COUNTERS, at, POLICY.forget_after)).granted
+            raise _RolledBack
+    kept = 1 if database.is_postgres else 0
+    assert await _failures(database) == [kept] * len(KEYS)

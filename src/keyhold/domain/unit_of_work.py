@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from types import TracebackType
 from typing import Protocol
 
@@ -54,4 +53,10 @@ class UnitOfWork(Protocol):
     ) -> None: ...
 
 
-UnitOfWorkFactory = Callable[[], UnitOfWork]
+class UnitOfWorkFactory(Protocol):
+    def __call__(self, *, atomic: bool = True) -> UnitOfWork:
+        """A unit of work: all its writes take effect together at the end of the block,
+        or none does. `atomic=False`: the block's statements need not take effect
+        together, each may take effect on its own (a store may then save the round trips
+        a transaction costs); for a single write followed by reads."""
+        ...

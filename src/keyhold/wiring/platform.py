@@ -4,7 +4,6 @@ and the signing keys that both access tokens and audit checkpoints are signed wi
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -19,7 +18,7 @@ from keyhold.adapters.crypto.sealer import AeadSealer
 from keyhold.adapters.persistence.database import Database
 from keyhold.adapters.persistence.engine import create_engine
 from keyhold.adapters.persistence.migrate import migrate
-from keyhold.adapters.persistence.unit_of_work import SqlUnitOfWork, unit_of_work_factory
+from keyhold.adapters.persistence.unit_of_work import SqlUnitOfWorkFactory, unit_of_work_factory
 from keyhold.adapters.telemetry.prometheus import PrometheusTelemetry
 from keyhold.adapters.telemetry.tracing import Tracing, tracing_for
 from keyhold.api.health import DatabaseMonitor, HealthReporter
@@ -36,7 +35,7 @@ class Platform:
     database: Database
     encryption_keys: AeadKeyRing  # what is sealed at rest is sealed under these
     sealer: AeadSealer
-    unit_of_work: Callable[[], SqlUnitOfWork]
+    unit_of_work: SqlUnitOfWorkFactory
     health: HealthReporter
     monitor: DatabaseMonitor
     telemetry: Telemetry
@@ -63,7 +62,7 @@ def database_engine(settings: Settings) -> AsyncEngine:
 
 
 def signing_keys_for(
-    settings: Settings, unit_of_work: Callable[[], SqlUnitOfWork], clock: Clock
+    settings: Settings, unit_of_work: SqlUnitOfWorkFactory, clock: Clock
 ) -> SigningKeys:
     """A retired key is published for as long as a token it signed may still verify
     (lifetime + leeway)."""

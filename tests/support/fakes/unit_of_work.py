@@ -68,5 +68,6 @@ class FakeUnitOfWorkFactory:
         self.store = store
         self.login_failures = login_failures or InMemoryLoginFailureStore()
 
-    def __call__(self) -> FakeUnitOfWork:
+    def __call__(self, *, atomic: bool = True) -> FakeUnitOfWork:
+        """Always atomic: what a non-atomic block may do, an atomic one does too."""
         return FakeUnitOfWork(self.store, self.login_failures)

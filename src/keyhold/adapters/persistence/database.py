@@ -107,7 +107,7 @@ class Database:
     ) -> None:
         self.engine = engine
         self.on_unavailable = on_unavailable
-        self._autocommit_engine = engine.execution_options(isolation_level="AUTOCOMMIT")
+        self.autocommit_engine = engine.execution_options(isolation_level="AUTOCOMMIT")
         self._connect_autocommit: Callable[[AsyncEngine], AbstractAsyncContextManager[Any]] = (
             _always_returned if engine.dialect.name == "sqlite" else AsyncEngine.connect
         )
@@ -124,7 +124,7 @@ class Database:
         for single reads and single atomic statements; connection failures → Unavailable."""
         async with (
             self._translating(),
-            self._connect_autocommit(self._autocommit_engine) as connection,
+            self._connect_autocommit(self.autocommit_engine) as connection,
         ):
             yield connection
 
@@ -152,7 +152,7 @@ class Database:
         try:
             async with (
                 asyncio.timeout(within_seconds),
-                self._connect_autocommit(self._autocommit_engine) as connection,
+                self._connect_autocommit(self.autocommit_engine) as connection,
             ):
                 await connection.execute(text("SELECT 1"))
         except Exception:

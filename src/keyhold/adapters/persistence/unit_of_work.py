@@ -1,9 +1,9 @@
-"""The unit of work on SQL: one transaction over every repository."""
+"""The unit of work on SQL: one transaction over every repository (on PostgreSQL, none
+when the caller does not need the block to be atomic)."""
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable
 from types import TracebackType
 
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncTransaction
@@ -36,9 +36,12 @@ class SqlUnitOfWork:
     connections: SqlConnectionRepository
     login_failures: SqlLoginFailures
 
-    def __init__(self, database: Database, sealer: Sealer) -> None:
+    def __init__(self, database: Database, sealer: Sealer, *, atomic: bool = True) -> None:
         self._database = database
         self._sealer = sealer
+        # PostgreSQL autocommits each statement for free; SQLite would pay round trips to
+        # switch its connection's mode, so there a non-atomic block is a transaction.
+        self._in_transaction = atomic or not database.is_postgres
         self._connection: AsyncConnection | None = None
         self._transaction: AsyncTransaction | None = None
 
@@ -49,8 +52,11 @@ class SqlUnitOfWork:
 
     async def __aenter__(self) -> SqlUnitOfWork:
         try:
-            self._connection = await self._database.engine.connect()
-            self._transaction = await self._connection.begin()
+            if self._in_transaction:
+                self._connection = await self._database.engine.connect()
+                self._transaction = await self._connection.begin()
+            else:
+                self._connection = await self._database.autocommit_engine.connect()
         except Exception as exc:
             if self._connection is not None:
                 await self._connection.close()
@@ -82,9 +88,10 @@ class SqlUnitOfWork:
 
     async def _end(self, *, commit: bool) -> None:
         assert self._connection is not None
-        assert self._transaction is not None
         try:
-            if commit:
+            if self._transaction is None:  # each statement committed as it ran
+                pass
+            elif commit:
                 await self._transaction.commit()
             else:
                 await self._transaction.rollback()
@@ -97,5 +104,14 @@ class SqlUnitOfWork:
                 await self._connection.close()
 
 
-def unit_of_work_factory(database: Database, sealer: Sealer) -> Callable[[], SqlUnitOfWork]:
-    return lambda: SqlUnitOfWork(database, sealer)
+class SqlUnitOfWorkFactory:
+    def __init__(self, database: Database, sealer: Sealer) -> None:
+        self._database = database
+        self._sealer = sealer
+
+    def __call__(self, *, atomic: bool = True) -> SqlUnitOfWork:
+        return SqlUnitOfWork(self._database, self._sealer, atomic=atomic)
+
+
+def unit_of_work_factory(database: Database, sealer: Sealer) -> SqlUnitOfWorkFactory:
+    return SqlUnitOfWorkFactory(database, sealer)

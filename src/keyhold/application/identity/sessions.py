@@ -110,8 +110,8 @@ class Sessions:
         details = {"email_sha256": hashlib.sha256(email.encode()).hexdigest()[:16]}
         async with self._recorder.attempt(Action.SESSION_CREATE, "", details) as attempt:
             try:
-                # The reservation holds from this commit on, before the check is evaluated.
-                async with self._unit_of_work() as uow:
+                # The reservation holds from its commit on, before the check is evaluated.
+                async with self._unit_of_work(atomic=False) as uow:
                     reservation = await self._lockout.reserve(
                         email, call.peer_ip, uow.login_failures
                     )
