@@ -91,9 +91,13 @@ async def test_a_non_atomic_unit_of_work_keeps_each_write_on_postgres_only(
     """`atomic=False` lets PostgreSQL commit each statement as it runs (no BEGIN, no
     COMMIT); SQLite keeps the block one transaction, which the caller must accept."""
     at = datetime.now(UTC)
-    with pytest.raises(_RolledBack):
+
+    async def reserve_then_fail() -> None:
         async with SqlUnitOfWork(database, _SEALER, atomic=False) as uow:
             assert (await uow.login_failures.reserve(COUNTERS, at, POLICY.forget_after)).granted
             raise _RolledBack
+
+    with pytest.raises(_RolledBack):
+        await reserve_then_fail()
     kept = 1 if database.is_postgres else 0
     assert await _failures(database) == [kept] * len(KEYS)
