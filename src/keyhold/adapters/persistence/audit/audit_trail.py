@@ -10,6 +10,7 @@ from enum import Enum
 from typing import Any, get_origin, get_type_hints
 
 from sqlalchemy import Row, Select, delete, func, select, text, update
+from sqlalchemy.exc import IntegrityError
 
 from keyhold.adapters.persistence.database import Database
 from keyhold.adapters.persistence.tables import audit_events, audit_retention
@@ -67,34 +68,89 @@ _HEAD = (
     .limit(1)
 )
 _INSERT = audit_events.insert()
+# PostgreSQL: sealed against the head this process expects, appended in one statement if
+# that is still the head (migration 0008); else nothing is written and the head returned.
+_APPEND_IF_HEAD = text(
+    "SELECT head_sequence, head_hash FROM keyhold_audit_append("
+    ":key, :expected_sequence, :expected_hash, CAST(:rows AS audit_events[]))"
+)
+_COLUMNS = [column.name for column in audit_events.c]
+Head = tuple[int, bytes]
+
+
+def _sealed(records: Sequence[AuditRecord], head: Head) -> list[AuditEvent]:
+    sequence, prev_hash = head
+    events = []
+    for record in records:
+        sequence += 1
+        event = seal(sequence, prev_hash, record)
+        events.append(event)
+        prev_hash = event.hash
+    return events
 
 
 class SqlAuditTrail:
-    """Appends are serialised by a PostgreSQL advisory lock taken in the appending
-    transaction (and by a process lock on SQLite); the sequence is the previous head's
-    plus one, read under that lock, so it has no gaps."""
+    """Appends are serialised by a PostgreSQL advisory lock (and by a process lock on
+    SQLite); the sequence is the head's plus one, checked or read under that lock, so it
+    has no gaps.
+
+    The trail remembers the head it last wrote and seals the next records against it. On
+    PostgreSQL one statement appends them if that is still the head; on SQLite, whose
+    write lock every transaction takes first, they are inserted, and the next sequence
+    already taken means another process appended. Either way nothing was then written,
+    and the append is done again in a transaction that reads the head under the lock.
+    (On PostgreSQL appended rows announce themselves: a trigger, migration 0008.)"""
 
     def __init__(self, database: Database) -> None:
         self._database = database
         self._process_lock = asyncio.Lock()
+        self._expected_head: Head = (0, GENESIS_HASH)
 
     async def append_batch(self, records: Sequence[AuditRecord]) -> list[AuditEvent]:
-        postgres = self._database.is_postgres
-        async with self._process_lock, self._database.transaction() as connection:
-            if postgres:
+        async with self._process_lock:
+            appended = (
+                await self._append_if_head(records)
+                if self._database.is_postgres
+                else await self._insert_if_head(records)
+            )
+            events = appended or await self._append(records)
+            self._expected_head = (events[-1].sequence, events[-1].hash)
+            return events
+
+    async def _append_if_head(self, records: Sequence[AuditRecord]) -> list[AuditEvent] | None:
+        """None when the expected head was not the head: nothing was written."""
+        events = _sealed(records, self._expected_head)
+        rows = [tuple(row[name] for name in _COLUMNS) for row in map(_row, events)]
+        parameters = {
+            "key": AUDIT_APPEND_LOCK,
+            "expected_sequence": self._expected_head[0],
+            "expected_hash": self._expected_head[1],
+            "rows": rows,
+        }
+        async with self._database.autocommit() as connection:  # the statement's own
+            found = (await connection.execute(_APPEND_IF_HEAD, parameters)).first()
+        return events if found is None else None
+
+    async def _insert_if_head(self, records: Sequence[AuditRecord]) -> list[AuditEvent] | None:
+        """SQLite: the records sealed against the expected head and inserted; None when
+        another process had appended (the next sequence was taken), nothing written."""
+        events = _sealed(records, self._expected_head)
+        try:
+            async with self._database.transaction() as connection:
+                await connection.execute(_INSERT, [_row(event) for event in events])
+        except IntegrityError:
+            return None
+        return events
+
+    async def _append(self, records: Sequence[AuditRecord]) -> list[AuditEvent]:
+        async with self._database.transaction() as connection:
+            if self._database.is_postgres:
                 head = await connection.execute(_HEAD_UNDER_LOCK, {"key": AUDIT_APPEND_LOCK})
             else:
                 head = await connection.execute(_HEAD)
             found = head.first()
-            sequence, prev_hash = (found[0], found[1]) if found else (0, GENESIS_HASH)
-            events = []
-            for record in records:
-                sequence += 1
-                event = seal(sequence, prev_hash, record)
-                events.append(event)
-                prev_hash = event.hash
-            # On PostgreSQL the rows announce themselves (a trigger, migration 0008).
-            await connection.execute(_INSERT, [_row(e) for e in events])
+            events = _sealed(records, (found[0], found[1]) if found else (0, GENESIS_HASH))
+            await connection.execute(_INSERT, [_row(event) for event in events])
         return events
 
     async def _fetch(self, query: Select[Any]) -> list[AuditEvent]:
