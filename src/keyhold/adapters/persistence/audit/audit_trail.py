@@ -68,13 +68,6 @@ _HEAD = (
     .limit(1)
 )
 _INSERT = audit_events.insert()
-# PostgreSQL: sealed against the head this process expects, appended in one statement if
-# that is still the head (migration 0008); else nothing is written and the head returned.
-_APPEND_IF_HEAD = text(
-    "SELECT head_sequence, head_hash FROM keyhold_audit_append("
-    ":key, :expected_sequence, :expected_hash, CAST(:rows AS audit_events[]))"
-)
-_COLUMNS = [column.name for column in audit_events.c]
 Head = tuple[int, bytes]
 
 
@@ -94,12 +87,12 @@ class SqlAuditTrail:
     SQLite); the sequence is the head's plus one, checked or read under that lock, so it
     has no gaps.
 
-    The trail remembers the head it last wrote and seals the next records against it. On
-    PostgreSQL one statement appends them if that is still the head; on SQLite, whose
-    write lock every transaction takes first, they are inserted, and the next sequence
-    already taken means another process appended. Either way nothing was then written,
-    and the append is done again in a transaction that reads the head under the lock.
-    (On PostgreSQL appended rows announce themselves: a trigger, migration 0008.)"""
+    On SQLite, whose write lock every transaction takes first, the trail remembers the
+    head it last wrote and inserts the next records sealed against it: the next sequence
+    already taken means another process appended, nothing was written, and the append is
+    done again reading the head. On PostgreSQL the head is read under the advisory lock in
+    the same call that takes it, and appended rows announce themselves (a trigger; both
+    migration 0008)."""
 
     def __init__(self, database: Database) -> None:
         self._database = database
@@ -108,28 +101,10 @@ class SqlAuditTrail:
 
     async def append_batch(self, records: Sequence[AuditRecord]) -> list[AuditEvent]:
         async with self._process_lock:
-            appended = (
-                await self._append_if_head(records)
-                if self._database.is_postgres
-                else await self._insert_if_head(records)
-            )
+            appended = None if self._database.is_postgres else await self._insert_if_head(records)
             events = appended or await self._append(records)
             self._expected_head = (events[-1].sequence, events[-1].hash)
             return events
-
-    async def _append_if_head(self, records: Sequence[AuditRecord]) -> list[AuditEvent] | None:
-        """None when the expected head was not the head: nothing was written."""
-        events = _sealed(records, self._expected_head)
-        rows = [tuple(row[name] for name in _COLUMNS) for row in map(_row, events)]
-        parameters = {
-            "key": AUDIT_APPEND_LOCK,
-            "expected_sequence": self._expected_head[0],
-            "expected_hash": self._expected_head[1],
-            "rows": rows,
-        }
-        async with self._database.autocommit() as connection:  # the statement's own
-            found = (await connection.execute(_APPEND_IF_HEAD, parameters)).first()
-        return events if found is None else None
 
     async def _insert_if_head(self, records: Sequence[AuditRecord]) -> list[AuditEvent] | None:
         """SQLite: the records sealed against the expected head and inserted; None when

@@ -12,11 +12,6 @@ with a snapshot of its own, so its head read sees every append committed before 
 lock. The lock is the one every earlier version takes: replicas of either version
 append in turn.
 
-`keyhold_audit_append` is an append in one statement for an appender that remembers the
-head: under the same lock it inserts the rows (sealed against the head the appender
-expects) only if that is still the head, and otherwise writes nothing and returns the
-head it found.
-
 Appended rows announce themselves: a statement trigger notifies `keyhold_audit` with
 the highest sequence it inserted, as the appender's own NOTIFY statement did (delivered
 at commit; a listener only moves forward, so a second notice from an older replica is
@@ -62,34 +57,9 @@ FOR EACH STATEMENT EXECUTE FUNCTION keyhold_audit_announce()
 """
 
 
-APPEND = """
-CREATE FUNCTION keyhold_audit_append(
-    lock_key bigint, expected_sequence bigint, expected_hash bytea, appended audit_events[]
-)
-RETURNS TABLE (head_sequence bigint, head_hash bytea)
-LANGUAGE plpgsql VOLATILE AS $$
-DECLARE
-    found_sequence bigint;
-    found_hash bytea;
-BEGIN
-    PERFORM pg_advisory_xact_lock(lock_key);
-    SELECT e.sequence, e.hash INTO found_sequence, found_hash
-        FROM audit_events AS e ORDER BY e.sequence DESC LIMIT 1;
-    IF coalesce(found_sequence, 0) = expected_sequence
-        AND (found_hash = expected_hash OR found_sequence IS NULL) THEN
-        INSERT INTO audit_events SELECT * FROM unnest(appended);
-        RETURN;
-    END IF;
-    RETURN QUERY SELECT coalesce(found_sequence, 0), found_hash;
-END
-$$
-"""
-
-
 def upgrade() -> None:
     if op.get_bind().dialect.name == "postgresql":
         op.execute(FUNCTION)
-        op.execute(APPEND)
         op.execute(ANNOUNCE)
         op.execute(TRIGGER)
 
@@ -98,5 +68,4 @@ def downgrade() -> None:
     if op.get_bind().dialect.name == "postgresql":
         op.execute("DROP TRIGGER audit_events_announce ON audit_events")
         op.execute("DROP FUNCTION keyhold_audit_announce()")
-        op.execute("DROP FUNCTION keyhold_audit_append(bigint, bigint, bytea, audit_events[])")
         op.execute("DROP FUNCTION keyhold_audit_head_locked(bigint)")
