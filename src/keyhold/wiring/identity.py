@@ -16,7 +16,6 @@ from keyhold.adapters.persistence.identity.refresh_rotation import SqlRefreshTok
 from keyhold.adapters.persistence.identity.service_accounts import SqlServiceAccountLookup
 from keyhold.adapters.persistence.identity.session_state import SqlSessionState
 from keyhold.adapters.persistence.notifications import PostgresRevocationNotices
-from keyhold.application.audit.recorder import AuditRecorder
 from keyhold.application.identity.introspection import TokenIntrospection
 from keyhold.application.identity.lockout import LoginLockout
 from keyhold.application.identity.passwords import Passwords
@@ -79,12 +78,11 @@ def lockout_policy(settings: Settings) -> LockoutPolicy:
     )
 
 
-def revocations_for(platform: Platform) -> Revocations:
+def revocations_for(platform: Platform, accounts: SqlServiceAccountLookup) -> Revocations:
     """Access tokens stay valid until they expire unless their session or service
     account is gone; other replicas hear of revocations through PostgreSQL."""
     database = platform.database
     session_state = SqlSessionState(database, platform.clock.now)
-    accounts = SqlServiceAccountLookup(database)
 
     async def session_is_live(principal: Principal) -> bool:
         user_id = principal.subject.removeprefix("users/")
@@ -103,8 +101,9 @@ def revocations_for(platform: Platform) -> Revocations:
 
 def wire_identity(platform: Platform, audit: Audit) -> Identity:
     settings, clock, unit_of_work = platform.settings, platform.clock, platform.unit_of_work
-    recorder: AuditRecorder = audit.recorder
-    revocations = revocations_for(platform)
+    recorder = audit.recorder
+    accounts = SqlServiceAccountLookup(platform.database)
+    revocations = revocations_for(platform, accounts)
     access_tokens = AccessTokens(
         platform.key_ring,
         revocations=revocations,
@@ -179,7 +178,7 @@ def wire_identity(platform: Platform, audit: Audit) -> Identity:
         key_ring=platform.key_ring,
         service_accounts=ServiceAccounts(
             unit_of_work,
-            SqlServiceAccountLookup(platform.database),
+            accounts,
             access_tokens,
             recorder,
             revocations,

@@ -89,12 +89,8 @@ class SqlUnitOfWork:
     async def _end(self, *, commit: bool) -> None:
         assert self._connection is not None
         try:
-            if self._transaction is None:  # each statement committed as it ran
-                pass
-            elif commit:
-                await self._transaction.commit()
-            else:
-                await self._transaction.rollback()
+            if self._transaction is not None:  # else each statement committed as it ran
+                await (self._transaction.commit() if commit else self._transaction.rollback())
         except Exception as error:
             if commit:
                 raise self._database.translate(error) from error

@@ -101,8 +101,9 @@ class SqlAuditTrail:
 
     async def append_batch(self, records: Sequence[AuditRecord]) -> list[AuditEvent]:
         async with self._process_lock:
-            appended = None if self._database.is_postgres else await self._insert_if_head(records)
-            events = appended or await self._append(records)
+            if self._database.is_postgres:
+                return await self._append(records)
+            events = await self._insert_if_head(records) or await self._append(records)
             self._expected_head = (events[-1].sequence, events[-1].hash)
             return events
 
