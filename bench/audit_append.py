@@ -19,7 +19,6 @@ from typing import Any
 
 import asyncpg
 
-from keyhold.adapters.persistence.audit.audit_trail import SqlAuditTrail
 from keyhold.adapters.persistence.audit.audit_writer import BatchingAuditAppender
 from keyhold.adapters.persistence.database import Database
 from keyhold.adapters.persistence.engine import create_engine
@@ -28,6 +27,7 @@ from keyhold.application.audit.trail import verify_trail
 from keyhold.domain.audit.events import ActorType, AuditRecord, Outcome
 from keyhold.domain.clock import SystemClock
 from keyhold.settings import Settings
+from keyhold.wiring.audit import audit_trail
 
 ADMIN_DSN = "postgresql://postgres@127.0.0.1:5432/test"
 
@@ -97,7 +97,7 @@ async def run(argv: list[str]) -> dict[str, Any]:
     results: dict[str, Any] = {"database": url.split(":", 1)[0], "seconds": args.seconds}
     try:
         await migrate(database.engine)
-        trail = SqlAuditTrail(database)
+        trail = audit_trail(database, settings.database_pool_size)
         appender = BatchingAuditAppender(trail)
         await _measure(appender, 4, 1.0)  # warm-up: connections, caches
         for writers in (int(w) for w in args.writers.split(",")):
@@ -107,6 +107,7 @@ async def run(argv: list[str]) -> dict[str, Any]:
         report = await verify_trail(trail, 0, 0)
         results["chain_ok"], results["events"] = report.ok, report.checked_count
         print(f"chain verified: {report.ok}, {report.checked_count} events")
+        await trail.close()
     finally:
         await database.dispose()
         if throwaway:

@@ -11,14 +11,16 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from sqlalchemy import event as engine_events
 from sqlalchemy import text
+from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
 
 from keyhold.adapters.persistence.audit.audit_trail import SqlAuditTrail
 from keyhold.application.audit.trail import verify_trail
 from keyhold.domain.audit.actions import Action
 from keyhold.domain.audit.events import ActorType, AuditRecord, Outcome
-from keyhold.domain.errors import FailedPrecondition
+from keyhold.domain.errors import FailedPrecondition, Unavailable
 from tests.support.audit import AuditStack, audit_stack
 from tests.support.databases import postgres_database
 
@@ -183,6 +185,56 @@ async def test_an_appender_whose_remembered_head_is_stale_appends_after_the_real
     await _record(stack, 1)  # this process expects 4: must not write there
     report = await verify_trail(stack.trail, 0, 0)
     assert (report.ok, report.checked_count, report.head_sequence) == (True, 7, 7)
+
+
+@pytest.mark.postgres
+async def test_an_append_after_the_head_it_last_wrote_is_one_statement_on_postgres(
+    tmp_path: Path,
+) -> None:
+    """While no other replica appends, an append needs no transaction of its own and no
+    read of the head: one statement checks the head under the lock and inserts."""
+    async with postgres_database() as url, audit_stack(tmp_path, url) as stack:
+        await _record(stack, 1)  # the first append reads the head
+        statements: list[str] = []
+        transactions: list[Connection] = []
+
+        def on_statement(
+            connection: Connection, cursor: object, statement: str, *_: object
+        ) -> None:
+            statements.append(statement)
+
+        def on_begin(connection: Connection) -> None:
+            if connection.get_execution_options().get("isolation_level") != "AUTOCOMMIT":
+                transactions.append(connection)
+
+        engine = stack.database.engine.sync_engine
+        engine_events.listen(engine, "before_cursor_execute", on_statement)
+        engine_events.listen(engine, "begin", on_begin)
+        await _record(stack, 1)  # an attempt and its outcome: two appends
+        assert (len(statements), transactions) == (2, [])
+        assert all(statement.startswith("INSERT INTO audit_events") for statement in statements)
+        report = await verify_trail(stack.trail, 0, 0)
+        assert (report.ok, report.checked_count) == (True, 4)
+
+
+@pytest.mark.postgres
+async def test_appends_go_on_after_the_connection_kept_for_them_is_lost(tmp_path: Path) -> None:
+    """The connection the appends keep is ended by the server: that append fails as
+    unavailable, writing nothing, and the next one takes a new connection."""
+    async with postgres_database() as url, audit_stack(tmp_path, url) as stack:
+        await _record(stack, 1)
+        async with stack.database.autocommit() as connection:
+            await connection.execute(
+                text(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                    " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                )
+            )
+        with pytest.raises(Unavailable):
+            await stack.trail.append_batch([_a_record()])
+        await _record(stack, 1)
+        report = await verify_trail(stack.trail, 0, 0)
+        assert (report.ok, report.checked_count, report.head_sequence) == (True, 4, 4)
 
 
 def _a_record() -> AuditRecord:

@@ -17,6 +17,7 @@ from keyhold.adapters.persistence.audit.audit_writer import BatchingAuditAppende
 from keyhold.adapters.persistence.database import Database
 from keyhold.adapters.persistence.migrate import migrate
 from keyhold.application.audit.recorder import AuditRecorder
+from keyhold.wiring.audit import audit_trail
 from tests.support.engines import engine_for
 from tests.support.fakes import FakeClock
 from tests.support.servers import settings_for
@@ -37,13 +38,14 @@ async def audit_stack(data_dir: Path, database_url: str | None) -> AsyncIterator
     settings = settings_for(data_dir, database_url)
     database = Database(engine_for(settings))
     await migrate(database.engine)
-    trail = SqlAuditTrail(database)
+    trail = audit_trail(database, settings.database_pool_size)
     feed = LocalAuditFeed()
     appender = BatchingAuditAppender(trail, feed.published)
     clock = FakeClock()
     try:
         yield AuditStack(database, trail, feed, appender, AuditRecorder(appender, clock), clock)
     finally:
+        await trail.close()
         await database.dispose()
 
 

@@ -1,5 +1,6 @@
-"""The database: its engine, a liveness probe, transactions of their own, and the
-translation of connection failures into `Unavailable`."""
+"""The database: its engine, a liveness probe, transactions of their own, a connection
+kept for a serial caller, and the translation of connection failures into
+`Unavailable`."""
 
 from __future__ import annotations
 
@@ -115,7 +116,7 @@ class Database:
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[AsyncConnection]:
         """A connection in a transaction of its own; connection failures → Unavailable."""
-        async with self._translating(), self.engine.begin() as connection:
+        async with self.failures_translated(), self.engine.begin() as connection:
             yield connection
 
     @asynccontextmanager
@@ -123,13 +124,14 @@ class Database:
         """A connection whose statements commit one by one (no BEGIN/COMMIT round trips),
         for single reads and single atomic statements; connection failures → Unavailable."""
         async with (
-            self._translating(),
+            self.failures_translated(),
             self._connect_autocommit(self.autocommit_engine) as connection,
         ):
             yield connection
 
     @asynccontextmanager
-    async def _translating(self) -> AsyncIterator[None]:
+    async def failures_translated(self) -> AsyncIterator[None]:
+        """Connection failures raised inside become `Unavailable`."""
         try:
             yield
         except Exception as exc:
@@ -161,3 +163,38 @@ class Database:
 
     async def dispose(self) -> None:
         await self.engine.dispose()
+
+
+class KeptConnection:
+    """One autocommit connection of the pool, kept from one use to the next for a caller
+    whose uses never overlap (the audit trail's appends), so that a use costs no
+    checkout. Any failure during a use discards it (the next use takes another);
+    connection failures become `Unavailable`. `close` gives it back to the pool."""
+
+    def __init__(self, database: Database) -> None:
+        self._database = database
+        self._connection: AsyncConnection | None = None
+
+    @asynccontextmanager
+    async def use(self) -> AsyncIterator[AsyncConnection]:
+        async with self._database.failures_translated():
+            if self._connection is None:
+                connection = self._database.autocommit_engine.connect()
+                await connection.start()
+                self._connection = connection
+            try:
+                yield self._connection
+            except BaseException:
+                await self._discard()
+                raise
+
+    async def _discard(self) -> None:
+        connection, self._connection = self._connection, None
+        if connection is not None:
+            await _complete_deferring_cancellation(connection.invalidate())
+            await _complete_deferring_cancellation(connection.close())
+
+    async def close(self) -> None:
+        connection, self._connection = self._connection, None
+        if connection is not None:
+            await _complete_deferring_cancellation(connection.close())

@@ -9,10 +9,11 @@ from datetime import datetime
 from enum import Enum
 from typing import Any, get_origin, get_type_hints
 
-from sqlalchemy import Row, Select, delete, func, select, text, update
+from sqlalchemy import Row, Select, bindparam, delete, exists, func, select, text, update
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.exc import IntegrityError
 
-from keyhold.adapters.persistence.database import Database
+from keyhold.adapters.persistence.database import Database, KeptConnection
 from keyhold.adapters.persistence.tables import audit_events, audit_retention
 from keyhold.domain.audit.chain import GENESIS_HASH, RECORD_FIELDS, seal
 from keyhold.domain.audit.events import AuditEvent, AuditFilter, AuditRecord
@@ -71,6 +72,34 @@ _INSERT = audit_events.insert()
 Head = tuple[int, bytes]
 
 
+def _insert_if_head_under_lock() -> Any:
+    """PostgreSQL: the rows (one array per column) inserted only if the chain's head,
+    read under the append lock, is the one given; nothing is inserted otherwise."""
+    names = [column.name for column in audit_events.c]
+    rows = (
+        func.unnest(
+            *(bindparam(column.name, type_=ARRAY(column.type)) for column in audit_events.c)
+        )
+        .table_valued(*names)
+        .render_derived(name="appended")
+    )
+    head = func.keyhold_audit_head_locked(bindparam("key")).table_valued(
+        "head_sequence", "head_hash", name="head"
+    )
+    head_is_expected = exists(
+        select(head.c.head_sequence).where(
+            head.c.head_sequence == bindparam("head_sequence"),
+            head.c.head_hash == bindparam("head_hash"),
+        )
+    )
+    return _INSERT.from_select(
+        names, select(*(rows.c[name] for name in names)).where(head_is_expected)
+    )
+
+
+_INSERT_IF_HEAD_UNDER_LOCK = _insert_if_head_under_lock()
+
+
 def _sealed(records: Sequence[AuditRecord], head: Head) -> list[AuditEvent]:
     sequence, prev_hash = head
     events = []
@@ -87,36 +116,61 @@ class SqlAuditTrail:
     SQLite); the sequence is the head's plus one, checked or read under that lock, so it
     has no gaps.
 
-    On SQLite, whose write lock every transaction takes first, the trail remembers the
-    head it last wrote and inserts the next records sealed against it: the next sequence
-    already taken means another process appended, nothing was written, and the append is
-    done again reading the head. On PostgreSQL the head is read under the advisory lock in
-    the same call that takes it, and appended rows announce themselves (a trigger; both
-    migration 0008)."""
+    The trail remembers the head it last wrote and seals the next records against it.
+    On PostgreSQL one statement inserts them if, under the lock, that is still the head;
+    on SQLite, whose write lock every transaction takes first, they are inserted, and
+    the next sequence already taken means another process appended. Either way nothing
+    was then written, and the append is done again in a transaction that reads the head
+    under the lock. On PostgreSQL appended rows announce themselves (a trigger), and the
+    appends run on `connection` when one is given: a pooled connection kept for them.
+    Migration 0008 has the lock-then-head function and the trigger."""
 
-    def __init__(self, database: Database) -> None:
+    def __init__(self, database: Database, connection: KeptConnection | None = None) -> None:
         self._database = database
+        self._connection = connection
         self._process_lock = asyncio.Lock()
         self._expected_head: Head = (0, GENESIS_HASH)
 
+    async def close(self) -> None:
+        """Gives the kept connection back; the next append takes it again."""
+        if self._connection is not None:
+            await self._connection.close()
+
     async def append_batch(self, records: Sequence[AuditRecord]) -> list[AuditEvent]:
         async with self._process_lock:
-            if self._database.is_postgres:
-                return await self._append(records)
-            events = await self._insert_if_head(records) or await self._append(records)
+            events = await self._append_to_expected_head(records) or await self._append(records)
             self._expected_head = (events[-1].sequence, events[-1].hash)
             return events
 
-    async def _insert_if_head(self, records: Sequence[AuditRecord]) -> list[AuditEvent] | None:
-        """SQLite: the records sealed against the expected head and inserted; None when
-        another process had appended (the next sequence was taken), nothing written."""
+    async def _append_to_expected_head(
+        self, records: Sequence[AuditRecord]
+    ) -> list[AuditEvent] | None:
+        """The records sealed against the head this trail last wrote and inserted; None,
+        nothing written, when another appender has moved the head since."""
         events = _sealed(records, self._expected_head)
+        if self._database.is_postgres:
+            return events if await self._insert_if_head_under_lock(events) else None
         try:
             async with self._database.transaction() as connection:
                 await connection.execute(_INSERT, [_row(event) for event in events])
-        except IntegrityError:
+        except IntegrityError:  # the next sequence was taken
             return None
         return events
+
+    async def _insert_if_head_under_lock(self, events: Sequence[AuditEvent]) -> bool:
+        rows = [_row(event) for event in events]
+        columns: dict[str, Any] = {name: [row[name] for row in rows] for name in rows[0]}
+        sequence, hash_ = self._expected_head
+        parameters = {
+            **columns,
+            "key": AUDIT_APPEND_LOCK,
+            "head_sequence": sequence,
+            "head_hash": hash_,
+        }
+        connected = self._connection.use() if self._connection else self._database.autocommit()
+        async with connected as connection:  # one statement, committed on its own
+            result = await connection.execute(_INSERT_IF_HEAD_UNDER_LOCK, parameters)
+        return bool(result.rowcount)
 
     async def _append(self, records: Sequence[AuditRecord]) -> list[AuditEvent]:
         async with self._database.transaction() as connection:
