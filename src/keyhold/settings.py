@@ -82,7 +82,8 @@ class Settings(BaseSettings):
         ge=1,
         le=200,
         description="database connections kept open, no more are made; PostgreSQL's are "
-        "shared by all the workers",
+        "shared by all the workers, and a worker with two or more keeps one for its audit "
+        "appends",
     )
     workers: int = Field(
         1,
