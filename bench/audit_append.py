@@ -107,7 +107,6 @@ async def run(argv: list[str]) -> dict[str, Any]:
         report = await verify_trail(trail, 0, 0)
         results["chain_ok"], results["events"] = report.ok, report.checked_count
         print(f"chain verified: {report.ok}, {report.checked_count} events")
-        await trail.close()
     finally:
         await database.dispose()
         if throwaway:

@@ -130,7 +130,6 @@ class KeyholdServer:
         await self.audit.throttled_calls.flush()
         if self.listener is not None:
             await self.listener.stop()
-        await self.audit.trail.close()
         await self.platform.database.dispose()
         await self.providers.oauth.close()
         self.identity.hasher.close()

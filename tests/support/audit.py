@@ -45,7 +45,6 @@ async def audit_stack(data_dir: Path, database_url: str | None) -> AsyncIterator
     try:
         yield AuditStack(database, trail, feed, appender, AuditRecorder(appender, clock), clock)
     finally:
-        await trail.close()
         await database.dispose()
 
 

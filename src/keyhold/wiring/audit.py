@@ -9,7 +9,7 @@ from keyhold.adapters.crypto.checkpoints import JwsCheckpointSigner
 from keyhold.adapters.persistence.audit.audit_feed import LocalAuditFeed
 from keyhold.adapters.persistence.audit.audit_trail import SqlAuditTrail
 from keyhold.adapters.persistence.audit.audit_writer import BatchingAuditAppender
-from keyhold.adapters.persistence.database import Database, KeptConnection
+from keyhold.adapters.persistence.database import Database
 from keyhold.application.audit.recorder import AuditRecorder
 from keyhold.application.audit.throttling import ThrottledCalls
 from keyhold.application.audit.trail import AuditTrailReader
@@ -28,7 +28,7 @@ class Audit:
 def audit_trail(database: Database, pool_size: int) -> SqlAuditTrail:
     """On PostgreSQL the appends keep a connection of the pool, if it has one to spare."""
     spare = database.is_postgres and pool_size > 1
-    return SqlAuditTrail(database, KeptConnection(database) if spare else None)
+    return SqlAuditTrail(database, database.kept_connection() if spare else None)
 
 
 def wire_audit(platform: Platform) -> Audit:

@@ -109,6 +109,7 @@ class Database:
         self.engine = engine
         self.on_unavailable = on_unavailable
         self.autocommit_engine = engine.execution_options(isolation_level="AUTOCOMMIT")
+        self._kept: list[KeptConnection] = []
         self._connect_autocommit: Callable[[AsyncEngine], AbstractAsyncContextManager[Any]] = (
             _always_returned if engine.dialect.name == "sqlite" else AsyncEngine.connect
         )
@@ -161,7 +162,15 @@ class Database:
             return False
         return True
 
+    def kept_connection(self) -> KeptConnection:
+        """A connection to keep between uses (see `KeptConnection`); `dispose` closes it."""
+        kept = KeptConnection(self)
+        self._kept.append(kept)
+        return kept
+
     async def dispose(self) -> None:
+        for kept in self._kept:
+            await kept.close()
         await self.engine.dispose()
 
 
@@ -169,7 +178,8 @@ class KeptConnection:
     """One autocommit connection of the pool, kept from one use to the next for a caller
     whose uses never overlap (the audit trail's appends), so that a use costs no
     checkout. Any failure during a use discards it (the next use takes another);
-    connection failures become `Unavailable`. `close` gives it back to the pool."""
+    connection failures become `Unavailable`. `close` gives it back to the pool, and so
+    does the database's `dispose`."""
 
     def __init__(self, database: Database) -> None:
         self._database = database

@@ -131,11 +131,6 @@ class SqlAuditTrail:
         self._process_lock = asyncio.Lock()
         self._expected_head: Head = (0, GENESIS_HASH)
 
-    async def close(self) -> None:
-        """Gives the kept connection back; the next append takes it again."""
-        if self._connection is not None:
-            await self._connection.close()
-
     async def append_batch(self, records: Sequence[AuditRecord]) -> list[AuditEvent]:
         async with self._process_lock:
             events = await self._append_to_expected_head(records) or await self._append(records)
