@@ -1,0 +1,81 @@
+"""Client assertions (RFC 7523 §3, `private_key_jwt`): the claims a service account's
+signed JWT must carry to stand in for its secret (docs/plans/fleet-authorization.md).
+
+The signature is checked elsewhere, against the account's registered keys; these rules
+cover what the header and the claims must say. Every refusal is UNAUTHENTICATED with a
+reason of its own, so that an operator can tell a clock problem from a forgery."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from keyhold.domain.errors import Unauthenticated
+from keyhold.domain.identity import DOMAIN
+
+ALGORITHMS = frozenset({"EdDSA", "ES256", "RS256"})
+MAX_JTI_LENGTH = 256
+MAX_KID_LENGTH = 128
+
+
+@dataclass(frozen=True, slots=True)
+class AssertionRules:
+    audience: str  # Keyhold's issuer URL, which the assertion must name
+    max_lifetime_seconds: int
+    leeway_seconds: int
+
+
+@dataclass(frozen=True, slots=True)
+class AcceptedAssertion:
+    key_id: str
+    token_id: str  # `jti`: never to be accepted again before `expires_at`
+    expires_at: int
+
+
+def accepted_assertion(
+    header: Mapping[str, object],
+    claims: Mapping[str, object],
+    client_id: str,
+    rules: AssertionRules,
+    now: int,
+) -> AcceptedAssertion:
+    algorithm, key_id = header.get("alg"), header.get("kid")
+    if algorithm not in ALGORITHMS:
+        raise _refused("ASSERTION_INVALID", "the assertion's algorithm is not accepted")
+    if not isinstance(key_id, str) or not 0 < len(key_id) <= MAX_KID_LENGTH:
+        raise _refused("KEY_UNKNOWN", "the assertion names no key of this account")
+    if claims.get("iss") != client_id or claims.get("sub") != client_id:
+        raise _refused("ASSERTION_INVALID", "iss and sub must both be the client id")
+    if not _names(claims.get("aud"), rules.audience):
+        raise _refused("ASSERTION_AUDIENCE", "the assertion is not addressed to Keyhold")
+    issued_at, expires_at = _time(claims.get("iat")), _time(claims.get("exp"))
+    if issued_at is None or expires_at is None:
+        raise _refused("ASSERTION_INVALID", "iat and exp must be numeric dates")
+    if expires_at - issued_at > rules.max_lifetime_seconds:
+        raise _refused("ASSERTION_TOO_LONG_LIVED", "the assertion lives too long")
+    if expires_at <= now - rules.leeway_seconds or issued_at > now + rules.leeway_seconds:
+        raise _refused("ASSERTION_EXPIRED", "the assertion is expired or not yet valid")
+    token_id = claims.get("jti")
+    if not isinstance(token_id, str) or not 0 < len(token_id) <= MAX_JTI_LENGTH:
+        raise _refused("ASSERTION_INVALID", "the assertion needs a jti")
+    return AcceptedAssertion(key_id, token_id, expires_at)
+
+
+def _names(audience: object, expected: str) -> bool:
+    if isinstance(audience, str):
+        return audience == expected
+    return isinstance(audience, list) and len(audience) <= 16 and expected in audience
+
+
+def _time(value: object) -> int | None:
+    """A NumericDate (RFC 7519 §2, possibly fractional) in whole seconds, or None."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    if not math.isfinite(value) or value < 0:
+        return None
+    return int(value)
+
+
+def _refused(reason: str, message: str) -> Unauthenticated:
+    return Unauthenticated(reason, message, domain=DOMAIN)
