@@ -199,10 +199,9 @@ class KeptConnection:
                 raise
 
     async def _discard(self) -> None:
-        connection, self._connection = self._connection, None
-        if connection is not None:
-            await _complete_deferring_cancellation(connection.invalidate())
-            await _complete_deferring_cancellation(connection.close())
+        if self._connection is not None:
+            await _complete_deferring_cancellation(self._connection.invalidate())
+        await self.close()
 
     async def close(self) -> None:
         connection, self._connection = self._connection, None
