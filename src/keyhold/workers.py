@@ -59,7 +59,7 @@ async def prepare_database(settings: Settings) -> None:
     from keyhold.adapters.crypto.sealer import AeadSealer
     from keyhold.adapters.persistence.database import Database
     from keyhold.adapters.persistence.migrate import migrate
-    from keyhold.adapters.persistence.unit_of_work import unit_of_work_factory
+    from keyhold.adapters.persistence.unit_of_work import SqlUnitOfWorkFactory
     from keyhold.domain.clock import SystemClock
     from keyhold.wiring.platform import database_engine, encryption_keys, signing_keys_for
 
@@ -68,7 +68,7 @@ async def prepare_database(settings: Settings) -> None:
         if settings.should_migrate_on_start:
             await migrate(database.engine)
         sealer = AeadSealer(encryption_keys(settings))
-        keys = signing_keys_for(settings, unit_of_work_factory(database, sealer), SystemClock())
+        keys = signing_keys_for(settings, SqlUnitOfWorkFactory(database, sealer), SystemClock())
         await keys.ensure_signer()
     finally:
         await database.dispose()

@@ -16,7 +16,7 @@ from keyhold.adapters.crypto.aead import AeadKeyRing
 from keyhold.adapters.crypto.sealer import AeadSealer
 from keyhold.adapters.persistence.database import Database
 from keyhold.adapters.persistence.migrate import migrate
-from keyhold.adapters.persistence.unit_of_work import unit_of_work_factory
+from keyhold.adapters.persistence.unit_of_work import SqlUnitOfWorkFactory
 from keyhold.application.identity.signing_keys import SigningKeys
 from keyhold.domain.clock import SystemClock
 from keyhold.wiring.platform import signing_keys_for
@@ -40,7 +40,7 @@ async def replicas(tmp_path: Path) -> AsyncIterator[list[SigningKeys]]:
         await migrate(databases[0].engine)
         try:
             yield [
-                signing_keys_for(settings, unit_of_work_factory(database, sealer), SystemClock())
+                signing_keys_for(settings, SqlUnitOfWorkFactory(database, sealer), SystemClock())
                 for database in databases
             ]
         finally:

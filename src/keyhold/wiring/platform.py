@@ -18,7 +18,7 @@ from keyhold.adapters.crypto.sealer import AeadSealer
 from keyhold.adapters.persistence.database import Database
 from keyhold.adapters.persistence.engine import create_engine
 from keyhold.adapters.persistence.migrate import migrate
-from keyhold.adapters.persistence.unit_of_work import SqlUnitOfWorkFactory, unit_of_work_factory
+from keyhold.adapters.persistence.unit_of_work import SqlUnitOfWorkFactory
 from keyhold.adapters.telemetry.prometheus import PrometheusTelemetry
 from keyhold.adapters.telemetry.tracing import Tracing, tracing_for
 from keyhold.api.health import DatabaseMonitor, HealthReporter
@@ -98,7 +98,7 @@ async def wire_platform(
         await migrate(engine)
     keys = encryption_keys(settings)
     sealer = AeadSealer(keys)
-    unit_of_work = unit_of_work_factory(database, sealer)
+    unit_of_work = SqlUnitOfWorkFactory(database, sealer)
     signing_keys = signing_keys_for(settings, unit_of_work, clock)
     return Platform(
         settings=settings,

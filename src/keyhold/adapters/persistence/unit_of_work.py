@@ -107,7 +107,3 @@ class SqlUnitOfWorkFactory:
 
     def __call__(self, *, atomic: bool = True) -> SqlUnitOfWork:
         return SqlUnitOfWork(self._database, self._sealer, atomic=atomic)
-
-
-def unit_of_work_factory(database: Database, sealer: Sealer) -> SqlUnitOfWorkFactory:
-    return SqlUnitOfWorkFactory(database, sealer)
