@@ -7,7 +7,6 @@ import asyncio
 import os
 import sys
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -19,9 +18,9 @@ from sqlalchemy.exc import DBAPIError
 from keyhold.adapters.persistence.audit.audit_trail import SqlAuditTrail
 from keyhold.application.audit.trail import verify_trail
 from keyhold.domain.audit.actions import Action
-from keyhold.domain.audit.events import ActorType, AuditRecord, Outcome
+from keyhold.domain.audit.events import Outcome
 from keyhold.domain.errors import FailedPrecondition, Unavailable
-from tests.support.audit import AuditStack, audit_stack
+from tests.support.audit import AuditStack, audit_stack, system_record
 from tests.support.databases import postgres_database
 
 
@@ -181,7 +180,7 @@ async def test_an_appender_whose_remembered_head_is_stale_appends_after_the_real
     head it remembers, are not written there; they follow the real head."""
     other = SqlAuditTrail(stack.database)  # another process's trail on the same database
     await _record(stack, 2)  # this process: sequences 1-4, head remembered
-    await other.append_batch([_a_record()])  # the other: 5, unknown to this process
+    await other.append_batch([system_record()])  # the other: 5, unknown to this process
     await _record(stack, 1)  # this process expects 4: must not write there
     report = await verify_trail(stack.trail, 0, 0)
     assert (report.ok, report.checked_count, report.head_sequence) == (True, 7, 7)
@@ -231,28 +230,7 @@ async def test_appends_go_on_after_the_connection_kept_for_them_is_lost(tmp_path
                 )
             )
         with pytest.raises(Unavailable):
-            await stack.trail.append_batch([_a_record()])
+            await stack.trail.append_batch([system_record()])
         await _record(stack, 1)
         report = await verify_trail(stack.trail, 0, 0)
         assert (report.ok, report.checked_count, report.head_sequence) == (True, 4, 4)
-
-
-def _a_record() -> AuditRecord:
-    return AuditRecord(
-        event_id="e" * 32,
-        attempt_id="a" * 32,
-        time=datetime.now(UTC),
-        actor_type=ActorType.SYSTEM,
-        actor_id="system",
-        action=Action.AUDIT_EVENTS_LIST,
-        outcome=Outcome.SUCCEEDED,
-        resource_type="",
-        resource_name="audit-events",
-        peer="",
-        user_agent="",
-        request_id="",
-        trace_id="",
-        status_code=0,
-        reason="",
-        details={},
-    )

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 from sqlalchemy import text
@@ -17,6 +18,8 @@ from keyhold.adapters.persistence.audit.audit_writer import BatchingAuditAppende
 from keyhold.adapters.persistence.database import Database
 from keyhold.adapters.persistence.migrate import migrate
 from keyhold.application.audit.recorder import AuditRecorder
+from keyhold.domain.audit.actions import Action
+from keyhold.domain.audit.events import ActorType, AuditRecord, Outcome
 from keyhold.wiring.audit import audit_trail
 from tests.support.engines import engine_for
 from tests.support.fakes import FakeClock
@@ -93,3 +96,25 @@ async def attempts_of(database_url: str, action: str) -> Attempts:
         attempts.outcomes.setdefault(attempt_id, []).append(outcome)
         attempts.resources[attempt_id] = resource_name
     return attempts
+
+
+def system_record(index: int = 0) -> AuditRecord:
+    """A record of the system's own, told apart from others by `index` (its event id)."""
+    return AuditRecord(
+        event_id=f"{index:032x}",
+        attempt_id="a" * 32,
+        time=datetime.now(UTC),
+        actor_type=ActorType.SYSTEM,
+        actor_id="system",
+        action=Action.AUDIT_EVENTS_LIST,
+        outcome=Outcome.SUCCEEDED,
+        resource_type="",
+        resource_name="audit-events",
+        peer="",
+        user_agent="",
+        request_id="",
+        trace_id="",
+        status_code=0,
+        reason="",
+        details={},
+    )

@@ -5,33 +5,11 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
-from datetime import UTC, datetime
 
 from keyhold.adapters.persistence.audit.audit_writer import BatchingAuditAppender
-from keyhold.domain.audit.actions import Action
 from keyhold.domain.audit.chain import GENESIS_HASH, seal
-from keyhold.domain.audit.events import ActorType, AuditEvent, AuditRecord, Outcome
-
-
-def _record(index: int) -> AuditRecord:
-    return AuditRecord(
-        event_id=f"{index:032x}",
-        attempt_id="a" * 32,
-        time=datetime.now(UTC),
-        actor_type=ActorType.SYSTEM,
-        actor_id="system",
-        action=Action.AUDIT_EVENTS_LIST,
-        outcome=Outcome.SUCCEEDED,
-        resource_type="",
-        resource_name="audit-events",
-        peer="",
-        user_agent="",
-        request_id="",
-        trace_id="",
-        status_code=0,
-        reason="",
-        details={},
-    )
+from keyhold.domain.audit.events import AuditEvent, AuditRecord
+from tests.support.audit import system_record
 
 
 class _Trail:
@@ -59,7 +37,7 @@ class _Trail:
 async def test_an_append_to_an_idle_appender_is_written_at_once() -> None:
     appender = BatchingAuditAppender(_Trail(), spacing_seconds=60.0)
     for index in range(3):  # each finds the appender idle again
-        await asyncio.wait_for(appender.append(_record(index)), timeout=5.0)
+        await asyncio.wait_for(appender.append(system_record(index)), timeout=5.0)
 
 
 async def test_appends_arriving_while_a_batch_is_written_wait_for_the_spacing() -> None:
@@ -68,7 +46,7 @@ async def test_appends_arriving_while_a_batch_is_written_wait_for_the_spacing() 
 
     def more(first: int, count: int) -> None:
         appends.extend(
-            asyncio.create_task(appender.append(_record(first + i))) for i in range(count)
+            asyncio.create_task(appender.append(system_record(first + i))) for i in range(count)
         )
 
     def soon_after_the_first_batch() -> None:
@@ -76,7 +54,7 @@ async def test_appends_arriving_while_a_batch_is_written_wait_for_the_spacing() 
 
     trail = _Trail(on_first=soon_after_the_first_batch)
     appender = BatchingAuditAppender(trail, spacing_seconds=spacing)
-    first = asyncio.create_task(appender.append(_record(0)))
+    first = asyncio.create_task(appender.append(system_record(0)))
     await trail.writing.wait()  # the first batch is being written
     more(1, 5)
     await first
