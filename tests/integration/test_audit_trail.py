@@ -216,6 +216,28 @@ async def test_an_append_after_the_head_it_last_wrote_is_one_statement_on_postgr
         assert (report.ok, report.checked_count) == (True, 4)
 
 
+async def test_an_append_on_sqlite_is_one_statement_in_no_transaction(tmp_path: Path) -> None:
+    """Its every write takes SQLite's write lock first: one statement inserts the records
+    of an append (all or none), committed on its own."""
+    async with audit_stack(tmp_path, None) as stack:
+        await _record(stack, 1)
+        statements: list[str] = []
+
+        def on_statement(
+            connection: Connection, cursor: object, statement: str, *_: object
+        ) -> None:
+            statements.append(statement)
+
+        engine_events.listen(
+            stack.database.engine.sync_engine, "before_cursor_execute", on_statement
+        )
+        await stack.trail.append_batch([system_record(1), system_record(2)])
+        assert len(statements) == 1
+        assert statements[0].startswith("INSERT INTO audit_events")
+        report = await verify_trail(stack.trail, 0, 0)
+        assert (report.ok, report.checked_count) == (True, 4)
+
+
 @pytest.mark.postgres
 async def test_appends_go_on_after_the_connection_kept_for_them_is_lost(tmp_path: Path) -> None:
     """The connection the appends keep is ended by the server: that append fails as

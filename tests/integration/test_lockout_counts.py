@@ -12,7 +12,7 @@ from pathlib import Path
 
 import grpc
 import pytest
-from sqlalchemy import event, text
+from sqlalchemy import Connection, event, text
 
 from keyhold import server as server_module
 from keyhold.adapters.persistence.database import Database
@@ -223,6 +223,46 @@ async def test_a_login_costs_one_statement_more_than_a_check(tmp_path: Path) -> 
         with pytest.raises(Exception, match="email or password is wrong"):
             await app.identity.sessions.login("ada@example.com", "wrong passphrase!", "t")
         assert statements == ["INSERT"]
+
+
+async def test_a_login_takes_no_transaction(tmp_path: Path, database_url: str | None) -> None:
+    """Each statement of a login commits on its own, the session before the reservation
+    is given back: no BEGIN or COMMIT round trips."""
+    settings = settings_for(tmp_path, database_url, rate_limits_enabled=False)
+    async with running_server(settings) as (app, _):
+        await signed_in(app, "ada@example.com")
+        set_current_call(CallContext(peer="ipv4:192.0.2.1:1"))
+        statements: list[str] = []
+        transactions: list[Connection] = []
+
+        def on_statement(
+            connection: Connection, cursor: object, statement: str, *_: object
+        ) -> None:
+            if "audit_events" not in statement:
+                statements.append(" ".join(statement.split()[:3]))
+
+        def on_begin(connection: Connection) -> None:
+            if connection.get_execution_options().get("isolation_level") != "AUTOCOMMIT":
+                transactions.append(connection)
+
+        engine = app.platform.database.engine.sync_engine
+        event.listen(engine, "before_cursor_execute", on_statement)
+        if database_url:  # SQLite's BEGIN is a statement
+            event.listen(engine, "begin", on_begin)
+        await app.identity.sessions.login("ada@example.com", PASSWORD, "t")
+
+        assert transactions == []
+        session = (
+            ["WITH added AS"]
+            if database_url
+            else ["INSERT INTO sessions", "INSERT INTO refresh_tokens"]
+        )
+        assert statements == [
+            "INSERT INTO login_failures",
+            "SELECT users.id, users.email,",
+            *session,
+            "UPDATE login_failures SET",
+        ]
 
 
 async def test_parallel_guesses_reach_the_hasher_at_most_threshold_times(

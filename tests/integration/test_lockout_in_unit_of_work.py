@@ -85,11 +85,8 @@ async def test_a_give_back_applies_with_its_commit_and_not_after_a_rollback(
     assert await _failures(database) == [0, 1, 1]
 
 
-async def test_a_non_atomic_unit_of_work_keeps_each_write_on_postgres_only(
-    database: Database,
-) -> None:
-    """`atomic=False` lets PostgreSQL commit each statement as it runs (no BEGIN, no
-    COMMIT); SQLite keeps the block one transaction, which the caller must accept."""
+async def test_a_non_atomic_unit_of_work_keeps_each_write(database: Database) -> None:
+    """`atomic=False` commits each statement as it runs (no BEGIN, no COMMIT)."""
     at = datetime.now(UTC)
 
     async def reserve_then_fail() -> None:
@@ -99,5 +96,4 @@ async def test_a_non_atomic_unit_of_work_keeps_each_write_on_postgres_only(
 
     with pytest.raises(_RolledBack):
         await reserve_then_fail()
-    kept = 1 if database.is_postgres else 0
-    assert await _failures(database) == [kept] * len(KEYS)
+    assert await _failures(database) == [1] * len(KEYS)

@@ -26,9 +26,8 @@ class Audit:
 
 
 def audit_trail(database: Database, pool_size: int) -> SqlAuditTrail:
-    """On PostgreSQL the appends keep a connection of the pool, if it has one to spare."""
-    spare = database.is_postgres and pool_size > 1
-    return SqlAuditTrail(database, database.kept_connection() if spare else None)
+    """The appends keep a connection of the pool, if it has one to spare."""
+    return SqlAuditTrail(database, database.kept_connection() if pool_size > 1 else None)
 
 
 def wire_audit(platform: Platform) -> Audit:

@@ -6,14 +6,15 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from typing import Any, TypeVar
+from contextlib import asynccontextmanager
+from typing import TypeVar
 
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from keyhold.adapters.persistence.engine import statements_commit_alone
 from keyhold.domain.errors import Unavailable
 
 T = TypeVar("T")
@@ -77,29 +78,6 @@ async def complete_absorbing_cancellation(work: Awaitable[T]) -> T:
     return task.result()
 
 
-@asynccontextmanager
-async def _always_returned(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
-    """A pooled connection that goes back to the pool however its caller ends.
-
-    SQLAlchemy's `async with engine.connect()` loses the connection when the caller is
-    cancelled after the pool handed it over but before the connection was set up: it
-    stays checked out until the garbage collector finds it. Only an autocommit
-    connection on SQLite waits in that moment (aiosqlite sets the isolation level on the
-    connection's thread), so only those are checked out this way; it costs a task per
-    checkout."""
-    connection = engine.connect()
-    try:
-        await _complete_deferring_cancellation(connection.start())
-    except asyncio.CancelledError:
-        if connection.sync_connection is not None:
-            await _complete_deferring_cancellation(connection.close())
-        raise
-    try:
-        yield connection
-    finally:
-        await _complete_deferring_cancellation(connection.close())
-
-
 class Database:
     def __init__(
         self,
@@ -108,11 +86,8 @@ class Database:
     ) -> None:
         self.engine = engine
         self.on_unavailable = on_unavailable
-        self.autocommit_engine = engine.execution_options(isolation_level="AUTOCOMMIT")
+        self.autocommit_engine = statements_commit_alone(engine)
         self._kept: list[KeptConnection] = []
-        self._connect_autocommit: Callable[[AsyncEngine], AbstractAsyncContextManager[Any]] = (
-            _always_returned if engine.dialect.name == "sqlite" else AsyncEngine.connect
-        )
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[AsyncConnection]:
@@ -126,7 +101,7 @@ class Database:
         for single reads and single atomic statements; connection failures → Unavailable."""
         async with (
             self.failures_translated(),
-            self._connect_autocommit(self.autocommit_engine) as connection,
+            self.autocommit_engine.connect() as connection,
         ):
             yield connection
 
@@ -155,7 +130,7 @@ class Database:
         try:
             async with (
                 asyncio.timeout(within_seconds),
-                self._connect_autocommit(self.autocommit_engine) as connection,
+                self.autocommit_engine.connect() as connection,
             ):
                 await connection.execute(text("SELECT 1"))
         except Exception:

@@ -75,9 +75,28 @@ def _sqlite_engine(
     return engine
 
 
+# An execution option: a connection with it set runs each statement on its own (see
+# `statements_commit_alone`).
+_STATEMENTS_COMMIT_ALONE = "keyhold_statements_commit_alone"
+
+
+def statements_commit_alone(engine: AsyncEngine) -> AsyncEngine:
+    """`engine`, handing out connections on which each statement commits on its own: no
+    BEGIN and COMMIT round trips.
+
+    PostgreSQL: SQLAlchemy's AUTOCOMMIT isolation level. SQLite: the engine's
+    connections are kept out of sqlite3's own transaction control, so a connection whose
+    SQLAlchemy transactions send no BEGIN already commits statement by statement;
+    switching the isolation level instead would cost round trips to the connection's
+    thread at every checkout and return."""
+    if engine.dialect.name == "sqlite":
+        return engine.execution_options(**{_STATEMENTS_COMMIT_ALONE: True})
+    return engine.execution_options(isolation_level="AUTOCOMMIT")
+
+
 def _transactions_begin_immediately(engine: AsyncEngine) -> None:
     """Every SQLAlchemy transaction on `engine` is one SQLite transaction, begun with
-    BEGIN IMMEDIATE; autocommit connections begin none.
+    BEGIN IMMEDIATE; connections on which statements commit alone begin none.
 
     SQLAlchemy's documented recipe for pysqlite and aiosqlite: sqlite3's own transaction
     control is switched off (it sends BEGIN only before a DML statement, so a SAVEPOINT
@@ -95,5 +114,8 @@ def _transactions_begin_immediately(engine: AsyncEngine) -> None:
 
     @event.listens_for(engine.sync_engine, "begin")
     def _begin_immediate(connection: Connection) -> None:
-        if connection.get_execution_options().get("isolation_level") != "AUTOCOMMIT":
+        options = connection.get_execution_options()
+        if options.get("isolation_level") != "AUTOCOMMIT" and not options.get(
+            _STATEMENTS_COMMIT_ALONE
+        ):
             connection.exec_driver_sql("BEGIN IMMEDIATE")

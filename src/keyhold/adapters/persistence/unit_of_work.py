@@ -1,5 +1,5 @@
-"""The unit of work on SQL: one transaction over every repository (on PostgreSQL, none
-when the caller does not need the block to be atomic)."""
+"""The unit of work on SQL: one transaction over every repository, or none when the
+caller does not need the block to be atomic."""
 
 from __future__ import annotations
 
@@ -39,9 +39,7 @@ class SqlUnitOfWork:
     def __init__(self, database: Database, sealer: Sealer, *, atomic: bool = True) -> None:
         self._database = database
         self._sealer = sealer
-        # PostgreSQL autocommits each statement for free; SQLite would pay round trips to
-        # switch its connection's mode, so there a non-atomic block is a transaction.
-        self._in_transaction = atomic or not database.is_postgres
+        self._in_transaction = atomic
         self._connection: AsyncConnection | None = None
         self._transaction: AsyncTransaction | None = None
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
 from datetime import datetime
 from enum import Enum
 from typing import Any, get_origin, get_type_hints
@@ -12,6 +13,7 @@ from typing import Any, get_origin, get_type_hints
 from sqlalchemy import Row, Select, bindparam, delete, exists, func, select, text, update
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from keyhold.adapters.persistence.database import Database, KeptConnection
 from keyhold.adapters.persistence.tables import audit_events, audit_retention
@@ -118,12 +120,12 @@ class SqlAuditTrail:
 
     The trail remembers the head it last wrote and seals the next records against it.
     On PostgreSQL one statement inserts them if, under the lock, that is still the head;
-    on SQLite, whose write lock every transaction takes first, they are inserted, and
-    the next sequence already taken means another process appended. Either way nothing
-    was then written, and the append is done again in a transaction that reads the head
-    under the lock. On PostgreSQL appended rows announce themselves (a trigger), and the
-    appends run on `connection` when one is given: a pooled connection kept for them.
-    Migration 0008 has the lock-then-head function and the trigger."""
+    on SQLite, whose every write takes the write lock first, one statement inserts them,
+    and the next sequence already taken means another process appended. Either way
+    nothing was then written, and the append is done again in a transaction that reads
+    the head under the lock. The appends run on `connection` when one is given: a pooled
+    connection kept for them. On PostgreSQL appended rows announce themselves (a
+    trigger). Migration 0008 has the lock-then-head function and the trigger."""
 
     def __init__(self, database: Database, connection: KeptConnection | None = None) -> None:
         self._database = database
@@ -146,11 +148,15 @@ class SqlAuditTrail:
         if self._database.is_postgres:
             return events if await self._insert_if_head_under_lock(events) else None
         try:
-            async with self._database.transaction() as connection:
-                await connection.execute(_INSERT, [_row(event) for event in events])
+            async with self._connected() as connection:  # one statement: all rows or none
+                await connection.execute(_INSERT.values([_row(event) for event in events]))
         except IntegrityError:  # the next sequence was taken
             return None
         return events
+
+    def _connected(self) -> AbstractAsyncContextManager[AsyncConnection]:
+        """A connection on which each statement commits on its own."""
+        return self._connection.use() if self._connection else self._database.autocommit()
 
     async def _insert_if_head_under_lock(self, events: Sequence[AuditEvent]) -> bool:
         rows = [_row(event) for event in events]
@@ -162,8 +168,7 @@ class SqlAuditTrail:
             "head_sequence": sequence,
             "head_hash": hash_,
         }
-        connected = self._connection.use() if self._connection else self._database.autocommit()
-        async with connected as connection:  # one statement, committed on its own
+        async with self._connected() as connection:
             result = await connection.execute(_INSERT_IF_HEAD_UNDER_LOCK, parameters)
         return bool(result.rowcount)
 
