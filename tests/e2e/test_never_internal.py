@@ -1,5 +1,5 @@
 """No request makes the server answer INTERNAL or UNKNOWN: property tests that generate
-every request message of every RPC of the three services from its descriptor (extreme
+every request message of every RPC of the four services from its descriptor (extreme
 integers, other scripts' digits, long text, unknown enum numbers, thousands of repeated
 items, nested messages, field masks with any paths, timestamps outside 0001-9999) and
 send each anonymously and as a privileged caller. Every refusal carries an ErrorInfo,

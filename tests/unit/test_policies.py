@@ -14,13 +14,14 @@ from keyhold.wiring.grpc_api import SERVICES
 from tests.support.servers import settings_for
 
 API_RPCS = {
-    "IdentityService": 22,
+    "IdentityService": 24,
     "AuditService": 5,
     "ProviderService": 11,
+    "ApiResourceService": 19,
 }
 
 
-def test_every_rpc_of_the_three_services_declares_an_auth_policy() -> None:
+def test_every_rpc_of_the_four_services_declares_an_auth_policy() -> None:
     assert {s.name: len(s.methods) for s in SERVICES} == API_RPCS
     for service in SERVICES:
         for method in service.methods:

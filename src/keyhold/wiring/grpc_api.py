@@ -1,4 +1,4 @@
-"""The gRPC surface: the policy pipeline every call passes, the three Keyhold services,
+"""The gRPC surface: the policy pipeline every call passes, the four Keyhold services,
 health and reflection, and the metrics endpoint beside them."""
 
 from __future__ import annotations
@@ -21,11 +21,12 @@ from keyhold.api.pipeline.rate_limit import RateLimitGate
 from keyhold.api.policy import load_policies
 from keyhold.api.reflection import enable_reflection
 from keyhold.api.registration import GenericHandlersOnly, register_service
+from keyhold.api.servicers.api_resources import ApiResourceServicer
 from keyhold.api.servicers.audit import AuditServicer
 from keyhold.api.servicers.identity import IdentityServicer
 from keyhold.api.servicers.provider import ProviderServicer
 from keyhold.audit.v1 import audit_service_pb2
-from keyhold.identity.v1 import identity_service_pb2
+from keyhold.identity.v1 import api_resource_service_pb2, identity_service_pb2
 from keyhold.provider.v1 import provider_service_pb2
 from keyhold.settings import Settings
 from keyhold.wiring.audit import Audit
@@ -37,6 +38,7 @@ SERVICES: tuple[ServiceDescriptor, ...] = (
     identity_service_pb2.DESCRIPTOR.services_by_name["IdentityService"],
     audit_service_pb2.DESCRIPTOR.services_by_name["AuditService"],
     provider_service_pb2.DESCRIPTOR.services_by_name["ProviderService"],
+    api_resource_service_pb2.DESCRIPTOR.services_by_name["ApiResourceService"],
 )
 SERVICE_NAMES = [service.full_name for service in SERVICES]
 
@@ -117,6 +119,7 @@ def wire_grpc_api(
         IdentityServicer(identity),
         AuditServicer(audit.reader),
         ProviderServicer(providers),
+        ApiResourceServicer(),
     )
     for service, servicer in zip(SERVICES, servicers, strict=True):
         register_service(server, service, servicer, interceptor)

@@ -91,6 +91,7 @@ class User(_message.Message):
     ROLES_FIELD_NUMBER: _builtins.int
     CREATE_TIME_FIELD_NUMBER: _builtins.int
     UPDATE_TIME_FIELD_NUMBER: _builtins.int
+    ROLE_GRANTS_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """The resource name, `users/{user_id}`; the id is opaque. Output only on create;
     in responses always the real id, never `users/me`.
@@ -122,6 +123,13 @@ class User(_message.Message):
     def update_time(self) -> _timestamp_pb2.Timestamp:
         """When the user was last changed. Output only."""
 
+    @_builtins.property
+    def role_grants(self) -> _containers.RepeatedCompositeFieldContainer[Global___RoleGrant]:
+        """The user's roles on other API resources, one entry per resource. Output only:
+        set through GrantUserRoles and RevokeUserRoles.
+        At most 100 items.
+        """
+
     def __init__(
         self,
         *,
@@ -133,14 +141,91 @@ class User(_message.Message):
         roles: _abc.Iterable[_builtins.str] | None = ...,
         create_time: _timestamp_pb2.Timestamp | None = ...,
         update_time: _timestamp_pb2.Timestamp | None = ...,
+        role_grants: _abc.Iterable[Global___RoleGrant] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "display_name", b"display_name", "email", b"email", "email_verified", b"email_verified", "name", b"name", "roles", b"roles", "state", b"state", "update_time", b"update_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "display_name", b"display_name", "email", b"email", "email_verified", b"email_verified", "name", b"name", "role_grants", b"role_grants", "roles", b"roles", "state", b"state", "update_time", b"update_time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___User: _TypeAlias = User  # noqa: Y015
+
+@_typing.final
+class RoleGrant(_message.Message):
+    """The roles a user holds on one API resource."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    API_RESOURCE_FIELD_NUMBER: _builtins.int
+    AUDIENCE_FIELD_NUMBER: _builtins.int
+    ROLES_FIELD_NUMBER: _builtins.int
+    api_resource: _builtins.str
+    """The API resource, `api-resources/{id}`.
+    At most 256 characters.
+    """
+    audience: _builtins.str
+    """The resource's audience.
+    At most 256 characters.
+    """
+    @_builtins.property
+    def roles(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The roles held there.
+        At most 50 items of at most 64 characters each.
+        """
+
+    def __init__(
+        self,
+        *,
+        api_resource: _builtins.str = ...,
+        audience: _builtins.str = ...,
+        roles: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["api_resource", b"api_resource", "audience", b"audience", "roles", b"roles"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RoleGrant: _TypeAlias = RoleGrant  # noqa: Y015
+
+@_typing.final
+class ScopeGrant(_message.Message):
+    """The scopes a service account is granted on one API resource."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    API_RESOURCE_FIELD_NUMBER: _builtins.int
+    AUDIENCE_FIELD_NUMBER: _builtins.int
+    SCOPES_FIELD_NUMBER: _builtins.int
+    api_resource: _builtins.str
+    """The API resource, `api-resources/{id}`.
+    At most 256 characters.
+    """
+    audience: _builtins.str
+    """The resource's audience, which tokens for these scopes carry.
+    At most 256 characters.
+    """
+    @_builtins.property
+    def scopes(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The scopes granted there.
+        At most 100 items of at most 128 characters each.
+        """
+
+    def __init__(
+        self,
+        *,
+        api_resource: _builtins.str = ...,
+        audience: _builtins.str = ...,
+        scopes: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["api_resource", b"api_resource", "audience", b"audience", "scopes", b"scopes"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ScopeGrant: _TypeAlias = ScopeGrant  # noqa: Y015
 
 @_typing.final
 class Session(_message.Message):
@@ -215,19 +300,43 @@ class ServiceAccount(_message.Message):
     DISPLAY_NAME_FIELD_NUMBER: _builtins.int
     SCOPES_FIELD_NUMBER: _builtins.int
     CREATE_TIME_FIELD_NUMBER: _builtins.int
+    GRANTS_FIELD_NUMBER: _builtins.int
+    REFUSES_SECRETS_FIELD_NUMBER: _builtins.int
     name: _builtins.str
-    """The resource name, `service-accounts/{id}`; the id is opaque. Output only."""
+    """The resource name, `service-accounts/{id}`; the id is opaque. Output only.
+    At most 256 characters.
+    """
     client_id: _builtins.str
-    """The OAuth client id to present to CreateServiceToken; opaque. Output only."""
+    """The OAuth client id to present to CreateServiceToken; opaque. Output only.
+    At most 128 characters.
+    """
     display_name: _builtins.str
-    """The human-readable name shown in user interfaces; free text."""
+    """The human-readable name shown in user interfaces; free text.
+    At most 256 characters.
+    """
+    refuses_secrets: _builtins.bool
+    """Whether CreateServiceToken refuses the account's client secret (reason
+    SECRETS_REFUSED), so that it authenticates only by a client assertion or a
+    trusted issuer's token.
+    """
     @_builtins.property
     def scopes(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
-        """The scopes the account may request, such as `audit.read`."""
+        """The scopes the account may request of Keyhold itself (the built-in API
+        resource `api-resources/keyhold`), such as `audit.read`. Output only after
+        creation: `grants` holds them too.
+        At most 64 items of at most 128 characters each.
+        """
 
     @_builtins.property
     def create_time(self) -> _timestamp_pb2.Timestamp:
         """When the account was created. Output only."""
+
+    @_builtins.property
+    def grants(self) -> _containers.RepeatedCompositeFieldContainer[Global___ScopeGrant]:
+        """The scopes the account is granted, one entry per API resource. Output only:
+        set through GrantServiceAccountScopes and RevokeServiceAccountScopes.
+        At most 100 items.
+        """
 
     def __init__(
         self,
@@ -237,10 +346,12 @@ class ServiceAccount(_message.Message):
         display_name: _builtins.str = ...,
         scopes: _abc.Iterable[_builtins.str] | None = ...,
         create_time: _timestamp_pb2.Timestamp | None = ...,
+        grants: _abc.Iterable[Global___ScopeGrant] | None = ...,
+        refuses_secrets: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["client_id", b"client_id", "create_time", b"create_time", "display_name", b"display_name", "name", b"name", "scopes", b"scopes"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["client_id", b"client_id", "create_time", b"create_time", "display_name", b"display_name", "grants", b"grants", "name", b"name", "refuses_secrets", b"refuses_secrets", "scopes", b"scopes"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1186,6 +1297,64 @@ class ListServiceAccountsResponse(_message.Message):
 Global___ListServiceAccountsResponse: _TypeAlias = ListServiceAccountsResponse  # noqa: Y015
 
 @_typing.final
+class UpdateServiceAccountRequest(_message.Message):
+    """The request for UpdateServiceAccount."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SERVICE_ACCOUNT_FIELD_NUMBER: _builtins.int
+    UPDATE_MASK_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def service_account(self) -> Global___ServiceAccount:
+        """The account to update, identified by `service_account.name`, carrying the new
+        values of the fields named in `update_mask`.
+        """
+
+    @_builtins.property
+    def update_mask(self) -> _field_mask_pb2.FieldMask:
+        """The fields to update: `display_name`, `refuses_secrets`. Required: an empty
+        mask, `*` or any other path fails with INVALID_ARGUMENT.
+        """
+
+    def __init__(
+        self,
+        *,
+        service_account: Global___ServiceAccount | None = ...,
+        update_mask: _field_mask_pb2.FieldMask | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["service_account", b"service_account", "update_mask", b"update_mask"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["service_account", b"service_account", "update_mask", b"update_mask"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UpdateServiceAccountRequest: _TypeAlias = UpdateServiceAccountRequest  # noqa: Y015
+
+@_typing.final
+class UpdateServiceAccountResponse(_message.Message):
+    """The response to UpdateServiceAccount."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SERVICE_ACCOUNT_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def service_account(self) -> Global___ServiceAccount:
+        """The account after the update."""
+
+    def __init__(
+        self,
+        *,
+        service_account: Global___ServiceAccount | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["service_account", b"service_account"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["service_account", b"service_account"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UpdateServiceAccountResponse: _TypeAlias = UpdateServiceAccountResponse  # noqa: Y015
+
+@_typing.final
 class DeleteServiceAccountRequest(_message.Message):
     """The request for DeleteServiceAccount."""
 
@@ -1235,6 +1404,9 @@ class CreateServiceTokenRequest(_message.Message):
     CLIENT_ID_FIELD_NUMBER: _builtins.int
     CLIENT_SECRET_FIELD_NUMBER: _builtins.int
     SCOPES_FIELD_NUMBER: _builtins.int
+    AUDIENCE_FIELD_NUMBER: _builtins.int
+    CLIENT_ASSERTION_FIELD_NUMBER: _builtins.int
+    SUBJECT_TOKEN_FIELD_NUMBER: _builtins.int
     client_id: _builtins.str
     """The service account's client id.
     At most 128 characters.
@@ -1243,10 +1415,26 @@ class CreateServiceTokenRequest(_message.Message):
     """The service account's client secret; never logged.
     At most 1024 characters.
     """
+    audience: _builtins.str
+    """The audience the token is for: an API resource's. Empty means Keyhold's own.
+    At most 256 characters.
+    """
+    client_assertion: _builtins.str
+    """Instead of `client_secret`: a JWT client assertion (RFC 7523) whose `iss` and
+    `sub` are the client id, `aud` Keyhold's issuer, signed by one of the account's
+    registered keys, short-lived and never presented before. Never logged.
+    At most 16384 characters.
+    """
+    subject_token: _builtins.str
+    """Instead of `client_secret`: a token of a trusted external issuer (a Kubernetes
+    projected service-account token, a SPIFFE JWT-SVID) whose subject is mapped to
+    the account; `client_id` may then be empty. Never logged.
+    At most 16384 characters.
+    """
     @_builtins.property
     def scopes(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
-        """The scopes wanted; must be a subset of the account's scopes. Empty means all of
-        the account's scopes.
+        """The scopes wanted; must be a subset of the account's grant on the audience's
+        API resource. Empty means all of them.
         At most 64 items of at most 128 characters each.
         """
 
@@ -1256,10 +1444,13 @@ class CreateServiceTokenRequest(_message.Message):
         client_id: _builtins.str = ...,
         client_secret: _builtins.str = ...,
         scopes: _abc.Iterable[_builtins.str] | None = ...,
+        audience: _builtins.str = ...,
+        client_assertion: _builtins.str = ...,
+        subject_token: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["client_id", b"client_id", "client_secret", b"client_secret", "scopes", b"scopes"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["audience", b"audience", "client_assertion", b"client_assertion", "client_id", b"client_id", "client_secret", b"client_secret", "scopes", b"scopes", "subject_token", b"subject_token"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1274,8 +1465,11 @@ class CreateServiceTokenResponse(_message.Message):
     ACCESS_TOKEN_FIELD_NUMBER: _builtins.int
     ACCESS_TOKEN_EXPIRE_TIME_FIELD_NUMBER: _builtins.int
     SCOPES_FIELD_NUMBER: _builtins.int
+    AUDIENCE_FIELD_NUMBER: _builtins.int
     access_token: _builtins.str
     """A JWT to send as `authorization: Bearer <token>`."""
+    audience: _builtins.str
+    """The audience the token carries (its `aud` claim)."""
     @_builtins.property
     def access_token_expire_time(self) -> _timestamp_pb2.Timestamp:
         """When `access_token` expires (its `exp` claim)."""
@@ -1290,14 +1484,92 @@ class CreateServiceTokenResponse(_message.Message):
         access_token: _builtins.str = ...,
         access_token_expire_time: _timestamp_pb2.Timestamp | None = ...,
         scopes: _abc.Iterable[_builtins.str] | None = ...,
+        audience: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["access_token_expire_time", b"access_token_expire_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["access_token", b"access_token", "access_token_expire_time", b"access_token_expire_time", "scopes", b"scopes"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["access_token", b"access_token", "access_token_expire_time", b"access_token_expire_time", "audience", b"audience", "scopes", b"scopes"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___CreateServiceTokenResponse: _TypeAlias = CreateServiceTokenResponse  # noqa: Y015
+
+@_typing.final
+class ExchangeTokenRequest(_message.Message):
+    """The request for ExchangeToken."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SUBJECT_TOKEN_FIELD_NUMBER: _builtins.int
+    AUDIENCE_FIELD_NUMBER: _builtins.int
+    SCOPES_FIELD_NUMBER: _builtins.int
+    subject_token: _builtins.str
+    """The user's access token the calling service received (the JWT itself). Never
+    logged.
+    At most 16384 characters.
+    """
+    audience: _builtins.str
+    """The audience of the service to call: an API resource's.
+    At most 256 characters.
+    """
+    @_builtins.property
+    def scopes(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The scopes wanted. Empty means all that are allowed.
+        At most 64 items of at most 128 characters each.
+        """
+
+    def __init__(
+        self,
+        *,
+        subject_token: _builtins.str = ...,
+        audience: _builtins.str = ...,
+        scopes: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["audience", b"audience", "scopes", b"scopes", "subject_token", b"subject_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ExchangeTokenRequest: _TypeAlias = ExchangeTokenRequest  # noqa: Y015
+
+@_typing.final
+class ExchangeTokenResponse(_message.Message):
+    """The response to ExchangeToken."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ACCESS_TOKEN_FIELD_NUMBER: _builtins.int
+    ACCESS_TOKEN_EXPIRE_TIME_FIELD_NUMBER: _builtins.int
+    SCOPES_FIELD_NUMBER: _builtins.int
+    AUDIENCE_FIELD_NUMBER: _builtins.int
+    access_token: _builtins.str
+    """A JWT to send as `authorization: Bearer <token>` to the target service."""
+    audience: _builtins.str
+    """The audience the token carries (its `aud` claim)."""
+    @_builtins.property
+    def access_token_expire_time(self) -> _timestamp_pb2.Timestamp:
+        """When `access_token` expires (its `exp` claim)."""
+
+    @_builtins.property
+    def scopes(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The scopes granted, as carried in the token's `scope` claim."""
+
+    def __init__(
+        self,
+        *,
+        access_token: _builtins.str = ...,
+        access_token_expire_time: _timestamp_pb2.Timestamp | None = ...,
+        scopes: _abc.Iterable[_builtins.str] | None = ...,
+        audience: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["access_token_expire_time", b"access_token_expire_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["access_token", b"access_token", "access_token_expire_time", b"access_token_expire_time", "audience", b"audience", "scopes", b"scopes"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ExchangeTokenResponse: _TypeAlias = ExchangeTokenResponse  # noqa: Y015
 
 @_typing.final
 class IntrospectTokenRequest(_message.Message):
@@ -1340,6 +1612,8 @@ class IntrospectTokenResponse(_message.Message):
     EXPIRE_TIME_FIELD_NUMBER: _builtins.int
     ISSUE_TIME_FIELD_NUMBER: _builtins.int
     TOKEN_ID_FIELD_NUMBER: _builtins.int
+    AUDIENCE_FIELD_NUMBER: _builtins.int
+    ACTOR_CHAIN_FIELD_NUMBER: _builtins.int
     active: _builtins.bool
     """Whether the token is currently valid: well formed, signed by a published key,
     not expired, and its session or service account not revoked.
@@ -1356,6 +1630,8 @@ class IntrospectTokenResponse(_message.Message):
     """
     token_id: _builtins.str
     """The token's unique id (its `jti` claim)."""
+    audience: _builtins.str
+    """The audience the token is for (its `aud` claim)."""
     @_builtins.property
     def scopes(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """The scopes the token carries (its `scope` claim, split on spaces)."""
@@ -1372,6 +1648,12 @@ class IntrospectTokenResponse(_message.Message):
     def issue_time(self) -> _timestamp_pb2.Timestamp:
         """When the token was issued (its `iat` claim)."""
 
+    @_builtins.property
+    def actor_chain(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """For a token obtained by ExchangeToken, the services it passed through, the most
+        recent first (its `act` claim, flattened), as `service-accounts/{id}`.
+        """
+
     def __init__(
         self,
         *,
@@ -1384,10 +1666,12 @@ class IntrospectTokenResponse(_message.Message):
         expire_time: _timestamp_pb2.Timestamp | None = ...,
         issue_time: _timestamp_pb2.Timestamp | None = ...,
         token_id: _builtins.str = ...,
+        audience: _builtins.str = ...,
+        actor_chain: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["expire_time", b"expire_time", "issue_time", b"issue_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["active", b"active", "expire_time", b"expire_time", "issue_time", b"issue_time", "roles", b"roles", "scopes", b"scopes", "session", b"session", "subject", b"subject", "subject_type", b"subject_type", "token_id", b"token_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["active", b"active", "actor_chain", b"actor_chain", "audience", b"audience", "expire_time", b"expire_time", "issue_time", b"issue_time", "roles", b"roles", "scopes", b"scopes", "session", b"session", "subject", b"subject", "subject_type", b"subject_type", "token_id", b"token_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1510,12 +1794,16 @@ class WhoAmIResponse(_message.Message):
     SCOPES_FIELD_NUMBER: _builtins.int
     SESSION_FIELD_NUMBER: _builtins.int
     EXPIRE_TIME_FIELD_NUMBER: _builtins.int
+    AUDIENCE_FIELD_NUMBER: _builtins.int
+    ACTOR_CHAIN_FIELD_NUMBER: _builtins.int
     subject: _builtins.str
     """The caller, as a resource name: `users/{user_id}` or `service-accounts/{id}`."""
     subject_type: Global___SubjectType.ValueType
     """The kind of principal the caller is."""
     session: _builtins.str
     """The caller's session, `sessions/{session_id}`; empty for service accounts."""
+    audience: _builtins.str
+    """The audience of the caller's token."""
     @_builtins.property
     def roles(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """The roles in the caller's token."""
@@ -1528,6 +1816,12 @@ class WhoAmIResponse(_message.Message):
     def expire_time(self) -> _timestamp_pb2.Timestamp:
         """When the caller's access token expires."""
 
+    @_builtins.property
+    def actor_chain(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """For a token obtained by ExchangeToken, the services it passed through, the most
+        recent first, as `service-accounts/{id}`.
+        """
+
     def __init__(
         self,
         *,
@@ -1537,10 +1831,12 @@ class WhoAmIResponse(_message.Message):
         scopes: _abc.Iterable[_builtins.str] | None = ...,
         session: _builtins.str = ...,
         expire_time: _timestamp_pb2.Timestamp | None = ...,
+        audience: _builtins.str = ...,
+        actor_chain: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["expire_time", b"expire_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["expire_time", b"expire_time", "roles", b"roles", "scopes", b"scopes", "session", b"session", "subject", b"subject", "subject_type", b"subject_type"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor_chain", b"actor_chain", "audience", b"audience", "expire_time", b"expire_time", "roles", b"roles", "scopes", b"scopes", "session", b"session", "subject", b"subject", "subject_type", b"subject_type"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

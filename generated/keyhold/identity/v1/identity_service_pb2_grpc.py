@@ -116,6 +116,11 @@ class IdentityServiceStub:
                 request_serializer=keyhold_dot_identity_dot_v1_dot_identity__service__pb2.ListServiceAccountsRequest.SerializeToString,
                 response_deserializer=keyhold_dot_identity_dot_v1_dot_identity__service__pb2.ListServiceAccountsResponse.FromString,
                 _registered_method=True)
+        self.UpdateServiceAccount = channel.unary_unary(
+                '/keyhold.identity.v1.IdentityService/UpdateServiceAccount',
+                request_serializer=keyhold_dot_identity_dot_v1_dot_identity__service__pb2.UpdateServiceAccountRequest.SerializeToString,
+                response_deserializer=keyhold_dot_identity_dot_v1_dot_identity__service__pb2.UpdateServiceAccountResponse.FromString,
+                _registered_method=True)
         self.DeleteServiceAccount = channel.unary_unary(
                 '/keyhold.identity.v1.IdentityService/DeleteServiceAccount',
                 request_serializer=keyhold_dot_identity_dot_v1_dot_identity__service__pb2.DeleteServiceAccountRequest.SerializeToString,
@@ -125,6 +130,11 @@ class IdentityServiceStub:
                 '/keyhold.identity.v1.IdentityService/CreateServiceToken',
                 request_serializer=keyhold_dot_identity_dot_v1_dot_identity__service__pb2.CreateServiceTokenRequest.SerializeToString,
                 response_deserializer=keyhold_dot_identity_dot_v1_dot_identity__service__pb2.CreateServiceTokenResponse.FromString,
+                _registered_method=True)
+        self.ExchangeToken = channel.unary_unary(
+                '/keyhold.identity.v1.IdentityService/ExchangeToken',
+                request_serializer=keyhold_dot_identity_dot_v1_dot_identity__service__pb2.ExchangeTokenRequest.SerializeToString,
+                response_deserializer=keyhold_dot_identity_dot_v1_dot_identity__service__pb2.ExchangeTokenResponse.FromString,
                 _registered_method=True)
         self.IntrospectToken = channel.unary_unary(
                 '/keyhold.identity.v1.IdentityService/IntrospectToken',
@@ -308,6 +318,15 @@ class IdentityServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def UpdateServiceAccount(self, request, context):
+        """Updates the fields of a service account named in `update_mask`:
+        `display_name` and `refuses_secrets`. Fails with NOT_FOUND for an unknown
+        account. Admins only.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def DeleteServiceAccount(self, request, context):
         """Deletes a service account; the access tokens issued to it stop working at once.
         Fails with NOT_FOUND for an unknown account. Admins only.
@@ -318,9 +337,30 @@ class IdentityServiceServicer:
 
     def CreateServiceToken(self, request, context):
         """The OAuth 2.0 client-credentials grant: issues an access token to a service
-        account. A wrong client id or secret fails with UNAUTHENTICATED; requesting a
-        scope the account does not hold fails with PERMISSION_DENIED. No refresh token
-        is issued. Throttled per client id and per network peer.
+        account for one audience (Keyhold's own unless `audience` names another API
+        resource's). The account authenticates with exactly one of a client secret, a
+        client assertion (RFC 7523) signed by one of its registered keys, or a token of
+        a trusted external issuer mapped to it. Failed authentication fails with
+        UNAUTHENTICATED; an unknown audience with INVALID_ARGUMENT (reason
+        AUDIENCE_UNKNOWN); a scope the account is not granted on that resource with
+        PERMISSION_DENIED (reason SCOPE_NOT_GRANTED). No refresh token is issued.
+        Throttled per client id and per network peer.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ExchangeToken(self, request, context):
+        """Exchanges a user's access token, received by the calling service, for a token
+        to call another service on that user's behalf (RFC 8693 semantics): `sub` is
+        the user, `aud` the target API resource's audience, the scopes at most what the
+        user's roles grant there and the caller's token exchange grant allows, and
+        `act` names the caller (nesting the subject token's own `act`). It expires no
+        later than the subject token. The caller is a service account authenticated by
+        its own access token. No grant for the target, or a scope outside what is
+        allowed, fails with PERMISSION_DENIED (reasons EXCHANGE_NOT_GRANTED,
+        SCOPE_NOT_GRANTED, DELEGATION_TOO_DEEP); a subject token that is not a live
+        Keyhold user token fails with INVALID_ARGUMENT (reason SUBJECT_TOKEN_INVALID).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -443,6 +483,11 @@ def add_IdentityServiceServicer_to_server(servicer, server):
                     request_deserializer=keyhold_dot_identity_dot_v1_dot_identity__service__pb2.ListServiceAccountsRequest.FromString,
                     response_serializer=keyhold_dot_identity_dot_v1_dot_identity__service__pb2.ListServiceAccountsResponse.SerializeToString,
             ),
+            'UpdateServiceAccount': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateServiceAccount,
+                    request_deserializer=keyhold_dot_identity_dot_v1_dot_identity__service__pb2.UpdateServiceAccountRequest.FromString,
+                    response_serializer=keyhold_dot_identity_dot_v1_dot_identity__service__pb2.UpdateServiceAccountResponse.SerializeToString,
+            ),
             'DeleteServiceAccount': grpc.unary_unary_rpc_method_handler(
                     servicer.DeleteServiceAccount,
                     request_deserializer=keyhold_dot_identity_dot_v1_dot_identity__service__pb2.DeleteServiceAccountRequest.FromString,
@@ -452,6 +497,11 @@ def add_IdentityServiceServicer_to_server(servicer, server):
                     servicer.CreateServiceToken,
                     request_deserializer=keyhold_dot_identity_dot_v1_dot_identity__service__pb2.CreateServiceTokenRequest.FromString,
                     response_serializer=keyhold_dot_identity_dot_v1_dot_identity__service__pb2.CreateServiceTokenResponse.SerializeToString,
+            ),
+            'ExchangeToken': grpc.unary_unary_rpc_method_handler(
+                    servicer.ExchangeToken,
+                    request_deserializer=keyhold_dot_identity_dot_v1_dot_identity__service__pb2.ExchangeTokenRequest.FromString,
+                    response_serializer=keyhold_dot_identity_dot_v1_dot_identity__service__pb2.ExchangeTokenResponse.SerializeToString,
             ),
             'IntrospectToken': grpc.unary_unary_rpc_method_handler(
                     servicer.IntrospectToken,
@@ -919,6 +969,33 @@ class IdentityService:
             _registered_method=True)
 
     @staticmethod
+    def UpdateServiceAccount(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/keyhold.identity.v1.IdentityService/UpdateServiceAccount',
+            keyhold_dot_identity_dot_v1_dot_identity__service__pb2.UpdateServiceAccountRequest.SerializeToString,
+            keyhold_dot_identity_dot_v1_dot_identity__service__pb2.UpdateServiceAccountResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
     def DeleteServiceAccount(request,
             target,
             options=(),
@@ -962,6 +1039,33 @@ class IdentityService:
             '/keyhold.identity.v1.IdentityService/CreateServiceToken',
             keyhold_dot_identity_dot_v1_dot_identity__service__pb2.CreateServiceTokenRequest.SerializeToString,
             keyhold_dot_identity_dot_v1_dot_identity__service__pb2.CreateServiceTokenResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ExchangeToken(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/keyhold.identity.v1.IdentityService/ExchangeToken',
+            keyhold_dot_identity_dot_v1_dot_identity__service__pb2.ExchangeTokenRequest.SerializeToString,
+            keyhold_dot_identity_dot_v1_dot_identity__service__pb2.ExchangeTokenResponse.FromString,
             options,
             channel_credentials,
             insecure,

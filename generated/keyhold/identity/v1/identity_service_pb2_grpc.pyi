@@ -131,15 +131,37 @@ class IdentityServiceStub:
     """
     ListServiceAccounts: _grpc.UnaryUnaryMultiCallable[_identity_service_pb2.ListServiceAccountsRequest, _identity_service_pb2.ListServiceAccountsResponse]
     """Lists service accounts, oldest first. Admins only."""
+    UpdateServiceAccount: _grpc.UnaryUnaryMultiCallable[_identity_service_pb2.UpdateServiceAccountRequest, _identity_service_pb2.UpdateServiceAccountResponse]
+    """Updates the fields of a service account named in `update_mask`:
+    `display_name` and `refuses_secrets`. Fails with NOT_FOUND for an unknown
+    account. Admins only.
+    """
     DeleteServiceAccount: _grpc.UnaryUnaryMultiCallable[_identity_service_pb2.DeleteServiceAccountRequest, _identity_service_pb2.DeleteServiceAccountResponse]
     """Deletes a service account; the access tokens issued to it stop working at once.
     Fails with NOT_FOUND for an unknown account. Admins only.
     """
     CreateServiceToken: _grpc.UnaryUnaryMultiCallable[_identity_service_pb2.CreateServiceTokenRequest, _identity_service_pb2.CreateServiceTokenResponse]
     """The OAuth 2.0 client-credentials grant: issues an access token to a service
-    account. A wrong client id or secret fails with UNAUTHENTICATED; requesting a
-    scope the account does not hold fails with PERMISSION_DENIED. No refresh token
-    is issued. Throttled per client id and per network peer.
+    account for one audience (Keyhold's own unless `audience` names another API
+    resource's). The account authenticates with exactly one of a client secret, a
+    client assertion (RFC 7523) signed by one of its registered keys, or a token of
+    a trusted external issuer mapped to it. Failed authentication fails with
+    UNAUTHENTICATED; an unknown audience with INVALID_ARGUMENT (reason
+    AUDIENCE_UNKNOWN); a scope the account is not granted on that resource with
+    PERMISSION_DENIED (reason SCOPE_NOT_GRANTED). No refresh token is issued.
+    Throttled per client id and per network peer.
+    """
+    ExchangeToken: _grpc.UnaryUnaryMultiCallable[_identity_service_pb2.ExchangeTokenRequest, _identity_service_pb2.ExchangeTokenResponse]
+    """Exchanges a user's access token, received by the calling service, for a token
+    to call another service on that user's behalf (RFC 8693 semantics): `sub` is
+    the user, `aud` the target API resource's audience, the scopes at most what the
+    user's roles grant there and the caller's token exchange grant allows, and
+    `act` names the caller (nesting the subject token's own `act`). It expires no
+    later than the subject token. The caller is a service account authenticated by
+    its own access token. No grant for the target, or a scope outside what is
+    allowed, fails with PERMISSION_DENIED (reasons EXCHANGE_NOT_GRANTED,
+    SCOPE_NOT_GRANTED, DELEGATION_TOO_DEEP); a subject token that is not a live
+    Keyhold user token fails with INVALID_ARGUMENT (reason SUBJECT_TOKEN_INVALID).
     """
     IntrospectToken: _grpc.UnaryUnaryMultiCallable[_identity_service_pb2.IntrospectTokenRequest, _identity_service_pb2.IntrospectTokenResponse]
     """Reports whether an access token is currently valid and what it carries
@@ -255,15 +277,37 @@ class IdentityServiceAsyncStub(IdentityServiceStub):
     """
     ListServiceAccounts: _aio.UnaryUnaryMultiCallable[_identity_service_pb2.ListServiceAccountsRequest, _identity_service_pb2.ListServiceAccountsResponse]  # type: ignore[assignment]
     """Lists service accounts, oldest first. Admins only."""
+    UpdateServiceAccount: _aio.UnaryUnaryMultiCallable[_identity_service_pb2.UpdateServiceAccountRequest, _identity_service_pb2.UpdateServiceAccountResponse]  # type: ignore[assignment]
+    """Updates the fields of a service account named in `update_mask`:
+    `display_name` and `refuses_secrets`. Fails with NOT_FOUND for an unknown
+    account. Admins only.
+    """
     DeleteServiceAccount: _aio.UnaryUnaryMultiCallable[_identity_service_pb2.DeleteServiceAccountRequest, _identity_service_pb2.DeleteServiceAccountResponse]  # type: ignore[assignment]
     """Deletes a service account; the access tokens issued to it stop working at once.
     Fails with NOT_FOUND for an unknown account. Admins only.
     """
     CreateServiceToken: _aio.UnaryUnaryMultiCallable[_identity_service_pb2.CreateServiceTokenRequest, _identity_service_pb2.CreateServiceTokenResponse]  # type: ignore[assignment]
     """The OAuth 2.0 client-credentials grant: issues an access token to a service
-    account. A wrong client id or secret fails with UNAUTHENTICATED; requesting a
-    scope the account does not hold fails with PERMISSION_DENIED. No refresh token
-    is issued. Throttled per client id and per network peer.
+    account for one audience (Keyhold's own unless `audience` names another API
+    resource's). The account authenticates with exactly one of a client secret, a
+    client assertion (RFC 7523) signed by one of its registered keys, or a token of
+    a trusted external issuer mapped to it. Failed authentication fails with
+    UNAUTHENTICATED; an unknown audience with INVALID_ARGUMENT (reason
+    AUDIENCE_UNKNOWN); a scope the account is not granted on that resource with
+    PERMISSION_DENIED (reason SCOPE_NOT_GRANTED). No refresh token is issued.
+    Throttled per client id and per network peer.
+    """
+    ExchangeToken: _aio.UnaryUnaryMultiCallable[_identity_service_pb2.ExchangeTokenRequest, _identity_service_pb2.ExchangeTokenResponse]  # type: ignore[assignment]
+    """Exchanges a user's access token, received by the calling service, for a token
+    to call another service on that user's behalf (RFC 8693 semantics): `sub` is
+    the user, `aud` the target API resource's audience, the scopes at most what the
+    user's roles grant there and the caller's token exchange grant allows, and
+    `act` names the caller (nesting the subject token's own `act`). It expires no
+    later than the subject token. The caller is a service account authenticated by
+    its own access token. No grant for the target, or a scope outside what is
+    allowed, fails with PERMISSION_DENIED (reasons EXCHANGE_NOT_GRANTED,
+    SCOPE_NOT_GRANTED, DELEGATION_TOO_DEEP); a subject token that is not a live
+    Keyhold user token fails with INVALID_ARGUMENT (reason SUBJECT_TOKEN_INVALID).
     """
     IntrospectToken: _aio.UnaryUnaryMultiCallable[_identity_service_pb2.IntrospectTokenRequest, _identity_service_pb2.IntrospectTokenResponse]  # type: ignore[assignment]
     """Reports whether an access token is currently valid and what it carries
@@ -474,6 +518,17 @@ class IdentityServiceServicer(metaclass=_abc_1.ABCMeta):
         """Lists service accounts, oldest first. Admins only."""
 
     @_abc_1.abstractmethod
+    def UpdateServiceAccount(
+        self,
+        request: _identity_service_pb2.UpdateServiceAccountRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_identity_service_pb2.UpdateServiceAccountResponse, _abc.Awaitable[_identity_service_pb2.UpdateServiceAccountResponse]]:
+        """Updates the fields of a service account named in `update_mask`:
+        `display_name` and `refuses_secrets`. Fails with NOT_FOUND for an unknown
+        account. Admins only.
+        """
+
+    @_abc_1.abstractmethod
     def DeleteServiceAccount(
         self,
         request: _identity_service_pb2.DeleteServiceAccountRequest,
@@ -490,9 +545,32 @@ class IdentityServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_identity_service_pb2.CreateServiceTokenResponse, _abc.Awaitable[_identity_service_pb2.CreateServiceTokenResponse]]:
         """The OAuth 2.0 client-credentials grant: issues an access token to a service
-        account. A wrong client id or secret fails with UNAUTHENTICATED; requesting a
-        scope the account does not hold fails with PERMISSION_DENIED. No refresh token
-        is issued. Throttled per client id and per network peer.
+        account for one audience (Keyhold's own unless `audience` names another API
+        resource's). The account authenticates with exactly one of a client secret, a
+        client assertion (RFC 7523) signed by one of its registered keys, or a token of
+        a trusted external issuer mapped to it. Failed authentication fails with
+        UNAUTHENTICATED; an unknown audience with INVALID_ARGUMENT (reason
+        AUDIENCE_UNKNOWN); a scope the account is not granted on that resource with
+        PERMISSION_DENIED (reason SCOPE_NOT_GRANTED). No refresh token is issued.
+        Throttled per client id and per network peer.
+        """
+
+    @_abc_1.abstractmethod
+    def ExchangeToken(
+        self,
+        request: _identity_service_pb2.ExchangeTokenRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_identity_service_pb2.ExchangeTokenResponse, _abc.Awaitable[_identity_service_pb2.ExchangeTokenResponse]]:
+        """Exchanges a user's access token, received by the calling service, for a token
+        to call another service on that user's behalf (RFC 8693 semantics): `sub` is
+        the user, `aud` the target API resource's audience, the scopes at most what the
+        user's roles grant there and the caller's token exchange grant allows, and
+        `act` names the caller (nesting the subject token's own `act`). It expires no
+        later than the subject token. The caller is a service account authenticated by
+        its own access token. No grant for the target, or a scope outside what is
+        allowed, fails with PERMISSION_DENIED (reasons EXCHANGE_NOT_GRANTED,
+        SCOPE_NOT_GRANTED, DELEGATION_TOO_DEEP); a subject token that is not a live
+        Keyhold user token fails with INVALID_ARGUMENT (reason SUBJECT_TOKEN_INVALID).
         """
 
     @_abc_1.abstractmethod

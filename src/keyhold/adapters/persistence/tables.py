@@ -7,6 +7,7 @@ from sqlalchemy import (
     Boolean,
     Column,
     ForeignKey,
+    ForeignKeyConstraint,
     Index,
     Integer,
     LargeBinary,
@@ -14,6 +15,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    false,
 )
 
 from keyhold.adapters.persistence.types import UtcDateTime
@@ -158,7 +160,172 @@ service_accounts = Table(
     Column("scopes", Text, nullable=False),
     Column("secret_hash", LargeBinary, nullable=False),
     Column("created_at", UtcDateTime, nullable=False),
+    Column("refuses_secrets", Boolean, nullable=False, server_default=false()),
     Index("ix_service_accounts_created_at_id", "created_at", "id"),
+)
+
+# API resources (migration 0009). The built-in `keyhold` row has no audience stored (it
+# is the configured one) and no scope or role rows (they are defined in code); users'
+# and service accounts' grants on it stay in `users.roles` and `service_accounts.scopes`.
+api_resources = Table(
+    "api_resources",
+    metadata,
+    Column("id", String(63), primary_key=True),
+    Column("audience", String(256), nullable=True, unique=True),
+    Column("display_name", String(128), nullable=False),
+    Column("built_in", Boolean, nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("updated_at", UtcDateTime, nullable=False),
+)
+
+api_resource_scopes = Table(
+    "api_resource_scopes",
+    metadata,
+    Column(
+        "resource_id",
+        String(63),
+        ForeignKey("api_resources.id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    Column("name", String(128), primary_key=True),
+    Column("description", String(256), nullable=False),
+)
+
+api_resource_roles = Table(
+    "api_resource_roles",
+    metadata,
+    Column(
+        "resource_id",
+        String(63),
+        ForeignKey("api_resources.id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    Column("name", String(64), primary_key=True),
+)
+
+# A scope removed from its resource leaves every role and grant through these keys.
+api_resource_role_scopes = Table(
+    "api_resource_role_scopes",
+    metadata,
+    Column("resource_id", String(63), primary_key=True),
+    Column("role", String(64), primary_key=True),
+    Column("scope", String(128), primary_key=True),
+    ForeignKeyConstraint(
+        ["resource_id", "role"],
+        ["api_resource_roles.resource_id", "api_resource_roles.name"],
+        ondelete="CASCADE",
+    ),
+    ForeignKeyConstraint(
+        ["resource_id", "scope"],
+        ["api_resource_scopes.resource_id", "api_resource_scopes.name"],
+        ondelete="CASCADE",
+    ),
+)
+
+service_account_scope_grants = Table(
+    "service_account_scope_grants",
+    metadata,
+    Column(
+        "account_id",
+        String(64),
+        ForeignKey("service_accounts.id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    Column("resource_id", String(63), primary_key=True),
+    Column("scope", String(128), primary_key=True),
+    ForeignKeyConstraint(
+        ["resource_id", "scope"],
+        ["api_resource_scopes.resource_id", "api_resource_scopes.name"],
+        ondelete="CASCADE",
+    ),
+    Index("ix_service_account_scope_grants_resource_id", "resource_id"),
+)
+
+user_role_grants = Table(
+    "user_role_grants",
+    metadata,
+    Column("user_id", String(64), ForeignKey("users.id", ondelete="CASCADE"), primary_key=True),
+    Column("resource_id", String(63), primary_key=True),
+    Column("role", String(64), primary_key=True),
+    ForeignKeyConstraint(
+        ["resource_id", "role"],
+        ["api_resource_roles.resource_id", "api_resource_roles.name"],
+        ondelete="CASCADE",
+    ),
+    Index("ix_user_role_grants_resource_id", "resource_id"),
+)
+
+token_exchange_grants = Table(
+    "token_exchange_grants",
+    metadata,
+    Column(
+        "account_id",
+        String(64),
+        ForeignKey("service_accounts.id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    Column("resource_id", String(63), primary_key=True),
+    Column("scope", String(128), primary_key=True),
+    ForeignKeyConstraint(
+        ["resource_id", "scope"],
+        ["api_resource_scopes.resource_id", "api_resource_scopes.name"],
+        ondelete="CASCADE",
+    ),
+    Index("ix_token_exchange_grants_resource_id", "resource_id"),
+)
+
+service_account_keys = Table(
+    "service_account_keys",
+    metadata,
+    Column(
+        "account_id",
+        String(64),
+        ForeignKey("service_accounts.id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    Column("key_id", String(128), primary_key=True),
+    Column("algorithm", String(16), nullable=False),
+    Column("public_jwk", Text, nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
+)
+
+trusted_issuers = Table(
+    "trusted_issuers",
+    metadata,
+    Column("id", String(63), primary_key=True),
+    Column("issuer", String(512), nullable=False, unique=True),
+    Column("jwks_url", String(2048), nullable=False),
+    Column("jwks_json", Text, nullable=False),
+    Column("audience", String(256), nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
+)
+
+workload_identities = Table(
+    "workload_identities",
+    metadata,
+    Column(
+        "issuer_id",
+        String(63),
+        ForeignKey("trusted_issuers.id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    Column("subject_pattern", String(512), primary_key=True),
+    Column(
+        "account_id",
+        String(64),
+        ForeignKey("service_accounts.id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+)
+
+# Client assertions and workload tokens seen, until they expire: one never counts twice.
+assertion_replays = Table(
+    "assertion_replays",
+    metadata,
+    Column("issuer", String(512), primary_key=True),
+    Column("jti", String(256), primary_key=True),
+    Column("expires_at", UtcDateTime, nullable=False),
+    Index("ix_assertion_replays_expires_at", "expires_at"),
 )
 
 providers = Table(

@@ -221,6 +221,10 @@ class IdentityServicer(pb_grpc.IdentityServiceServicer):
     async def CreateServiceToken(
         self, request: pb.CreateServiceTokenRequest, context: Any
     ) -> pb.CreateServiceTokenResponse:
+        if request.audience or request.client_assertion or request.subject_token:
+            # Audiences and keyless credentials are not built yet: UNIMPLEMENTED rather
+            # than a token that ignores what was asked for.
+            raise NotImplementedError
         issued = await self._uc.service_accounts.issue_token(
             request.client_id, request.client_secret, list(request.scopes)
         )

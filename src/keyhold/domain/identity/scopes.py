@@ -10,6 +10,7 @@ SCOPES: dict[str, str] = {
     "identity.introspect": "introspect access tokens",
     "identity.verification": "issue email verification tokens for a mailer to deliver",
     "identity.password_reset": "issue password reset tokens for a mailer to deliver",
+    "identity.resources.read": "read API resources: their audiences, scopes and roles",
     "provider.credentials.read": "read users' upstream provider credentials",
 }
 
