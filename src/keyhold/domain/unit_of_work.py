@@ -5,6 +5,8 @@ from __future__ import annotations
 from types import TracebackType
 from typing import Protocol
 
+from keyhold.domain.identity.api_resources import ApiResourceRepository
+from keyhold.domain.identity.grants import GrantRepository
 from keyhold.domain.identity.lockout import LoginFailureStore
 from keyhold.domain.identity.one_time_tokens import OneTimeTokenRepository
 from keyhold.domain.identity.service_accounts import ServiceAccountRepository
@@ -42,6 +44,12 @@ class UnitOfWork(Protocol):
 
     @property
     def login_failures(self) -> LoginFailureStore: ...
+
+    @property
+    def api_resources(self) -> ApiResourceRepository: ...
+
+    @property
+    def grants(self) -> GrantRepository: ...
 
     async def __aenter__(self) -> UnitOfWork: ...
 

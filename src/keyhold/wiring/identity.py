@@ -16,6 +16,7 @@ from keyhold.adapters.persistence.identity.refresh_rotation import SqlRefreshTok
 from keyhold.adapters.persistence.identity.service_accounts import SqlServiceAccountLookup
 from keyhold.adapters.persistence.identity.session_state import SqlSessionState
 from keyhold.adapters.persistence.notifications import PostgresRevocationNotices
+from keyhold.application.identity.api_resources import ApiResources
 from keyhold.application.identity.introspection import TokenIntrospection
 from keyhold.application.identity.lockout import LoginLockout
 from keyhold.application.identity.passwords import Passwords
@@ -51,6 +52,7 @@ class Identity:
     rotation: SigningKeyRotation
     key_ring: KeyRing
     service_accounts: ServiceAccounts
+    api_resources: ApiResources
     introspection: TokenIntrospection
     access_tokens: AccessTokens
     revocations: Revocations
@@ -184,6 +186,9 @@ def wire_identity(platform: Platform, audit: Audit) -> Identity:
             revocations,
             clock,
             platform.telemetry,
+        ),
+        api_resources=ApiResources(
+            unit_of_work, recorder, revocations, clock, audience=settings.audience
         ),
         introspection=TokenIntrospection(access_tokens, recorder),
         access_tokens=access_tokens,

@@ -13,6 +13,8 @@ from keyhold.adapters.persistence.database import (
     complete_absorbing_cancellation,
     is_connection_failure,
 )
+from keyhold.adapters.persistence.identity.api_resources import SqlApiResourceRepository
+from keyhold.adapters.persistence.identity.grants import SqlGrantRepository
 from keyhold.adapters.persistence.identity.login_failures import SqlLoginFailures
 from keyhold.adapters.persistence.identity.one_time_tokens import SqlOneTimeTokenRepository
 from keyhold.adapters.persistence.identity.service_accounts import SqlServiceAccountRepository
@@ -35,6 +37,8 @@ class SqlUnitOfWork:
     providers: SqlProviderRepository
     connections: SqlConnectionRepository
     login_failures: SqlLoginFailures
+    api_resources: SqlApiResourceRepository
+    grants: SqlGrantRepository
 
     def __init__(self, database: Database, sealer: Sealer, *, atomic: bool = True) -> None:
         self._database = database
@@ -67,6 +71,8 @@ class SqlUnitOfWork:
         self.providers = SqlProviderRepository(self._connection)
         self.connections = SqlConnectionRepository(self._connection, self._sealer)
         self.login_failures = SqlLoginFailures(self._connection)
+        self.api_resources = SqlApiResourceRepository(self._connection)
+        self.grants = SqlGrantRepository(self._connection)
         return self
 
     async def __aexit__(

@@ -9,11 +9,14 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from keyhold.api.servicers.identity_messages import (
     STATES_BY_NUMBER,
+    role_grant_message,
+    scope_grant_message,
     service_account_message,
     session_message,
     timestamp,
     user_message,
 )
+from keyhold.application.identity.api_resources import ApiResources, Grant
 from keyhold.application.identity.introspection import TokenIntrospection
 from keyhold.application.identity.passwords import Passwords
 from keyhold.application.identity.service_accounts import ServiceAccounts
@@ -59,6 +62,9 @@ class IdentityUseCases(Protocol):
     @property
     def introspection(self) -> TokenIntrospection: ...
 
+    @property
+    def api_resources(self) -> ApiResources: ...
+
 
 def _session_fields(result: SessionTokens) -> dict[str, Any]:
     return {
@@ -103,7 +109,11 @@ class IdentityServicer(pb_grpc.IdentityServiceServicer):
         )
 
     async def GetUser(self, request: pb.GetUserRequest, context: Any) -> pb.GetUserResponse:
-        return pb.GetUserResponse(user=user_message(await self._uc.users.get(request.name)))
+        user = await self._uc.users.get(request.name)
+        message = user_message(user)
+        grants = await self._uc.api_resources.user_grants(user.id)
+        message.role_grants.extend(role_grant_message(grant) for grant in grants)
+        return pb.GetUserResponse(user=message)
 
     async def ListUsers(self, request: pb.ListUsersRequest, context: Any) -> pb.ListUsersResponse:
         users, token = await self._uc.users.page(request.page_size, request.page_token)
@@ -207,10 +217,16 @@ class IdentityServicer(pb_grpc.IdentityServiceServicer):
         accounts, token = await self._uc.service_accounts.page(
             request.page_size, request.page_token
         )
-        return pb.ListServiceAccountsResponse(
-            service_accounts=[service_account_message(a) for a in accounts],
-            next_page_token=token,
-        )
+        grants = await self._uc.api_resources.account_grants([a.id for a in accounts])
+        keyhold = self._uc.api_resources.built_in()
+        messages = []
+        for account in accounts:
+            message = service_account_message(account)
+            held = [Grant(keyhold, account.scopes)] if account.scopes else []
+            held += grants.get(account.id, [])
+            message.grants.extend(scope_grant_message(grant) for grant in held)
+            messages.append(message)
+        return pb.ListServiceAccountsResponse(service_accounts=messages, next_page_token=token)
 
     async def DeleteServiceAccount(
         self, request: pb.DeleteServiceAccountRequest, context: Any
@@ -233,6 +249,16 @@ class IdentityServicer(pb_grpc.IdentityServiceServicer):
             access_token_expire_time=Timestamp(seconds=issued.token.expires_at),
             scopes=sorted(issued.scopes),
         )
+
+    async def UpdateServiceAccount(
+        self, request: pb.UpdateServiceAccountRequest, context: Any
+    ) -> pb.UpdateServiceAccountResponse:
+        raise NotImplementedError  # not built yet: UNIMPLEMENTED
+
+    async def ExchangeToken(
+        self, request: pb.ExchangeTokenRequest, context: Any
+    ) -> pb.ExchangeTokenResponse:
+        raise NotImplementedError  # not built yet: UNIMPLEMENTED
 
     async def IntrospectToken(
         self, request: pb.IntrospectTokenRequest, context: Any

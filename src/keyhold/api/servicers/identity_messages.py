@@ -6,6 +6,7 @@ from datetime import datetime
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from keyhold.application.identity.api_resources import Grant
 from keyhold.domain.identity.service_accounts import ServiceAccount
 from keyhold.domain.identity.sessions import Session
 from keyhold.domain.identity.users import User, UserState
@@ -56,4 +57,20 @@ def service_account_message(account: ServiceAccount) -> pb.ServiceAccount:
         display_name=account.display_name,
         scopes=sorted(account.scopes),
         create_time=timestamp(account.created_at),
+    )
+
+
+def scope_grant_message(grant: Grant) -> pb.ScopeGrant:
+    return pb.ScopeGrant(
+        api_resource=grant.resource.name,
+        audience=grant.resource.audience,
+        scopes=sorted(grant.held),
+    )
+
+
+def role_grant_message(grant: Grant) -> pb.RoleGrant:
+    return pb.RoleGrant(
+        api_resource=grant.resource.name,
+        audience=grant.resource.audience,
+        roles=sorted(grant.held),
     )

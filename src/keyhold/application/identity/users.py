@@ -38,7 +38,7 @@ from keyhold.domain.identity.users import (
     validate_display_name,
     validate_roles,
 )
-from keyhold.domain.unit_of_work import UnitOfWorkFactory
+from keyhold.domain.unit_of_work import UnitOfWork, UnitOfWorkFactory
 
 UPDATABLE = {"display_name", "roles", "state"}
 ADMIN_ONLY = {"roles", "state"}
@@ -53,6 +53,16 @@ class UserPatch:
 
 def not_found(name: str) -> NotFound:
     return NotFound("USER_NOT_FOUND", f"{name} does not exist", domain=DOMAIN)
+
+
+async def store_changed_user(uow: UnitOfWork, user: User, updated: User) -> list[str]:
+    """Stores `updated` (the user that was `user`). Tokens carry Keyhold roles, and a
+    disabled user must lose access: either change ends the user's sessions, whose ids
+    are returned for the caller to announce once the unit of work has committed."""
+    await uow.users.update(updated)
+    if updated.roles == user.roles and updated.is_active:
+        return []
+    return await uow.sessions.revoke_for_user(user.id, updated.updated_at, "user_changed")
 
 
 class Users:
@@ -191,14 +201,7 @@ class Users:
                     state=patch.state if "state" in fields and patch.state else user.state,
                     updated_at=now,
                 )
-                await uow.users.update(updated)
-                # Tokens carry roles, and disabled users must lose access: end their sessions.
-                must_revoke = updated.roles != user.roles or not updated.is_active
-                revoked = (
-                    await uow.sessions.revoke_for_user(user_id, now, "user_changed")
-                    if must_revoke
-                    else []
-                )
+                revoked = await store_changed_user(uow, user, updated)
             await self._revocations.sessions_ended(revoked)
         return updated
 

@@ -36,6 +36,15 @@ class Action(StrEnum):
     SERVICE_ACCOUNT_CREATE = "identity.service_account.create"
     SERVICE_ACCOUNT_DELETE = "identity.service_account.delete"
     SERVICE_TOKEN_CREATE = "identity.service_token.create"
+    API_RESOURCE_CREATE = "identity.api_resource.create"
+    API_RESOURCE_UPDATE = "identity.api_resource.update"
+    API_RESOURCE_DELETE = "identity.api_resource.delete"
+    SERVICE_ACCOUNT_SCOPES_GRANT = "identity.service_account_scopes.grant"
+    SERVICE_ACCOUNT_SCOPES_REVOKE = "identity.service_account_scopes.revoke"
+    USER_ROLES_GRANT = "identity.user_roles.grant"
+    USER_ROLES_REVOKE = "identity.user_roles.revoke"
+    TOKEN_EXCHANGE_GRANT_SET = "identity.token_exchange_grant.set"
+    TOKEN_EXCHANGE_GRANT_DELETE = "identity.token_exchange_grant.delete"
     PROVIDER_CREATE = "provider.provider.create"
     PROVIDER_UPDATE = "provider.provider.update"
     PROVIDER_DELETE = "provider.provider.delete"
@@ -59,6 +68,7 @@ class ActionInfo:
 _AUDIT = "/keyhold.audit.v1.AuditService/"
 _IDENTITY = "/keyhold.identity.v1.IdentityService/"
 _PROVIDER = "/keyhold.provider.v1.ProviderService/"
+_RESOURCES = "/keyhold.identity.v1.ApiResourceService/"
 
 REGISTRY: dict[Action, ActionInfo] = {
     Action.ACCESS_DENIED: ActionInfo(
@@ -119,6 +129,29 @@ REGISTRY: dict[Action, ActionInfo] = {
     ),
     Action.SERVICE_TOKEN_CREATE: ActionInfo(
         "service-account", _IDENTITY + "CreateServiceToken", "client-credentials grant"
+    ),
+    Action.API_RESOURCE_CREATE: ActionInfo(
+        "api-resource", _RESOURCES + "CreateApiResource", "API resource registered"
+    ),
+    Action.API_RESOURCE_UPDATE: ActionInfo(
+        "api-resource", _RESOURCES + "UpdateApiResource", "API resource redefined"
+    ),
+    Action.API_RESOURCE_DELETE: ActionInfo(
+        "api-resource", _RESOURCES + "DeleteApiResource", "API resource and its grants removed"
+    ),
+    Action.SERVICE_ACCOUNT_SCOPES_GRANT: ActionInfo(
+        "service-account", _RESOURCES + "GrantServiceAccountScopes", "scopes granted"
+    ),
+    Action.SERVICE_ACCOUNT_SCOPES_REVOKE: ActionInfo(
+        "service-account", _RESOURCES + "RevokeServiceAccountScopes", "scopes revoked"
+    ),
+    Action.USER_ROLES_GRANT: ActionInfo("user", _RESOURCES + "GrantUserRoles", "roles granted"),
+    Action.USER_ROLES_REVOKE: ActionInfo("user", _RESOURCES + "RevokeUserRoles", "roles revoked"),
+    Action.TOKEN_EXCHANGE_GRANT_SET: ActionInfo(
+        "service-account", _RESOURCES + "SetTokenExchangeGrant", "may exchange for a resource"
+    ),
+    Action.TOKEN_EXCHANGE_GRANT_DELETE: ActionInfo(
+        "service-account", _RESOURCES + "DeleteTokenExchangeGrant", "exchange grant withdrawn"
     ),
     Action.PROVIDER_CREATE: ActionInfo("provider", _PROVIDER + "CreateProvider", "catalog"),
     Action.PROVIDER_UPDATE: ActionInfo("provider", _PROVIDER + "UpdateProvider", "catalog"),

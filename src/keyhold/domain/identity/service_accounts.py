@@ -48,6 +48,10 @@ class ServiceAccountRepository(Protocol):
 
     async def page(self, after: tuple[str, str] | None, limit: int) -> list[ServiceAccount]: ...
 
+    async def set_scopes(self, account_id: str, scopes: frozenset[str]) -> None:
+        """Its scopes on Keyhold itself; tokens issued before keep theirs."""
+        ...
+
     async def delete(self, account_id: str) -> bool: ...
 
 

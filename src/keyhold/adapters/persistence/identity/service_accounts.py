@@ -7,7 +7,7 @@ import json
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Row, and_, bindparam, delete, or_, select
+from sqlalchemy import Row, and_, bindparam, delete, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from keyhold.adapters.persistence.database import Database
@@ -61,6 +61,13 @@ class SqlServiceAccountRepository:
                 or_(c.created_at > created, and_(c.created_at == created, c.id > after[1]))
             )
         return [_account(row) for row in await self._connection.execute(query)]
+
+    async def set_scopes(self, account_id: str, scopes: frozenset[str]) -> None:
+        await self._connection.execute(
+            update(service_accounts)
+            .where(service_accounts.c.id == account_id)
+            .values(scopes=json.dumps(sorted(scopes)))
+        )
 
     async def delete(self, account_id: str) -> bool:
         result = await self._connection.execute(
