@@ -38,6 +38,7 @@ async def test_list_shows_every_service(address: str) -> None:
         "grpc.reflection.v1.ServerReflection",
         "grpc.reflection.v1alpha.ServerReflection",
         "keyhold.audit.v1.AuditService",
+        "keyhold.identity.v1.ApiResourceService",
         "keyhold.identity.v1.IdentityService",
         "keyhold.provider.v1.ProviderService",
     ]

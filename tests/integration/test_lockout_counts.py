@@ -225,15 +225,14 @@ async def test_a_login_costs_one_statement_more_than_a_check(tmp_path: Path) -> 
         assert statements == ["INSERT"]
 
 
-async def test_a_login_takes_no_transaction(tmp_path: Path, database_url: str | None) -> None:
-    """Each statement of a login commits on its own, the session before the reservation
-    is given back: no BEGIN or COMMIT round trips."""
+async def test_a_login_takes_one_transaction(tmp_path: Path, database_url: str | None) -> None:
+    """The reservation and the lookup commit on their own (no BEGIN, no COMMIT); the
+    session and the give-back are one transaction."""
     settings = settings_for(tmp_path, database_url, rate_limits_enabled=False)
     async with running_server(settings) as (app, _):
         await signed_in(app, "ada@example.com")
         set_current_call(CallContext(peer="ipv4:192.0.2.1:1"))
         statements: list[str] = []
-        transactions: list[Connection] = []
 
         def on_statement(
             connection: Connection, cursor: object, statement: str, *_: object
@@ -243,19 +242,18 @@ async def test_a_login_takes_no_transaction(tmp_path: Path, database_url: str | 
 
         def on_begin(connection: Connection) -> None:
             if connection.get_execution_options().get("isolation_level") != "AUTOCOMMIT":
-                transactions.append(connection)
+                statements.append("BEGIN")
 
         engine = app.platform.database.engine.sync_engine
         event.listen(engine, "before_cursor_execute", on_statement)
-        if database_url:  # SQLite's BEGIN is a statement
+        if database_url:  # SQLite's BEGIN is a statement of its own
             event.listen(engine, "begin", on_begin)
         await app.identity.sessions.login("ada@example.com", PASSWORD, "t")
 
-        assert transactions == []
         session = (
-            ["WITH added AS"]
+            ["BEGIN", "WITH added AS"]
             if database_url
-            else ["INSERT INTO sessions", "INSERT INTO refresh_tokens"]
+            else ["BEGIN IMMEDIATE", "INSERT INTO sessions", "INSERT INTO refresh_tokens"]
         )
         assert statements == [
             "INSERT INTO login_failures",

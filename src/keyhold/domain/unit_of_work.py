@@ -65,7 +65,6 @@ class UnitOfWorkFactory(Protocol):
     def __call__(self, *, atomic: bool = True) -> UnitOfWork:
         """A unit of work: all its writes take effect together at the end of the block,
         or none does. `atomic=False`: the block's statements need not take effect
-        together, each may take effect on its own, in the order made (a store may then
-        save the round trips a transaction costs); for writes each of which may stand
-        alone if a later one is lost."""
+        together, each may take effect on its own (a store may then save the round trips
+        a transaction costs); for a single write followed by reads."""
         ...

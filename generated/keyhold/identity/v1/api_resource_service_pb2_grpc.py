@@ -176,8 +176,8 @@ class ApiResourceServiceServicer:
 
     def DeleteApiResource(self, request, context):
         """Deletes an API resource. While grants use it, fails with FAILED_PRECONDITION
-        (reason RESOURCE_IN_USE, a PreconditionFailure counting them) unless `force` is
-        set, which deletes the grants with it. The built-in resource fails with
+        (reason RESOURCE_IN_USE, the ErrorInfo's metadata `grants` counting them) unless
+        `force` is set, which deletes the grants with it. The built-in resource fails with
         FAILED_PRECONDITION (reason RESOURCE_BUILT_IN). Admins only.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)

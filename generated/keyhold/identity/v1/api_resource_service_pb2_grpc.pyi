@@ -66,8 +66,8 @@ class ApiResourceServiceStub:
     """
     DeleteApiResource: _grpc.UnaryUnaryMultiCallable[_api_resource_service_pb2.DeleteApiResourceRequest, _api_resource_service_pb2.DeleteApiResourceResponse]
     """Deletes an API resource. While grants use it, fails with FAILED_PRECONDITION
-    (reason RESOURCE_IN_USE, a PreconditionFailure counting them) unless `force` is
-    set, which deletes the grants with it. The built-in resource fails with
+    (reason RESOURCE_IN_USE, the ErrorInfo's metadata `grants` counting them) unless
+    `force` is set, which deletes the grants with it. The built-in resource fails with
     FAILED_PRECONDITION (reason RESOURCE_BUILT_IN). Admins only.
     """
     GrantServiceAccountScopes: _grpc.UnaryUnaryMultiCallable[_api_resource_service_pb2.GrantServiceAccountScopesRequest, _api_resource_service_pb2.GrantServiceAccountScopesResponse]
@@ -160,8 +160,8 @@ class ApiResourceServiceAsyncStub(ApiResourceServiceStub):
     """
     DeleteApiResource: _aio.UnaryUnaryMultiCallable[_api_resource_service_pb2.DeleteApiResourceRequest, _api_resource_service_pb2.DeleteApiResourceResponse]  # type: ignore[assignment]
     """Deletes an API resource. While grants use it, fails with FAILED_PRECONDITION
-    (reason RESOURCE_IN_USE, a PreconditionFailure counting them) unless `force` is
-    set, which deletes the grants with it. The built-in resource fails with
+    (reason RESOURCE_IN_USE, the ErrorInfo's metadata `grants` counting them) unless
+    `force` is set, which deletes the grants with it. The built-in resource fails with
     FAILED_PRECONDITION (reason RESOURCE_BUILT_IN). Admins only.
     """
     GrantServiceAccountScopes: _aio.UnaryUnaryMultiCallable[_api_resource_service_pb2.GrantServiceAccountScopesRequest, _api_resource_service_pb2.GrantServiceAccountScopesResponse]  # type: ignore[assignment]
@@ -281,8 +281,8 @@ class ApiResourceServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_api_resource_service_pb2.DeleteApiResourceResponse, _abc.Awaitable[_api_resource_service_pb2.DeleteApiResourceResponse]]:
         """Deletes an API resource. While grants use it, fails with FAILED_PRECONDITION
-        (reason RESOURCE_IN_USE, a PreconditionFailure counting them) unless `force` is
-        set, which deletes the grants with it. The built-in resource fails with
+        (reason RESOURCE_IN_USE, the ErrorInfo's metadata `grants` counting them) unless
+        `force` is set, which deletes the grants with it. The built-in resource fails with
         FAILED_PRECONDITION (reason RESOURCE_BUILT_IN). Admins only.
         """
 

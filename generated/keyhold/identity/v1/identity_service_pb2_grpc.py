@@ -361,6 +361,8 @@ class IdentityServiceServicer:
         allowed, fails with PERMISSION_DENIED (reasons EXCHANGE_NOT_GRANTED,
         SCOPE_NOT_GRANTED, DELEGATION_TOO_DEEP); a subject token that is not a live
         Keyhold user token fails with INVALID_ARGUMENT (reason SUBJECT_TOKEN_INVALID).
+        Throttled per calling service account (the client library caches exchanged
+        tokens until shortly before they expire).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -162,6 +162,8 @@ class IdentityServiceStub:
     allowed, fails with PERMISSION_DENIED (reasons EXCHANGE_NOT_GRANTED,
     SCOPE_NOT_GRANTED, DELEGATION_TOO_DEEP); a subject token that is not a live
     Keyhold user token fails with INVALID_ARGUMENT (reason SUBJECT_TOKEN_INVALID).
+    Throttled per calling service account (the client library caches exchanged
+    tokens until shortly before they expire).
     """
     IntrospectToken: _grpc.UnaryUnaryMultiCallable[_identity_service_pb2.IntrospectTokenRequest, _identity_service_pb2.IntrospectTokenResponse]
     """Reports whether an access token is currently valid and what it carries
@@ -308,6 +310,8 @@ class IdentityServiceAsyncStub(IdentityServiceStub):
     allowed, fails with PERMISSION_DENIED (reasons EXCHANGE_NOT_GRANTED,
     SCOPE_NOT_GRANTED, DELEGATION_TOO_DEEP); a subject token that is not a live
     Keyhold user token fails with INVALID_ARGUMENT (reason SUBJECT_TOKEN_INVALID).
+    Throttled per calling service account (the client library caches exchanged
+    tokens until shortly before they expire).
     """
     IntrospectToken: _aio.UnaryUnaryMultiCallable[_identity_service_pb2.IntrospectTokenRequest, _identity_service_pb2.IntrospectTokenResponse]  # type: ignore[assignment]
     """Reports whether an access token is currently valid and what it carries
@@ -571,6 +575,8 @@ class IdentityServiceServicer(metaclass=_abc_1.ABCMeta):
         allowed, fails with PERMISSION_DENIED (reasons EXCHANGE_NOT_GRANTED,
         SCOPE_NOT_GRANTED, DELEGATION_TOO_DEEP); a subject token that is not a live
         Keyhold user token fails with INVALID_ARGUMENT (reason SUBJECT_TOKEN_INVALID).
+        Throttled per calling service account (the client library caches exchanged
+        tokens until shortly before they expire).
         """
 
     @_abc_1.abstractmethod

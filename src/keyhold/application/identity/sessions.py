@@ -147,11 +147,8 @@ class Sessions:
         rehashed: str | None,
         reservation: Reservation,
     ) -> SessionTokens:
-        """The session, then the login's reservation given back, in that order: a login
-        whose session is not stored stays counted as a failed check. The two writes need
-        not be atomic (were the give-back lost, the login would fail and stay counted,
-        leaving a session whose tokens nobody holds), so the block is a transaction only
-        when it rehashes too."""
+        """The session, in the transaction that also gives the login's reservation back:
+        a login whose session is not stored stays counted as a failed check."""
         now = self._clock.now()
         session = Session(
             id=uuid.uuid4().hex,
@@ -164,11 +161,11 @@ class Sessions:
             last_refresh_at=now,
         )
         refresh_token, refresh_hash = new_secret(REFRESH_TOKEN_PREFIX)
-        async with self._unit_of_work(atomic=rehashed is not None) as uow:
+        async with self._unit_of_work() as uow:
             if rehashed is not None:
                 await uow.users.update(user.with_changes(password_hash=rehashed))
             await uow.sessions.add(session, refresh_hash)
-            # Last: in a transaction, the counters' rows stay locked until the commit.
+            # Last: the counters' rows stay locked until the commit.
             await self._lockout.succeeded(reservation, uow.login_failures)
         access = self._tokens.issue(subject=user.name, roles=user.roles, session_id=session.id)
         self._issued()
