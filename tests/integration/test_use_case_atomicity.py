@@ -14,7 +14,7 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 
-from keyhold.adapters.persistence.identity.login_failures import SqlLoginFailures
+from keyhold.adapters.persistence.identity.login_failures import SqlLoginFailureStore
 from keyhold.adapters.persistence.identity.one_time_tokens import SqlOneTimeTokenRepository
 from keyhold.adapters.persistence.identity.refresh_rotation import SqlRefreshTokenRotator
 from keyhold.adapters.persistence.identity.service_accounts import SqlServiceAccountRepository
@@ -30,9 +30,11 @@ from keyhold.adapters.persistence.tables import (
     sessions,
     users,
 )
+from keyhold.application.identity import sessions as sessions_module
 from keyhold.application.identity.users import UserPatch
 from keyhold.application.provider.catalog import ProviderFields
 from keyhold.domain.call import CallContext, set_current_call
+from keyhold.domain.identity.lockout import LockoutPolicy
 from keyhold.domain.identity.sessions import RetryGrace, RotationOutcome
 from keyhold.domain.identity.users import User, UserState
 from keyhold.domain.principal import Principal, PrincipalType
@@ -95,16 +97,25 @@ async def test_user_creation(any_server: Server, monkeypatch: pytest.MonkeyPatch
 
 
 async def test_login(any_server: Server, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The session, its first refresh token and the reservation's give-back are one write
+    (one statement on PostgreSQL): a first refresh token that cannot be stored (its hash
+    taken) leaves no session, and the check stays counted."""
     app, _ = any_server
     user = await _user(app, "ada@example.com")
-    # The lockout's give-back is the last write, after the session and its first token.
-    fail_after(monkeypatch, SqlLoginFailures, "release")
+    monkeypatch.setattr(sessions_module, "new_secret", lambda prefix: (prefix + "x", b"h" * 32))
+    set_current_call(CallContext(peer="ipv4:192.0.2.9:1"))
+    await app.identity.sessions.login("ada@example.com", PASSWORD, "tests")
+    before = await _rows(app, sessions, sessions.c.user_id == user.id)
+    counters = LockoutPolicy().counters("ada@example.com", "192.0.2.9")
+    counted = await SqlLoginFailureStore(app.platform.database).counts([c.key for c in counters])
 
-    with pytest.raises(Injected):
+    with pytest.raises(IntegrityError):
         await app.identity.sessions.login("ada@example.com", PASSWORD, "tests")
 
-    assert await _rows(app, sessions, sessions.c.user_id == user.id) == []
-    assert await _count(app, refresh_tokens) == 0
+    assert await _rows(app, sessions, sessions.c.user_id == user.id) == before
+    assert await _count(app, refresh_tokens) == 1
+    after = await SqlLoginFailureStore(app.platform.database).counts([c.key for c in counters])
+    assert [c.failures for c in after] == [c.failures + 1 for c in counted]
 
 
 async def _session_hashes(app: KeyholdServer, user: User) -> list[tuple[bytes, Any]]:

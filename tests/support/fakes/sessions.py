@@ -7,6 +7,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from datetime import datetime
 
+from keyhold.domain.identity.lockout import GiveBack, LoginFailureStore
 from keyhold.domain.identity.sessions import (
     NO_RETRY_GRACE,
     RetryGrace,
@@ -28,8 +29,17 @@ def _created(session: Session) -> tuple[datetime, str]:
 
 
 class InMemorySessionRepository:
-    def __init__(self, transaction: Transaction) -> None:
+    def __init__(self, transaction: Transaction, login_failures: LoginFailureStore) -> None:
         self._tx = transaction
+        self._login_failures = login_failures
+
+    async def start(
+        self, session: Session, refresh_token_hash: bytes, give_back: GiveBack
+    ) -> None:
+        """The session, then the give-back (the store's counts are written at once): a
+        session that cannot be added gives nothing back."""
+        await self.add(session, refresh_token_hash)
+        await self._login_failures.release(give_back.reservation, reset=give_back.reset)
 
     async def add(self, session: Session, refresh_token_hash: bytes) -> None:
         if session.user_id not in self._tx.users:

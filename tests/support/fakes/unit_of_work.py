@@ -39,7 +39,7 @@ class FakeUnitOfWork:
         tx = self._transaction = self._store.begin()
         self.signing_keys = InMemorySigningKeyRepository(tx)
         self.users = InMemoryUserRepository(tx)
-        self.sessions = InMemorySessionRepository(tx)
+        self.sessions = InMemorySessionRepository(tx, self.login_failures)
         self.one_time_tokens = InMemoryOneTimeTokenRepository(tx)
         self.service_accounts = InMemoryServiceAccountRepository(tx)
         self.providers = InMemoryProviderRepository(tx)

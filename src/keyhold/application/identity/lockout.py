@@ -3,15 +3,16 @@ it, keep the reservation as a counted failure when the check fails, give it back
 it succeeds.
 
 Reservations and give-backs are written through the lockout's own store, each in effect
-at once, unless the caller passes its unit of work's store (`uow.login_failures`): they
-are then part of that transaction, in effect when it commits. A reservation so written
-must be committed before the check is evaluated."""
+at once, unless the caller writes them with its unit of work: a reservation through
+`uow.login_failures`, committed before the check is evaluated; a login's give-back with
+its session (`uow.sessions.start`)."""
 
 from __future__ import annotations
 
 from keyhold.application.telemetry import NO_TELEMETRY, Telemetry
 from keyhold.domain.clock import Clock
 from keyhold.domain.identity.lockout import (
+    GiveBack,
     LockoutPolicy,
     LoginFailureStore,
     LoginLocked,
@@ -58,9 +59,12 @@ class LoginLockout:
         """Drop the counts that have been quiet longer than the policy remembers."""
         return await self._store.forget_before(self._clock.now() - self._policy.forget_after)
 
-    async def succeeded(
-        self, reservation: Reservation, store: LoginFailureStore | None = None
-    ) -> None:
-        """The check succeeded: give the reservation back and reset the account's count
-        for this peer."""
-        await (store or self._store).release(reservation, reset=Scope.ACCOUNT_PEER)
+    def give_back(self, reservation: Reservation) -> GiveBack:
+        """What a successful check gives back: the reservation, and the account's count
+        for this peer reset."""
+        return GiveBack(reservation, reset=Scope.ACCOUNT_PEER)
+
+    async def succeeded(self, reservation: Reservation) -> None:
+        """The check succeeded: give the reservation back (`give_back`), at once."""
+        given = self.give_back(reservation)
+        await self._store.release(given.reservation, reset=given.reset)

@@ -147,8 +147,9 @@ class Sessions:
         rehashed: str | None,
         reservation: Reservation,
     ) -> SessionTokens:
-        """The session, in the transaction that also gives the login's reservation back:
-        a login whose session is not stored stays counted as a failed check."""
+        """The session, stored with the login's reservation given back (all or nothing:
+        a login whose session is not stored stays counted as a failed check); in a
+        transaction only when the password's hash is upgraded too."""
         now = self._clock.now()
         session = Session(
             id=uuid.uuid4().hex,
@@ -161,12 +162,10 @@ class Sessions:
             last_refresh_at=now,
         )
         refresh_token, refresh_hash = new_secret(REFRESH_TOKEN_PREFIX)
-        async with self._unit_of_work() as uow:
+        async with self._unit_of_work(atomic=rehashed is not None) as uow:
             if rehashed is not None:
                 await uow.users.update(user.with_changes(password_hash=rehashed))
-            await uow.sessions.add(session, refresh_hash)
-            # Last: the counters' rows stay locked until the commit.
-            await self._lockout.succeeded(reservation, uow.login_failures)
+            await uow.sessions.start(session, refresh_hash, self._lockout.give_back(reservation))
         access = self._tokens.issue(subject=user.name, roles=user.roles, session_id=session.id)
         self._issued()
         return SessionTokens(session, access, refresh_token)

@@ -125,6 +125,15 @@ class Reservation:
         ]
 
 
+@dataclass(frozen=True, slots=True)
+class GiveBack:
+    """What a successful check gives back: its granted reservation, uncounted, and the
+    counter of scope `reset` set to zero."""
+
+    reservation: Reservation
+    reset: Scope | None
+
+
 class LoginLocked(ResourceExhausted):
     """A password check refused unevaluated: the caller is throttled or the account
     slowed. Recorded in the audit trail as DENIED, reason ACCOUNT_LOCKED."""

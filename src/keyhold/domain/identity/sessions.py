@@ -11,6 +11,7 @@ from typing import Protocol
 
 from keyhold.domain.errors import FieldViolation, InvalidArgument
 from keyhold.domain.identity import DOMAIN
+from keyhold.domain.identity.lockout import GiveBack
 
 SESSION_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}\Z")
 
@@ -61,6 +62,12 @@ def session_id_from_name(name: str, current_session: str | None, field: str = "n
 
 
 class SessionRepository(Protocol):
+    async def start(self, session: Session, refresh_token_hash: bytes, give_back: GiveBack) -> None:
+        """Stores a new session with its first refresh token and gives the login's
+        reservation back, all or nothing, even in a unit of work that is not atomic: a
+        login whose session is not stored stays counted as a failed check."""
+        ...
+
     async def add(self, session: Session, refresh_token_hash: bytes) -> None:
         """The session and its first refresh token: a session never exists without one."""
         ...

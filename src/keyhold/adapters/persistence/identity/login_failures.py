@@ -65,8 +65,8 @@ _IN_KEY_ORDER = (
 )
 # Uncounts a granted reservation on `keys`, resetting the `reset` key to zero. The
 # counters were unlocked when it was granted, and a lock set on them since is its own
-# (other checks were refused meanwhile): lifted.
-_GIVE_BACK = (
+# (other checks were refused meanwhile): lifted. `give_back_parameters` fills it in.
+GIVE_BACK = (
     update(login_failures)
     .where(_T.key.in_(_IN_KEY_ORDER))
     .values(
@@ -200,6 +200,13 @@ def _build_reservation(dialect: str, shape: _Shape) -> Any:
     ).returning(_T.key, _T.failures, _T.locked_until)
 
 
+def give_back_parameters(reservation: Reservation, reset: Scope | None) -> dict[str, Any]:
+    """GIVE_BACK's parameters for a granted reservation."""
+    counters = reservation.counters
+    reset_key = next((_key(c.key) for c in counters if c.scope is reset), "")
+    return {"keys": [_key(c.key) for c in counters], "reset": reset_key}
+
+
 class SqlLoginFailures:
     """LoginFailureStore on one connection: its statements are part of the connection's
     transaction when it is in one (a unit of work's), and take effect with its commit."""
@@ -227,7 +234,7 @@ class SqlLoginFailures:
             )
         if counted:
             taken = [key for key in hashed if key in counted]
-            await connection.execute(_GIVE_BACK, {"keys": taken, "reset": ""})
+            await connection.execute(GIVE_BACK, {"keys": taken, "reset": ""})
         found = (await connection.execute(_COUNTS, {"keys": hashed})).all()
         refusing = [
             (row.locked_until, row.key)
@@ -244,11 +251,7 @@ class SqlLoginFailures:
     async def release(self, reservation: Reservation, *, reset: Scope | None) -> None:
         if not reservation.granted:
             return
-        counters = reservation.counters
-        reset_key = next((_key(c.key) for c in counters if c.scope is reset), "")
-        await self._connection.execute(
-            _GIVE_BACK, {"keys": [_key(c.key) for c in counters], "reset": reset_key}
-        )
+        await self._connection.execute(GIVE_BACK, give_back_parameters(reservation, reset))
 
     async def forget_before(self, before: datetime) -> int:
         result = await self._connection.execute(_FORGET, {"before": before})

@@ -22,8 +22,14 @@ from sqlalchemy import (
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql.dml import Insert
 
+from keyhold.adapters.persistence.identity.login_failures import (
+    GIVE_BACK,
+    SqlLoginFailures,
+    give_back_parameters,
+)
 from keyhold.adapters.persistence.tables import refresh_tokens, sessions, users
 from keyhold.adapters.persistence.types import UtcDateTime
+from keyhold.domain.identity.lockout import GiveBack
 from keyhold.domain.identity.sessions import Session
 from keyhold.domain.identity.users import UserState
 
@@ -77,6 +83,8 @@ def _added_with_first_token() -> Insert:
 
 
 _ADD_WITH_FIRST_TOKEN = _added_with_first_token()
+# PostgreSQL: the same, and the login's reservation given back, in one statement.
+_START = _added_with_first_token().add_cte(GIVE_BACK.cte("given_back"))
 
 
 def _session(row: Row[Any]) -> Session:
@@ -94,23 +102,49 @@ def _session(row: Row[Any]) -> Session:
     )
 
 
+def _row(session: Session) -> dict[str, Any]:
+    return {
+        "id": session.id,
+        "user_id": session.user_id,
+        "user_agent": session.user_agent,
+        "peer": session.peer,
+        "created_at": session.created_at,
+        "expires_at": session.expires_at,
+        "idle_expires_at": session.idle_expires_at,
+        "last_refresh_at": session.last_refresh_at,
+        "revoked_at": session.revoked_at,
+        "revoke_reason": session.revoke_reason,
+    }
+
+
 class SqlSessionRepository:
     def __init__(self, connection: AsyncConnection) -> None:
         self._connection = connection
 
+    async def start(self, session: Session, refresh_token_hash: bytes, give_back: GiveBack) -> None:
+        reservation = give_back.reservation
+        if not reservation.granted:
+            await self.add(session, refresh_token_hash)
+            return
+        if self._connection.dialect.name == "postgresql":
+            await self._connection.execute(
+                _START,
+                {
+                    **_row(session),
+                    "token_hash": refresh_token_hash,
+                    "token_created_at": session.created_at,
+                    **give_back_parameters(reservation, give_back.reset),
+                },
+            )
+            return
+        # A savepoint: in a transaction, part of it; outside one, SQLite's own
+        # transaction, committed when it is released.
+        async with self._connection.begin_nested():
+            await self.add(session, refresh_token_hash)
+            await SqlLoginFailures(self._connection).release(reservation, reset=give_back.reset)
+
     async def add(self, session: Session, refresh_token_hash: bytes) -> None:
-        row = {
-            "id": session.id,
-            "user_id": session.user_id,
-            "user_agent": session.user_agent,
-            "peer": session.peer,
-            "created_at": session.created_at,
-            "expires_at": session.expires_at,
-            "idle_expires_at": session.idle_expires_at,
-            "last_refresh_at": session.last_refresh_at,
-            "revoked_at": session.revoked_at,
-            "revoke_reason": session.revoke_reason,
-        }
+        row = _row(session)
         if self._connection.dialect.name == "postgresql":
             await self._connection.execute(
                 _ADD_WITH_FIRST_TOKEN,
