@@ -33,9 +33,7 @@ class InMemorySessionRepository:
         self._tx = transaction
         self._login_failures = login_failures
 
-    async def start(
-        self, session: Session, refresh_token_hash: bytes, give_back: GiveBack
-    ) -> None:
+    async def start(self, session: Session, refresh_token_hash: bytes, give_back: GiveBack) -> None:
         """The session, then the give-back (the store's counts are written at once): a
         session that cannot be added gives nothing back."""
         await self.add(session, refresh_token_hash)
