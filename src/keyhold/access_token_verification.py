@@ -143,18 +143,29 @@ class AccessTokenVerifier:
         self._revocations = revocations
 
     def principal_without_waiting(self, token: str) -> Principal | None:
-        """The principal of a token verified before, still unexpired, whose revocation
-        check needs no waiting; None when `verify` must be awaited (never an error)."""
+        """The principal of a token verified before, still unexpired, for this audience,
+        whose revocation check needs no waiting; None when `verify` must be awaited
+        (never an error)."""
         if len(token) > MAX_TOKEN_BYTES:
             return None
         principal = self._cached(_cache_key(token))
-        if principal is None:
+        if principal is None or principal.audience != self._audience:
             return None
         if self._revocations is None or self._revocations.known_live(principal):
             return principal
         return None
 
     async def verify(self, token: str) -> Principal:
+        """The principal of a token for this verifier's audience; raises Unauthenticated
+        for any token not to be trusted here."""
+        principal = await self.verify_any_audience(token)
+        if principal.audience != self._audience:
+            raise refuse("TOKEN_AUDIENCE_MISMATCH", "access token is for another audience")
+        return principal
+
+    async def verify_any_audience(self, token: str) -> Principal:
+        """The principal of a token valid by every other rule, whatever its audience: for
+        the issuer itself answering about tokens it minted for other services."""
         if len(token) > MAX_TOKEN_BYTES:
             raise refuse("TOKEN_TOO_LARGE", "access token is larger than 8 KiB")
         digest = _cache_key(token)
@@ -210,8 +221,8 @@ class AccessTokenVerifier:
                 raise refuse("TOKEN_CLAIM_MISSING", f"access token lacks the {claim} claim")
         if claims["iss"] != self._issuer:
             raise refuse("TOKEN_ISSUER_MISMATCH", "access token is from another issuer")
-        if claims["aud"] != self._audience:
-            raise refuse("TOKEN_AUDIENCE_MISMATCH", "access token is for another audience")
+        if not isinstance(claims["aud"], str):  # one audience per token, as Keyhold mints
+            raise refuse("TOKEN_MALFORMED", "access token audience must be one string")
         expires_at, not_before, issued_at = claims["exp"], claims["nbf"], claims["iat"]
         if not all(
             type(value) is int and 0 <= value <= LATEST_NUMERIC_DATE
@@ -236,6 +247,7 @@ class AccessTokenVerifier:
             raise refuse("TOKEN_MALFORMED", "access token scope and jti must be strings")
         if not _ID.fullmatch(token_id):
             raise refuse("TOKEN_MALFORMED", "access token jti is not a token id")
+        actor_chain = _actor_chain(claims.get("act"))
         is_user = subject.startswith("users/")
         if is_user and not isinstance(session_id, str):
             raise refuse("TOKEN_CLAIM_MISSING", "access token lacks the sid claim")
@@ -250,4 +262,24 @@ class AccessTokenVerifier:
             token_id=token_id,
             expires_at=claims["exp"],
             issued_at=claims["iat"],
+            audience=claims["aud"],
+            actor_chain=actor_chain,
         )
+
+
+# An `act` claim nests no deeper than this, whatever a token says.
+_MAX_ACTORS = 16
+
+
+def _actor_chain(act: object) -> tuple[str, ...]:
+    """The services an `act` claim names, the most recent (outermost) first."""
+    chain: list[str] = []
+    while act is not None:
+        if not isinstance(act, dict) or len(chain) >= _MAX_ACTORS:
+            raise refuse("TOKEN_MALFORMED", "access token act claim is malformed")
+        actor = act.get("sub")
+        if not isinstance(actor, str) or not _SUBJECT.match(actor):
+            raise refuse("TOKEN_MALFORMED", "access token act claim is malformed")
+        chain.append(actor)
+        act = act.get("act")
+    return tuple(chain)

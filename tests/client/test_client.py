@@ -14,6 +14,7 @@ import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from keyhold.application.identity.api_resources import Definition
 from keyhold.client import (
     RequireKeyholdToken,
     ServiceAccountCredentials,
@@ -150,7 +151,7 @@ async def test_verifier_checks_tokens_locally_and_refetches_keys_sparingly(
     app, target, _ = keyhold
     user_token, user_name = await signed_in(app)
     async with grpc.aio.insecure_channel(target) as channel:
-        verifier = TokenVerifier(channel, min_refetch_seconds=0.5)
+        verifier = TokenVerifier(channel, audience="keyhold", min_refetch_seconds=0.5)
         principal = await verifier.verify(user_token)
         assert principal.subject == user_name
         assert verifier.keys.fetches == 1
@@ -191,7 +192,7 @@ async def test_verifier_follows_a_key_rotation(keyhold: tuple[KeyholdServer, str
     app, target, _ = keyhold
     admin, _ = await signed_in(app, "admin@example.com", ("admin", "user"))
     async with grpc.aio.insecure_channel(target) as channel:
-        verifier = TokenVerifier(channel, min_refetch_seconds=0)
+        verifier = TokenVerifier(channel, audience="keyhold", min_refetch_seconds=0)
         await verifier.verify(admin)
         stub = pb_grpc.IdentityServiceStub(channel)
         await stub.RotateSigningKey(
@@ -210,16 +211,27 @@ async def _echo_subject(request: bytes, context: Any) -> bytes:
     return current_principal().subject.encode()
 
 
+REPORTS = Definition(
+    "Reports",
+    "reports.internal",
+    {"reports.read": "read reports", "reports.write": "write reports"},
+    {"reports:viewer": frozenset({"reports.read"})},
+)
+
+
 @pytest.fixture
 async def downstream(
     keyhold: tuple[KeyholdServer, str, str],
 ) -> AsyncIterator[tuple[KeyholdServer, grpc.aio.Channel]]:
-    """A tiny downstream service that accepts only Keyhold tokens with `reports.read`…
-    here `audit.read`, a scope Keyhold knows."""
+    """A tiny downstream service, registered in Keyhold as the API resource `reports`,
+    that accepts only tokens for its audience with `reports.read`."""
     app, target, _ = keyhold
+    await app.identity.api_resources.create("reports", REPORTS)
     keyhold_connection = grpc.aio.insecure_channel(target)
-    verifier = TokenVerifier(keyhold_connection)
-    server = grpc.aio.server(interceptors=[RequireKeyholdToken(verifier, {"audit.read"})])
+    require = RequireKeyholdToken.for_audience(
+        keyhold_connection, "reports.internal", {"reports.read"}
+    )
+    server = grpc.aio.server(interceptors=[require])
     server.add_generic_rpc_handlers(
         (
             grpc.method_handlers_generic_handler(
@@ -238,6 +250,13 @@ async def downstream(
         await keyhold_connection.close()
 
 
+async def _granted(app: KeyholdServer, *scopes: str) -> tuple[str, str, str]:
+    """A service account granted `scopes` of `reports`: client id, secret, name."""
+    client_id, secret, name = await account(app)
+    await app.identity.api_resources.grant_scopes(name, "api-resources/reports", list(scopes))
+    return client_id, secret, name
+
+
 async def _get(channel: grpc.aio.Channel, token: str | None) -> bytes:
     call = channel.unary_unary("/demo.Reports/Get")
     metadata = (("authorization", f"Bearer {token}"),) if token is not None else ()
@@ -245,16 +264,21 @@ async def _get(channel: grpc.aio.Channel, token: str | None) -> bytes:
     return result
 
 
-async def test_downstream_service_accepts_only_tokens_with_its_scope(
+async def test_downstream_service_accepts_only_tokens_for_its_audience_and_scope(
     downstream: tuple[KeyholdServer, grpc.aio.Channel],
 ) -> None:
     app, channel = downstream
-    client_id, secret, name = await account(app, "audit.read")
-    granted = await app.identity.service_accounts.issue_token(client_id, secret, [])
+    client_id, secret, name = await _granted(app, "reports.read")
+    issue = app.identity.service_accounts.issue_token
+    granted = await issue(client_id, secret, [], "reports.internal")
+    assert (granted.audience, granted.scopes) == ("reports.internal", {"reports.read"})
     assert await _get(channel, granted.token.token) == name.encode()
-    other_id, other_secret, _ = await account(app, "identity.introspect")
-    other = await app.identity.service_accounts.issue_token(other_id, other_secret, [])
+    # The same account's token for Keyhold itself is no token for reports.
+    own = await issue(client_id, secret, [])
+    other_id, other_secret, _ = await _granted(app, "reports.write")
+    other = await issue(other_id, other_secret, [], "reports.internal")
     for token, code, reason in [
+        (own.token.token, grpc.StatusCode.UNAUTHENTICATED, "TOKEN_AUDIENCE_MISMATCH"),
         (other.token.token, grpc.StatusCode.PERMISSION_DENIED, "SCOPE_REQUIRED"),
         (None, grpc.StatusCode.UNAUTHENTICATED, "CREDENTIALS_MISSING"),
         ("not-a-token", grpc.StatusCode.UNAUTHENTICATED, "TOKEN_MALFORMED"),

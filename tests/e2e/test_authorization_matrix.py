@@ -26,6 +26,7 @@ from google.protobuf.message import Message
 
 from keyhold.application.identity.api_resources import Definition
 from keyhold.audit.v1 import audit_service_pb2 as audit_pb
+from keyhold.domain.identity.api_resources import ApiResource
 from keyhold.identity.v1 import api_resource_service_pb2 as resources_pb
 from keyhold.identity.v1 import identity_service_pb2 as identity_pb
 from keyhold.policy.v1 import policy_pb2
@@ -65,7 +66,6 @@ BUSINESS_REFUSALS = {
 # Declared, not built yet: an allowed call answers UNIMPLEMENTED (the policy still holds).
 NOT_BUILT = {
     "IdentityService.UpdateServiceAccount",
-    "IdentityService.ExchangeToken",
     *(
         f"ApiResourceService.{name}"
         for name in (
@@ -149,6 +149,7 @@ class Row:
     other: Person  # whose resources the other cells aim at
     admin: Person
     services: dict[Cell, str]
+    service_accounts: dict[Cell, str]  # their names
 
     def subject(self, cell: Cell) -> Person:
         return self.me if cell is Cell.USER_ON_OWN else self.other
@@ -212,7 +213,10 @@ class Row:
         return f"providers/{slug}"
 
     async def api_resource(self) -> str:
-        resource = await self.app.identity.api_resources.create(
+        return (await self._api_resource()).name
+
+    async def _api_resource(self) -> ApiResource:
+        return await self.app.identity.api_resources.create(
             unique("r"),
             Definition(
                 "R",
@@ -221,7 +225,16 @@ class Row:
                 {"r:viewer": frozenset({"r.read"})},
             ),
         )
-        return resource.name
+
+    async def exchangeable(self, who: Person) -> str:
+        """The audience of a resource `who` holds a role of, and that every service
+        account of the row may exchange tokens for."""
+        resource = await self._api_resource()
+        resources = self.app.identity.api_resources
+        await resources.grant_roles(who.name, resource.name, ["r:viewer"])
+        for account in self.service_accounts.values():
+            await resources.set_exchange_grant(account, resource.name, ["r.read"])
+        return resource.audience
 
     def _providers(self) -> provider_grpc.ProviderServiceStub:
         return provider_grpc.ProviderServiceStub(self.channel)
@@ -285,7 +298,6 @@ fixed(
     resources_pb.GetApiResourceRequest(name="api-resources/keyhold"),
 )
 fixed("ApiResourceService.ListApiResources", resources_pb.ListApiResourcesRequest())
-fixed("IdentityService.ExchangeToken", identity_pb.ExchangeTokenRequest())
 fixed("IdentityService.UpdateServiceAccount", identity_pb.UpdateServiceAccountRequest())
 for _name in NOT_BUILT:
     _service, _, _method = _name.partition(".")
@@ -426,6 +438,13 @@ async def delete_connection(row: Row, who: Person) -> Message:
     return provider_pb.DeleteConnectionRequest(name=await row.connection(who))
 
 
+@request_for("IdentityService.ExchangeToken")
+async def exchange_token(row: Row, who: Person) -> Message:
+    return identity_pb.ExchangeTokenRequest(
+        subject_token=who.token, audience=await row.exchangeable(who)
+    )
+
+
 @request_for("ApiResourceService.CreateApiResource")
 async def create_api_resource(row: Row, who: Person) -> Message:
     return resources_pb.CreateApiResourceRequest(
@@ -512,7 +531,7 @@ class Matrix:
         me, other, admin = await asyncio.gather(
             self._person("me"), self._person("other"), self._person("admin", admin=True)
         )
-        services = {}
+        services, names = {}, {}
         for cell, scopes in (
             (Cell.SERVICE_WITHOUT_SCOPE, []),
             (Cell.SERVICE_WITH_SCOPE, list(rpc.auth.scopes)),
@@ -522,7 +541,8 @@ class Matrix:
                 account.client_id, secret, []
             )
             services[cell] = issued.token.token
-        return Row(self.app, self.channel, self.oauth, me, other, admin, services)
+            names[cell] = account.name
+        return Row(self.app, self.channel, self.oauth, me, other, admin, services, names)
 
     async def _person(self, label: str, *, admin: bool = False) -> Person:
         email = unique(label) + "@example.com"

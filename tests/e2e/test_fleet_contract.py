@@ -1,7 +1,7 @@
 """The fleet authorization contract (API resources, token exchange, keyless workload
 identity) is published before all of it is built: what is not built answers UNIMPLEMENTED
 (reason NOT_IMPLEMENTED) once the caller passed the pipeline, and CreateServiceToken
-refuses the request fields it does not honour yet rather than ignore them."""
+refuses the credentials it does not honour yet rather than ignore them."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from keyhold.identity.v1 import identity_service_pb2 as pb
 from keyhold.identity.v1 import identity_service_pb2_grpc as pb_grpc
 from keyhold.server import KeyholdServer
 from tests.support.rpcs import keyhold_rpcs
-from tests.support.servers import bearer, service_token, signed_in
+from tests.support.servers import bearer, signed_in
 from tests.support.status import rich_error
 
 Server = tuple[KeyholdServer, grpc.aio.Channel]
@@ -47,21 +47,9 @@ async def test_each_rpc_not_built_answers_unimplemented_to_an_admin(server: Serv
         assert rich_error(caught.value).reason == "NOT_IMPLEMENTED", rpc.name
 
 
-async def test_token_exchange_answers_unimplemented_to_a_service(server: Server) -> None:
-    app, channel = server
-    token = await service_token(app, ())
-    with pytest.raises(grpc.aio.AioRpcError) as caught:
-        await pb_grpc.IdentityServiceStub(channel).ExchangeToken(
-            pb.ExchangeTokenRequest(subject_token="a.b.c", audience="reports.internal"),
-            metadata=bearer(token),
-        )
-    assert caught.value.code() is grpc.StatusCode.UNIMPLEMENTED
-    assert rich_error(caught.value).reason == "NOT_IMPLEMENTED"
-
-
 @pytest.mark.parametrize(
     "field",
-    [{"audience": "reports.internal"}, {"client_assertion": "a.b.c"}, {"subject_token": "a.b.c"}],
+    [{"client_assertion": "a.b.c"}, {"subject_token": "a.b.c"}],
 )
 async def test_service_tokens_refuse_what_they_do_not_honour_yet(
     server: Server, field: dict[str, str]

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Literal, Protocol
 
-TokenKind = Literal["access", "refresh", "service"]
+TokenKind = Literal["access", "refresh", "service", "exchanged"]
 LockScope = Literal["account", "peer", "account_ceiling"]
 RefreshOutcome = Literal["succeeded", "rejected", "unreachable"]
 

@@ -34,9 +34,26 @@ async def _abort(
 
 
 class RequireKeyholdToken(grpc.aio.ServerInterceptor):
-    """Every call must carry a valid Keyhold bearer token with all of `scopes` (or those
-    `method_scopes` names for its method); `public_methods` need none. The principal is
-    available to handlers as `current_principal()`."""
+    """Every call must carry a valid Keyhold bearer token for the verifier's audience,
+    with all of `scopes` (or those `method_scopes` names for its method);
+    `public_methods` need none. The principal is available to handlers as
+    `current_principal()`. `for_audience` builds the verifier too."""
+
+    @classmethod
+    def for_audience(
+        cls,
+        keyhold: grpc.aio.Channel,
+        audience: str,
+        scopes: Iterable[str] = (),
+        *,
+        issuer: str = "keyhold",
+        method_scopes: dict[str, Iterable[str]] | None = None,
+        public_methods: Iterable[str] = (),
+    ) -> RequireKeyholdToken:
+        """Tokens for `audience`, verified against the keys Keyhold publishes on
+        `keyhold`."""
+        verifier = TokenVerifier(keyhold, audience=audience, issuer=issuer)
+        return cls(verifier, scopes, method_scopes=method_scopes, public_methods=public_methods)
 
     def __init__(
         self,

@@ -64,7 +64,9 @@ class JwksKeys:
 
 class TokenVerifier:
     """Verifies Keyhold access tokens with Keyhold's own rules (pinned algorithm, exact
-    issuer and audience, every claim required, 8 KiB cap, small leeway). Local
+    issuer and audience, every claim required, 8 KiB cap, small leeway). `audience` is
+    the service's own (its API resource's): a token minted for any other service, or
+    for Keyhold itself, is refused (`TOKEN_AUDIENCE_MISMATCH`). Local
     verification cannot see revocations: a revoked session's token stays valid here until
     it expires (15 minutes by default); ask IntrospectToken where that matters."""
 
@@ -72,8 +74,8 @@ class TokenVerifier:
         self,
         channel: grpc.aio.Channel,
         *,
+        audience: str,
         issuer: str = "keyhold",
-        audience: str = "keyhold",
         leeway_seconds: int = 30,
         min_refetch_seconds: float = 30.0,
     ) -> None:

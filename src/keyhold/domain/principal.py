@@ -28,6 +28,10 @@ class Principal:
     token_id: str | None = None
     expires_at: int | None = None
     issued_at: int | None = None
+    audience: str = ""  # the `aud` of the token it was read from
+    # For a token obtained by token exchange: the services it passed through, the most
+    # recent first (its `act` claim, RFC 8693 §4.1, flattened).
+    actor_chain: tuple[str, ...] = ()
 
     @property
     def is_admin(self) -> bool:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -19,7 +19,12 @@ class IssuedToken:
 
 class AccessTokenVerifier(Protocol):
     async def verify(self, token: str) -> Principal:
-        """The token's principal; raises Unauthenticated for any token not to be trusted."""
+        """The token's principal; raises Unauthenticated for any token not to be trusted
+        here (one for another audience included)."""
+        ...
+
+    async def verify_any_audience(self, token: str) -> Principal:
+        """The token's principal whatever its audience, by every other rule."""
         ...
 
 
@@ -39,4 +44,11 @@ class AccessTokenIssuer(Protocol):
         scopes: Iterable[str] = (),
         session_id: str | None = None,
         lifetime_seconds: int | None = None,
-    ) -> IssuedToken: ...
+        audience: str | None = None,
+        actor_chain: Sequence[str] = (),
+        not_after: int | None = None,
+    ) -> IssuedToken:
+        """A signed access token; for `audience`, or the issuer's own when None; naming
+        `actor_chain` (most recent first) as its `act` claim; expiring no later than
+        `not_after`."""
+        ...

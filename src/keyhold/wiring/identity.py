@@ -28,6 +28,7 @@ from keyhold.application.identity.signing_keys import (
     SigningKeyRotation,
     SigningKeys,
 )
+from keyhold.application.identity.token_exchange import TokenExchange
 from keyhold.application.identity.users import Users
 from keyhold.application.identity.verification import EmailVerification
 from keyhold.domain.identity.lockout import LockoutPolicy
@@ -53,6 +54,7 @@ class Identity:
     key_ring: KeyRing
     service_accounts: ServiceAccounts
     api_resources: ApiResources
+    token_exchange: TokenExchange
     introspection: TokenIntrospection
     access_tokens: AccessTokens
     revocations: Revocations
@@ -185,10 +187,20 @@ def wire_identity(platform: Platform, audit: Audit) -> Identity:
             recorder,
             revocations,
             clock,
+            settings.audience,
             platform.telemetry,
         ),
         api_resources=ApiResources(
             unit_of_work, recorder, revocations, clock, audience=settings.audience
+        ),
+        token_exchange=TokenExchange(
+            unit_of_work,
+            access_tokens,
+            access_tokens,
+            recorder,
+            audience=settings.audience,
+            max_depth=settings.token_exchange_max_depth,
+            telemetry=platform.telemetry,
         ),
         introspection=TokenIntrospection(access_tokens, recorder),
         access_tokens=access_tokens,

@@ -34,6 +34,8 @@ from tests.support.fakes.sessions import InMemoryRefreshTokenRotator, InMemorySe
 from tests.support.fakes.store import InMemoryStore
 from tests.support.fakes.unit_of_work import FakeUnitOfWorkFactory
 
+AUDIENCE = "keyhold"
+
 PEER = "ipv4:10.0.0.7:40000"
 PASSWORD = "correct horse battery"
 LOCKOUT = LockoutPolicy(
@@ -98,7 +100,7 @@ def build_ports() -> Ports:
     tokens = AccessTokens(
         ring,
         issuer="https://keyhold.test",
-        audience="keyhold",
+        audience=AUDIENCE,
         lifetime_seconds=900,
         leeway_seconds=0,
         clock=clock,

@@ -11,7 +11,14 @@ from keyhold.domain.audit.actions import Action
 from keyhold.domain.errors import InvalidArgument, PermissionDenied, Unauthenticated
 from keyhold.domain.identity.service_accounts import ServiceAccount
 from keyhold.domain.principal import PrincipalType
-from tests.unit.application.harness import ADMIN, Ports, act_as, attempts, outcome_details
+from tests.unit.application.harness import (
+    ADMIN,
+    AUDIENCE,
+    Ports,
+    act_as,
+    attempts,
+    outcome_details,
+)
 
 SCOPES = ["audit.read", "identity.introspect"]
 
@@ -25,6 +32,7 @@ def accounts(ports: Ports) -> ServiceAccounts:
         ports.recorder,
         ports.revocations,
         ports.clock,
+        AUDIENCE,
     )
 
 

@@ -4,7 +4,7 @@ ring's newest key, and verified against every key of the ring."""
 from __future__ import annotations
 
 import secrets
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 import jwt
 
@@ -53,14 +53,19 @@ class AccessTokens(AccessTokenVerifier):
         scopes: Iterable[str] = (),
         session_id: str | None = None,
         lifetime_seconds: int | None = None,
+        audience: str | None = None,
+        actor_chain: Sequence[str] = (),
+        not_after: int | None = None,
     ) -> IssuedToken:
         signer = self._ring.signer
         now = self._clock.timestamp()
         expires_at = now + (lifetime_seconds or self._lifetime)
+        if not_after is not None:
+            expires_at = min(expires_at, not_after)
         token_id = secrets.token_urlsafe(16)
         claims: dict[str, object] = {
             "iss": self._issuer,
-            "aud": self._audience,
+            "aud": audience or self._audience,
             "sub": subject,
             "iat": now,
             "nbf": now,
@@ -71,6 +76,11 @@ class AccessTokens(AccessTokenVerifier):
         }
         if session_id is not None:
             claims["sid"] = session_id
+        act: dict[str, object] | None = None
+        for actor in reversed(actor_chain):  # RFC 8693 §4.1: the most recent outermost
+            act = {"sub": actor} if act is None else {"sub": actor, "act": act}
+        if act is not None:
+            claims["act"] = act
         token = jwt.encode(
             claims,
             signer.private_key,

@@ -22,6 +22,7 @@ from keyhold.application.identity.passwords import Passwords
 from keyhold.application.identity.service_accounts import ServiceAccounts
 from keyhold.application.identity.sessions import Sessions, SessionTokens
 from keyhold.application.identity.signing_keys import PublishedKeys, SigningKeyRotation
+from keyhold.application.identity.token_exchange import TokenExchange
 from keyhold.application.identity.users import UserPatch, Users
 from keyhold.application.identity.verification import EmailVerification
 from keyhold.domain.call import current_call
@@ -65,6 +66,9 @@ class IdentityUseCases(Protocol):
     @property
     def api_resources(self) -> ApiResources: ...
 
+    @property
+    def token_exchange(self) -> TokenExchange: ...
+
 
 def _session_fields(result: SessionTokens) -> dict[str, Any]:
     return {
@@ -87,6 +91,8 @@ def _described(message_type: type[_Described], principal: Principal, **more: Any
         roles=sorted(principal.roles),
         scopes=sorted(principal.scopes),
         session=f"sessions/{principal.session_id}" if principal.session_id else "",
+        audience=principal.audience,
+        actor_chain=principal.actor_chain,
         **more,
     )
     if principal.expires_at is not None:
@@ -237,17 +243,18 @@ class IdentityServicer(pb_grpc.IdentityServiceServicer):
     async def CreateServiceToken(
         self, request: pb.CreateServiceTokenRequest, context: Any
     ) -> pb.CreateServiceTokenResponse:
-        if request.audience or request.client_assertion or request.subject_token:
-            # Audiences and keyless credentials are not built yet: UNIMPLEMENTED rather
-            # than a token that ignores what was asked for.
+        if request.client_assertion or request.subject_token:
+            # Keyless credentials are not built yet: UNIMPLEMENTED rather than a token
+            # that ignores what was asked for.
             raise NotImplementedError
         issued = await self._uc.service_accounts.issue_token(
-            request.client_id, request.client_secret, list(request.scopes)
+            request.client_id, request.client_secret, list(request.scopes), request.audience
         )
         return pb.CreateServiceTokenResponse(
             access_token=issued.token.token,
             access_token_expire_time=Timestamp(seconds=issued.token.expires_at),
             scopes=sorted(issued.scopes),
+            audience=issued.audience,
         )
 
     async def UpdateServiceAccount(
@@ -258,7 +265,15 @@ class IdentityServicer(pb_grpc.IdentityServiceServicer):
     async def ExchangeToken(
         self, request: pb.ExchangeTokenRequest, context: Any
     ) -> pb.ExchangeTokenResponse:
-        raise NotImplementedError  # not built yet: UNIMPLEMENTED
+        exchanged = await self._uc.token_exchange.exchange(
+            request.subject_token, request.audience, list(request.scopes)
+        )
+        return pb.ExchangeTokenResponse(
+            access_token=exchanged.token.token,
+            access_token_expire_time=Timestamp(seconds=exchanged.token.expires_at),
+            scopes=sorted(exchanged.scopes),
+            audience=exchanged.audience,
+        )
 
     async def IntrospectToken(
         self, request: pb.IntrospectTokenRequest, context: Any

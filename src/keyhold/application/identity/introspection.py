@@ -16,15 +16,16 @@ class TokenIntrospection:
         self._recorder = recorder
 
     async def introspect(self, token: str) -> Principal | None:
-        """The principal of an active token; None for expired, revoked, malformed or
-        foreign tokens (inactive is an answer, not an error).
+        """The principal of an active token, for whichever audience Keyhold minted it;
+        None for expired, revoked, malformed or foreign tokens (inactive is an answer,
+        not an error).
 
         A person (an administrator) introspecting another principal's active token is
         recorded in the audit trail. A service's introspections are not, one by one: a
         resource server checking the tokens presented to it learns nothing but whether
         a token it already holds, and whose claims it can read, is still active."""
         try:
-            principal = await self._verifier.verify(token)
+            principal = await self._verifier.verify_any_audience(token)
         except Unauthenticated:
             return None
         if current_call().principal.type is not PrincipalType.USER:

@@ -20,7 +20,13 @@ from keyhold.application.pagination import (
 from keyhold.application.telemetry import NO_TELEMETRY, Telemetry
 from keyhold.domain.audit.actions import Action
 from keyhold.domain.clock import Clock
-from keyhold.domain.errors import NotFound, PermissionDenied, Unauthenticated
+from keyhold.domain.errors import (
+    FieldViolation,
+    InvalidArgument,
+    NotFound,
+    PermissionDenied,
+    Unauthenticated,
+)
 from keyhold.domain.identity import DOMAIN
 from keyhold.domain.identity.scopes import validate_scopes
 from keyhold.domain.identity.service_accounts import (
@@ -41,6 +47,7 @@ _NO_SECRET = bytes(32)
 class ServiceToken:
     token: IssuedToken
     scopes: frozenset[str]
+    audience: str
 
 
 def _invalid_client() -> Unauthenticated:
@@ -57,8 +64,11 @@ class ServiceAccounts:
         recorder: AuditRecorder,
         revocations: Revocations,
         clock: Clock,
+        audience: str,
         telemetry: Telemetry = NO_TELEMETRY,
     ) -> None:
+        """`audience`: Keyhold's own, whose scopes are the accounts' `scopes`."""
+        self._audience = audience
         self._telemetry = telemetry
         self._unit_of_work = unit_of_work
         self._lookup = lookup
@@ -109,9 +119,12 @@ class ServiceAccounts:
             await self._revocations.account_ended(f"service-accounts/{account_id}")
 
     async def issue_token(
-        self, client_id: str, client_secret: str, scopes: list[str]
+        self, client_id: str, client_secret: str, scopes: list[str], audience: str = ""
     ) -> ServiceToken:
-        details = {"client_id": client_id[:64]}
+        """A token for `audience` (Keyhold's own when empty) carrying the scopes asked
+        for, or all the account is granted there when none are."""
+        audience = audience or self._audience
+        details = {"client_id": client_id[:64], "audience": audience[:256]}
         async with self._recorder.attempt(Action.SERVICE_TOKEN_CREATE, "", details) as attempt:
             if not client_id or len(client_id) > 64 or len(client_secret) > MAX_SECRET_LENGTH:
                 raise _invalid_client()
@@ -121,15 +134,36 @@ class ServiceAccounts:
             if account is None or not matches:
                 raise _invalid_client()
             attempt.resource_name = account.name
-            requested = validate_scopes(scopes)
-            if not requested <= account.scopes:
+            own = audience == self._audience
+            if own:
+                requested, held = validate_scopes(scopes), account.scopes
+            else:
+                requested, held = frozenset(scopes), await self._granted_at(account, audience)
+            # Keyhold's own tokens identify the account even with no scope (WhoAmI, or
+            # ExchangeToken's caller); another service's only with a grant there.
+            if not requested <= held or not (own or held):
+                missing = sorted(requested - held) or ["any scope of this audience"]
                 raise PermissionDenied(
                     "SCOPE_NOT_GRANTED",
-                    f"not granted to this account: {', '.join(sorted(requested - account.scopes))}",
+                    f"not granted to this account: {', '.join(missing[:10])}",
                     domain=DOMAIN,
                 )
-            granted = requested or account.scopes
+            granted = requested or held
             attempt.details["scopes"] = ",".join(sorted(granted))
-            token = self._tokens.issue(subject=account.name, scopes=granted)
+            token = self._tokens.issue(subject=account.name, scopes=granted, audience=audience)
             self._telemetry.token_issued("service")
-        return ServiceToken(token, granted)
+        return ServiceToken(token, granted, audience)
+
+    async def _granted_at(self, account: ServiceAccount, audience: str) -> frozenset[str]:
+        """What `account` is granted on the API resource whose audience is `audience`."""
+        async with self._unit_of_work(atomic=False) as uow:
+            resource = await uow.api_resources.by_audience(audience)
+            if resource is None:
+                raise InvalidArgument(
+                    "AUDIENCE_UNKNOWN",
+                    "no API resource has this audience",
+                    [FieldViolation("audience", "the audience of a registered API resource")],
+                    domain=DOMAIN,
+                )
+            held = await uow.grants.account_scopes([account.id])
+        return held.get(account.id, {}).get(resource.id, frozenset())

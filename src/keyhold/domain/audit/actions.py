@@ -45,6 +45,7 @@ class Action(StrEnum):
     USER_ROLES_REVOKE = "identity.user_roles.revoke"
     TOKEN_EXCHANGE_GRANT_SET = "identity.token_exchange_grant.set"
     TOKEN_EXCHANGE_GRANT_DELETE = "identity.token_exchange_grant.delete"
+    TOKEN_EXCHANGE = "identity.token.exchange"
     PROVIDER_CREATE = "provider.provider.create"
     PROVIDER_UPDATE = "provider.provider.update"
     PROVIDER_DELETE = "provider.provider.delete"
@@ -152,6 +153,9 @@ REGISTRY: dict[Action, ActionInfo] = {
     ),
     Action.TOKEN_EXCHANGE_GRANT_DELETE: ActionInfo(
         "service-account", _RESOURCES + "DeleteTokenExchangeGrant", "exchange grant withdrawn"
+    ),
+    Action.TOKEN_EXCHANGE: ActionInfo(
+        "user", _IDENTITY + "ExchangeToken", "a user's token exchanged by a service"
     ),
     Action.PROVIDER_CREATE: ActionInfo("provider", _PROVIDER + "CreateProvider", "catalog"),
     Action.PROVIDER_UPDATE: ActionInfo("provider", _PROVIDER + "UpdateProvider", "catalog"),
