@@ -222,7 +222,7 @@ class AccessTokenVerifier:
         if claims["iss"] != self._issuer:
             raise refuse("TOKEN_ISSUER_MISMATCH", "access token is from another issuer")
         if not isinstance(claims["aud"], str):  # one audience per token, as Keyhold mints
-            raise refuse("TOKEN_MALFORMED", "access token audience must be one string")
+            raise refuse("TOKEN_AUDIENCE_MISMATCH", "access token must name one audience")
         expires_at, not_before, issued_at = claims["exp"], claims["nbf"], claims["iat"]
         if not all(
             type(value) is int and 0 <= value <= LATEST_NUMERIC_DATE

@@ -109,7 +109,10 @@ async def test_a_wrong_secret_and_an_unknown_client_get_one_answer(
         ]
         * 2
     )
-    assert outcome_details(ports, Action.SERVICE_TOKEN_CREATE) == {"client_id": "khc_nobody"}
+    assert outcome_details(ports, Action.SERVICE_TOKEN_CREATE) == {
+        "client_id": "khc_nobody",
+        "audience": AUDIENCE,
+    }
 
 
 async def test_a_scope_beyond_the_grant_is_refused(ports: Ports, accounts: ServiceAccounts) -> None:
