@@ -148,3 +148,17 @@ async def test_keyhold_accepts_only_its_own_audience_and_introspects_every_one(
     user_token, _ = await signed_in(app, "ada@example.com")
     me = await identity.WhoAmI(pb.WhoAmIRequest(), metadata=bearer(user_token))
     assert me.audience == "keyhold"
+
+
+async def test_a_token_for_a_deleted_resource_is_inactive(reports: Server) -> None:
+    app, channel = reports
+    identity = pb_grpc.IdentityServiceStub(channel)
+    client_id, secret = await _account(app, "reports.read")
+    for_reports = await identity.CreateServiceToken(
+        _request(client_id, secret, audience="reports.internal")
+    )
+    introspector = await service_token(app, ("identity.introspect",), "checker")
+    request = pb.IntrospectTokenRequest(token=for_reports.access_token)
+    assert (await identity.IntrospectToken(request, metadata=bearer(introspector))).active
+    await app.identity.api_resources.delete("api-resources/reports", force=True)
+    assert not (await identity.IntrospectToken(request, metadata=bearer(introspector))).active

@@ -202,7 +202,9 @@ def wire_identity(platform: Platform, audit: Audit) -> Identity:
             max_depth=settings.token_exchange_max_depth,
             telemetry=platform.telemetry,
         ),
-        introspection=TokenIntrospection(access_tokens, recorder),
+        introspection=TokenIntrospection(
+            access_tokens, recorder, unit_of_work, audience=settings.audience
+        ),
         access_tokens=access_tokens,
         revocations=revocations,
         lockout=lockout,

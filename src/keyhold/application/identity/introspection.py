@@ -8,17 +8,34 @@ from keyhold.domain.call import current_call
 from keyhold.domain.errors import Unauthenticated
 from keyhold.domain.principal import Principal, PrincipalType
 from keyhold.domain.tokens import AccessTokenVerifier
+from keyhold.domain.unit_of_work import UnitOfWorkFactory
 
 
 class TokenIntrospection:
-    def __init__(self, verifier: AccessTokenVerifier, recorder: AuditRecorder) -> None:
+    def __init__(
+        self,
+        verifier: AccessTokenVerifier,
+        recorder: AuditRecorder,
+        unit_of_work: UnitOfWorkFactory,
+        audience: str,
+    ) -> None:
+        """`audience`: Keyhold's own; a token for any other is active only while an API
+        resource has that audience."""
         self._verifier = verifier
         self._recorder = recorder
+        self._unit_of_work = unit_of_work
+        self._audience = audience
+
+    async def _audience_known(self, audience: str) -> bool:
+        if audience == self._audience:
+            return True
+        async with self._unit_of_work(atomic=False) as uow:
+            return await uow.api_resources.by_audience(audience) is not None
 
     async def introspect(self, token: str) -> Principal | None:
-        """The principal of an active token, for whichever audience Keyhold minted it;
-        None for expired, revoked, malformed or foreign tokens (inactive is an answer,
-        not an error).
+        """The principal of an active token, for Keyhold or a registered API resource;
+        None for expired, revoked, malformed or foreign tokens, and for the audience of
+        a resource since deleted (inactive is an answer, not an error).
 
         A person (an administrator) introspecting another principal's active token is
         recorded in the audit trail. A service's introspections are not, one by one: a
@@ -27,6 +44,8 @@ class TokenIntrospection:
         try:
             principal = await self._verifier.verify_any_audience(token)
         except Unauthenticated:
+            return None
+        if not await self._audience_known(principal.audience):
             return None
         if current_call().principal.type is not PrincipalType.USER:
             return principal
