@@ -217,8 +217,9 @@ async def test_an_append_after_the_head_it_last_wrote_is_one_statement_on_postgr
 
 
 async def test_an_append_on_sqlite_is_one_statement_in_no_transaction(tmp_path: Path) -> None:
-    """Its every write takes SQLite's write lock first: one statement inserts the records
-    of an append (all or none), committed on its own."""
+    """Its every write takes SQLite's write lock first: one statement inserts a record,
+    committed on its own; several go in under a savepoint, which is a transaction of its
+    own on a connection outside one (all or none)."""
     async with audit_stack(tmp_path, None) as stack:
         await _record(stack, 1)
         statements: list[str] = []
@@ -231,11 +232,16 @@ async def test_an_append_on_sqlite_is_one_statement_in_no_transaction(tmp_path: 
         engine_events.listen(
             stack.database.engine.sync_engine, "before_cursor_execute", on_statement
         )
-        await stack.trail.append_batch([system_record(1), system_record(2)])
-        assert len(statements) == 1
-        assert statements[0].startswith("INSERT INTO audit_events")
+        await stack.trail.append_batch([system_record(1)])
+        await stack.trail.append_batch([system_record(2), system_record(3)])
+        assert [statement.split(" (")[0] for statement in statements] == [
+            "INSERT INTO audit_events",
+            "SAVEPOINT sa_savepoint_1",
+            "INSERT INTO audit_events",
+            "RELEASE SAVEPOINT sa_savepoint_1",
+        ]
         report = await verify_trail(stack.trail, 0, 0)
-        assert (report.ok, report.checked_count) == (True, 4)
+        assert (report.ok, report.checked_count) == (True, 5)
 
 
 @pytest.mark.postgres

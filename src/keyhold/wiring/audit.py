@@ -26,8 +26,11 @@ class Audit:
 
 
 def audit_trail(database: Database, pool_size: int) -> SqlAuditTrail:
-    """The appends keep a connection of the pool, if it has one to spare."""
-    return SqlAuditTrail(database, database.kept_connection() if pool_size > 1 else None)
+    """On PostgreSQL the appends keep a connection of the pool, if it has one to spare.
+    On SQLite they check one out each time: a connection kept for them made concurrent
+    writers wait on SQLite's lock (see docs/benchmarks.md)."""
+    keep = database.is_postgres and pool_size > 1
+    return SqlAuditTrail(database, database.kept_connection() if keep else None)
 
 
 def wire_audit(platform: Platform) -> Audit:

@@ -124,8 +124,9 @@ class SqlAuditTrail:
     and the next sequence already taken means another process appended. Either way
     nothing was then written, and the append is done again in a transaction that reads
     the head under the lock. The appends run on `connection` when one is given: a pooled
-    connection kept for them. On PostgreSQL appended rows announce themselves (a
-    trigger). Migration 0008 has the lock-then-head function and the trigger."""
+    connection kept for them; else on one checked out for each. On PostgreSQL appended
+    rows announce themselves (a trigger). Migration 0008 has the lock-then-head function
+    and the trigger."""
 
     def __init__(self, database: Database, connection: KeptConnection | None = None) -> None:
         self._database = database
@@ -147,9 +148,14 @@ class SqlAuditTrail:
         events = _sealed(records, self._expected_head)
         if self._database.is_postgres:
             return events if await self._insert_if_head_under_lock(events) else None
+        rows = [_row(event) for event in events]
         try:
-            async with self._connected() as connection:  # one statement: all rows or none
-                await connection.execute(_INSERT.values([_row(event) for event in events]))
+            async with self._connected() as connection:
+                if len(rows) == 1:  # one statement, committed on its own
+                    await connection.execute(_INSERT, rows[0])
+                else:  # a savepoint: SQLite's own transaction on this connection
+                    async with connection.begin_nested():
+                        await connection.execute(_INSERT, rows)
         except IntegrityError:  # the next sequence was taken
             return None
         return events
