@@ -83,6 +83,12 @@ class KeyholdServer:
                 self.identity.lockout.forget_stale,
                 "login_failures_sweep",
             ),
+            # Client assertions past their expiry could not be replayed anyway.
+            _every(
+                LOGIN_FAILURES_SWEEP_SECONDS,
+                lambda: self.identity.assertion_replays.forget_before(self.platform.clock.now()),
+                "assertion_replays_sweep",
+            ),
         ]
         log.info(
             "serving",

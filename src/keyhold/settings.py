@@ -132,6 +132,9 @@ class Settings(BaseSettings):
     audience: str = Field("keyhold", description="JWT `aud` of the tokens this service issues")
     access_token_lifetime_seconds: int = Field(900, ge=60, le=86_400)
     token_leeway_seconds: int = Field(30, ge=0, le=300)
+    client_assertion_max_seconds: int = Field(
+        300, ge=30, le=3600, description="longest life of a client assertion (exp - iat)"
+    )
     token_exchange_max_depth: int = Field(
         2, ge=1, le=8, description="services an exchanged token may pass through (ExchangeToken)"
     )

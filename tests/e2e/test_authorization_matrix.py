@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import json
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -69,9 +70,6 @@ NOT_BUILT = {
     *(
         f"ApiResourceService.{name}"
         for name in (
-            "AddServiceAccountKey",
-            "ListServiceAccountKeys",
-            "DeleteServiceAccountKey",
             "CreateTrustedIssuer",
             "ListTrustedIssuers",
             "DeleteTrustedIssuer",
@@ -443,6 +441,35 @@ async def exchange_token(row: Row, who: Person) -> Message:
     return identity_pb.ExchangeTokenRequest(
         subject_token=who.token, audience=await row.exchangeable(who)
     )
+
+
+_JWK = {
+    "kty": "OKP",
+    "crv": "Ed25519",
+    "x": "11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo",
+    "alg": "EdDSA",
+}
+
+
+@request_for("ApiResourceService.AddServiceAccountKey")
+async def add_key(row: Row, who: Person) -> Message:
+    account, _, _ = await row.service_account()
+    return resources_pb.AddServiceAccountKeyRequest(
+        parent=account, public_jwk=json.dumps({**_JWK, "kid": unique("k")})
+    )
+
+
+@request_for("ApiResourceService.ListServiceAccountKeys")
+async def list_keys(row: Row, who: Person) -> Message:
+    account, _, _ = await row.service_account()
+    return resources_pb.ListServiceAccountKeysRequest(parent=account)
+
+
+@request_for("ApiResourceService.DeleteServiceAccountKey")
+async def delete_key(row: Row, who: Person) -> Message:
+    account, _, _ = await row.service_account()
+    key = await row.app.identity.account_keys.add(account, json.dumps({**_JWK, "kid": "k"}))
+    return resources_pb.DeleteServiceAccountKeyRequest(name=key.name)
 
 
 @request_for("ApiResourceService.CreateApiResource")

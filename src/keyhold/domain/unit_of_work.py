@@ -5,6 +5,7 @@ from __future__ import annotations
 from types import TracebackType
 from typing import Protocol
 
+from keyhold.domain.identity.account_keys import AccountKeyRepository
 from keyhold.domain.identity.api_resources import ApiResourceRepository
 from keyhold.domain.identity.grants import GrantRepository
 from keyhold.domain.identity.lockout import LoginFailureStore
@@ -50,6 +51,9 @@ class UnitOfWork(Protocol):
 
     @property
     def grants(self) -> GrantRepository: ...
+
+    @property
+    def account_keys(self) -> AccountKeyRepository: ...
 
     async def __aenter__(self) -> UnitOfWork: ...
 

@@ -119,7 +119,7 @@ def wire_grpc_api(
         IdentityServicer(identity),
         AuditServicer(audit.reader),
         ProviderServicer(providers),
-        ApiResourceServicer(identity.api_resources),
+        ApiResourceServicer(identity.api_resources, identity.account_keys),
     )
     for service, servicer in zip(SERVICES, servicers, strict=True):
         register_service(server, service, servicer, interceptor)

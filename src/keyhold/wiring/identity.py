@@ -7,16 +7,21 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from keyhold.adapters.crypto.access_tokens import AccessTokens
+from keyhold.adapters.crypto.account_keys import JwkPublicKeys
 from keyhold.adapters.crypto.argon2_hasher import Argon2Hasher, Argon2Parameters
+from keyhold.adapters.crypto.client_assertions import JwtAssertions
 from keyhold.adapters.crypto.key_ring import KeyRing
 from keyhold.adapters.data import common_passwords
 from keyhold.adapters.notices.log import LoggedAccountNotices
+from keyhold.adapters.persistence.identity.assertion_replays import SqlAssertionReplays
 from keyhold.adapters.persistence.identity.login_failures import SqlLoginFailureStore
 from keyhold.adapters.persistence.identity.refresh_rotation import SqlRefreshTokenRotator
 from keyhold.adapters.persistence.identity.service_accounts import SqlServiceAccountLookup
 from keyhold.adapters.persistence.identity.session_state import SqlSessionState
 from keyhold.adapters.persistence.notifications import PostgresRevocationNotices
+from keyhold.application.identity.account_keys import AccountKeys
 from keyhold.application.identity.api_resources import ApiResources
+from keyhold.application.identity.client_authentication import ClientAuthentication
 from keyhold.application.identity.introspection import TokenIntrospection
 from keyhold.application.identity.lockout import LoginLockout
 from keyhold.application.identity.passwords import Passwords
@@ -31,6 +36,7 @@ from keyhold.application.identity.signing_keys import (
 from keyhold.application.identity.token_exchange import TokenExchange
 from keyhold.application.identity.users import Users
 from keyhold.application.identity.verification import EmailVerification
+from keyhold.domain.identity.client_assertions import AssertionRules
 from keyhold.domain.identity.lockout import LockoutPolicy
 from keyhold.domain.identity.passwords import PasswordPolicy
 from keyhold.domain.identity.sessions import RetryGrace
@@ -54,6 +60,8 @@ class Identity:
     key_ring: KeyRing
     service_accounts: ServiceAccounts
     api_resources: ApiResources
+    assertion_replays: SqlAssertionReplays  # swept of expired entries by the server
+    account_keys: AccountKeys
     token_exchange: TokenExchange
     introspection: TokenIntrospection
     access_tokens: AccessTokens
@@ -118,6 +126,7 @@ def wire_identity(platform: Platform, audit: Audit) -> Identity:
         clock=clock,
     )
     hasher = hasher_for(settings)
+    replays = SqlAssertionReplays(platform.database)
     password_policy = PasswordPolicy(common_passwords())
     lockout = LoginLockout(
         SqlLoginFailureStore(platform.database),
@@ -182,7 +191,18 @@ def wire_identity(platform: Platform, audit: Audit) -> Identity:
         key_ring=platform.key_ring,
         service_accounts=ServiceAccounts(
             unit_of_work,
-            accounts,
+            ClientAuthentication(
+                accounts,
+                unit_of_work,
+                JwtAssertions(),
+                replays,
+                AssertionRules(
+                    audience=settings.issuer,
+                    max_lifetime_seconds=settings.client_assertion_max_seconds,
+                    leeway_seconds=settings.token_leeway_seconds,
+                ),
+                clock,
+            ),
             access_tokens,
             recorder,
             revocations,
@@ -193,6 +213,8 @@ def wire_identity(platform: Platform, audit: Audit) -> Identity:
         api_resources=ApiResources(
             unit_of_work, recorder, revocations, clock, audience=settings.audience
         ),
+        assertion_replays=replays,
+        account_keys=AccountKeys(unit_of_work, JwkPublicKeys(), recorder, clock),
         token_exchange=TokenExchange(
             unit_of_work,
             access_tokens,

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 import pytest
 
+from keyhold.adapters.crypto.client_assertions import JwtAssertions
+from keyhold.application.identity.client_authentication import ClientAuthentication
 from keyhold.application.identity.revocations import SERVICE_ACCOUNT
 from keyhold.application.identity.secrets import secret_hash
 from keyhold.application.identity.service_accounts import ServiceAccounts
 from keyhold.domain.audit.actions import Action
 from keyhold.domain.errors import InvalidArgument, PermissionDenied, Unauthenticated
+from keyhold.domain.identity.client_assertions import AssertionRules
 from keyhold.domain.identity.service_accounts import ServiceAccount
 from keyhold.domain.principal import PrincipalType
 from tests.unit.application.harness import (
@@ -23,11 +28,29 @@ from tests.unit.application.harness import (
 SCOPES = ["audit.read", "identity.introspect"]
 
 
+class NoAssertionsSeen:
+    """Assertion replays for tests that present none."""
+
+    async def first_use(self, issuer: str, token_id: str, expires_at: datetime) -> bool:
+        return True
+
+    async def forget_before(self, before: datetime) -> int:
+        return 0
+
+
 @pytest.fixture
 def accounts(ports: Ports) -> ServiceAccounts:
+    clients = ClientAuthentication(
+        ports.account_lookup,
+        ports.unit_of_work,
+        JwtAssertions(),
+        NoAssertionsSeen(),
+        AssertionRules(audience="https://keyhold.test", max_lifetime_seconds=300, leeway_seconds=0),
+        ports.clock,
+    )
     return ServiceAccounts(
         ports.unit_of_work,
-        ports.account_lookup,
+        clients,
         ports.tokens,
         ports.recorder,
         ports.revocations,

@@ -13,6 +13,7 @@ from keyhold.adapters.persistence.database import (
     complete_absorbing_cancellation,
     is_connection_failure,
 )
+from keyhold.adapters.persistence.identity.account_keys import SqlAccountKeyRepository
 from keyhold.adapters.persistence.identity.api_resources import SqlApiResourceRepository
 from keyhold.adapters.persistence.identity.grants import SqlGrantRepository
 from keyhold.adapters.persistence.identity.login_failures import SqlLoginFailures
@@ -39,6 +40,7 @@ class SqlUnitOfWork:
     login_failures: SqlLoginFailures
     api_resources: SqlApiResourceRepository
     grants: SqlGrantRepository
+    account_keys: SqlAccountKeyRepository
 
     def __init__(self, database: Database, sealer: Sealer, *, atomic: bool = True) -> None:
         self._database = database
@@ -73,6 +75,7 @@ class SqlUnitOfWork:
         self.login_failures = SqlLoginFailures(self._connection)
         self.api_resources = SqlApiResourceRepository(self._connection)
         self.grants = SqlGrantRepository(self._connection)
+        self.account_keys = SqlAccountKeyRepository(self._connection)
         return self
 
     async def __aexit__(

@@ -1,4 +1,4 @@
-"""keyhold.identity.v1.ApiResourceService. Keys, trusted issuers and workload identity
+"""keyhold.identity.v1.ApiResourceService. Trusted issuers and workload identity
 mappings are not built yet: they answer UNIMPLEMENTED."""
 
 from __future__ import annotations
@@ -11,9 +11,11 @@ from keyhold.api.servicers.identity_messages import (
     scope_grant_message,
     timestamp,
 )
+from keyhold.application.identity.account_keys import AccountKeys
 from keyhold.application.identity.api_resources import ApiResources, Definition
 from keyhold.domain.errors import FieldViolation, InvalidArgument
 from keyhold.domain.identity import DOMAIN
+from keyhold.domain.identity.account_keys import AccountKey
 from keyhold.domain.identity.api_resources import ApiResource
 from keyhold.identity.v1 import api_resource_service_pb2 as pb
 from keyhold.identity.v1 import api_resource_service_pb2_grpc as pb_grpc
@@ -63,9 +65,20 @@ def _not_built() -> NoReturn:
     raise NotImplementedError
 
 
+def key_message(key: AccountKey) -> pb.ServiceAccountKey:
+    return pb.ServiceAccountKey(
+        name=key.name,
+        key_id=key.key.key_id,
+        algorithm=key.key.algorithm,
+        public_jwk=key.key.public_jwk,
+        create_time=timestamp(key.created_at),
+    )
+
+
 class ApiResourceServicer(pb_grpc.ApiResourceServiceServicer):
-    def __init__(self, resources: ApiResources) -> None:
+    def __init__(self, resources: ApiResources, keys: AccountKeys) -> None:
         self._resources = resources
+        self._keys = keys
 
     async def CreateApiResource(
         self, request: pb.CreateApiResourceRequest, context: Any
@@ -162,17 +175,22 @@ class ApiResourceServicer(pb_grpc.ApiResourceServiceServicer):
     async def AddServiceAccountKey(
         self, request: pb.AddServiceAccountKeyRequest, context: Any
     ) -> pb.AddServiceAccountKeyResponse:
-        _not_built()
+        added = await self._keys.add(request.parent, request.public_jwk)
+        return pb.AddServiceAccountKeyResponse(key=key_message(added))
 
     async def ListServiceAccountKeys(
         self, request: pb.ListServiceAccountKeysRequest, context: Any
     ) -> pb.ListServiceAccountKeysResponse:
-        _not_built()
+        found, token = await self._keys.page(request.parent, request.page_size, request.page_token)
+        return pb.ListServiceAccountKeysResponse(
+            keys=[key_message(key) for key in found], next_page_token=token
+        )
 
     async def DeleteServiceAccountKey(
         self, request: pb.DeleteServiceAccountKeyRequest, context: Any
     ) -> pb.DeleteServiceAccountKeyResponse:
-        _not_built()
+        await self._keys.delete(request.name)
+        return pb.DeleteServiceAccountKeyResponse()
 
     async def CreateTrustedIssuer(
         self, request: pb.CreateTrustedIssuerRequest, context: Any

@@ -243,12 +243,16 @@ class IdentityServicer(pb_grpc.IdentityServiceServicer):
     async def CreateServiceToken(
         self, request: pb.CreateServiceTokenRequest, context: Any
     ) -> pb.CreateServiceTokenResponse:
-        if request.client_assertion or request.subject_token:
-            # Keyless credentials are not built yet: UNIMPLEMENTED rather than a token
-            # that ignores what was asked for.
+        if request.subject_token:
+            # Trusted issuers' tokens are not built yet: UNIMPLEMENTED rather than a
+            # token that ignores what was asked for.
             raise NotImplementedError
         issued = await self._uc.service_accounts.issue_token(
-            request.client_id, request.client_secret, list(request.scopes), request.audience
+            request.client_id,
+            request.client_secret,
+            list(request.scopes),
+            request.audience,
+            request.client_assertion,
         )
         return pb.CreateServiceTokenResponse(
             access_token=issued.token.token,

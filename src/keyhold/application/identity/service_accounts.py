@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import hmac
 import secrets
 import uuid
 from dataclasses import dataclass
 
 from keyhold.application.audit.recorder import AuditRecorder
+from keyhold.application.identity.client_authentication import ClientAuthentication
 from keyhold.application.identity.revocations import Revocations
-from keyhold.application.identity.secrets import MAX_SECRET_LENGTH, new_secret, secret_hash
+from keyhold.application.identity.secrets import new_secret
 from keyhold.application.pagination import (
     decode_page_token,
     page_of,
@@ -25,13 +25,11 @@ from keyhold.domain.errors import (
     InvalidArgument,
     NotFound,
     PermissionDenied,
-    Unauthenticated,
 )
 from keyhold.domain.identity import DOMAIN
 from keyhold.domain.identity.scopes import validate_scopes
 from keyhold.domain.identity.service_accounts import (
     ServiceAccount,
-    ServiceAccountLookup,
     account_id_from_name,
 )
 from keyhold.domain.identity.users import validate_display_name
@@ -40,7 +38,6 @@ from keyhold.domain.unit_of_work import UnitOfWorkFactory
 
 CLIENT_SECRET_PREFIX = "khs_"  # noqa: S105 - a prefix, not a secret
 CLIENT_ID_PREFIX = "khc_"
-_NO_SECRET = bytes(32)
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,16 +47,11 @@ class ServiceToken:
     audience: str
 
 
-def _invalid_client() -> Unauthenticated:
-    # One answer for an unknown client and a wrong secret.
-    return Unauthenticated("INVALID_CLIENT", "the client credentials are wrong", domain=DOMAIN)
-
-
 class ServiceAccounts:
     def __init__(
         self,
         unit_of_work: UnitOfWorkFactory,
-        lookup: ServiceAccountLookup,
+        clients: ClientAuthentication,
         tokens: AccessTokenIssuer,
         recorder: AuditRecorder,
         revocations: Revocations,
@@ -71,7 +63,7 @@ class ServiceAccounts:
         self._audience = audience
         self._telemetry = telemetry
         self._unit_of_work = unit_of_work
-        self._lookup = lookup
+        self._clients = clients
         self._tokens = tokens
         self._recorder = recorder
         self._revocations = revocations
@@ -119,20 +111,22 @@ class ServiceAccounts:
             await self._revocations.account_ended(f"service-accounts/{account_id}")
 
     async def issue_token(
-        self, client_id: str, client_secret: str, scopes: list[str], audience: str = ""
+        self,
+        client_id: str,
+        client_secret: str,
+        scopes: list[str],
+        audience: str = "",
+        client_assertion: str = "",
     ) -> ServiceToken:
         """A token for `audience` (Keyhold's own when empty) carrying the scopes asked
-        for, or all the account is granted there when none are."""
+        for, or all the account is granted there when none are; the account proved by
+        its secret or by a client assertion."""
         audience = audience or self._audience
         details = {"client_id": client_id[:64], "audience": audience[:256]}
+        if client_assertion:
+            details["credential"] = "client_assertion"
         async with self._recorder.attempt(Action.SERVICE_TOKEN_CREATE, "", details) as attempt:
-            if not client_id or len(client_id) > 64 or len(client_secret) > MAX_SECRET_LENGTH:
-                raise _invalid_client()
-            account = await self._lookup.by_client_id(client_id)
-            expected = account.secret_hash if account else _NO_SECRET
-            matches = hmac.compare_digest(secret_hash(client_secret), expected)
-            if account is None or not matches:
-                raise _invalid_client()
+            account = await self._clients.account(client_id, client_secret, client_assertion)
             attempt.resource_name = account.name
             own = audience == self._audience
             if own:

@@ -46,6 +46,8 @@ class Action(StrEnum):
     TOKEN_EXCHANGE_GRANT_SET = "identity.token_exchange_grant.set"
     TOKEN_EXCHANGE_GRANT_DELETE = "identity.token_exchange_grant.delete"
     TOKEN_EXCHANGE = "identity.token.exchange"
+    SERVICE_ACCOUNT_KEY_ADD = "identity.service_account_key.add"
+    SERVICE_ACCOUNT_KEY_DELETE = "identity.service_account_key.delete"
     PROVIDER_CREATE = "provider.provider.create"
     PROVIDER_UPDATE = "provider.provider.update"
     PROVIDER_DELETE = "provider.provider.delete"
@@ -156,6 +158,12 @@ REGISTRY: dict[Action, ActionInfo] = {
     ),
     Action.TOKEN_EXCHANGE: ActionInfo(
         "user", _IDENTITY + "ExchangeToken", "a user's token exchanged by a service"
+    ),
+    Action.SERVICE_ACCOUNT_KEY_ADD: ActionInfo(
+        "service-account", _RESOURCES + "AddServiceAccountKey", "assertion key registered"
+    ),
+    Action.SERVICE_ACCOUNT_KEY_DELETE: ActionInfo(
+        "service-account", _RESOURCES + "DeleteServiceAccountKey", "assertion key removed"
     ),
     Action.PROVIDER_CREATE: ActionInfo("provider", _PROVIDER + "CreateProvider", "catalog"),
     Action.PROVIDER_UPDATE: ActionInfo("provider", _PROVIDER + "UpdateProvider", "catalog"),

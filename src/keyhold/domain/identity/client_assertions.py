@@ -10,9 +10,12 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import datetime
+from typing import Protocol
 
 from keyhold.domain.errors import Unauthenticated
 from keyhold.domain.identity import DOMAIN
+from keyhold.domain.identity.account_keys import PublicKey
 
 ALGORITHMS = frozenset({"EdDSA", "ES256", "RS256"})
 MAX_JTI_LENGTH = 256
@@ -79,3 +82,29 @@ def _time(value: object) -> int | None:
 
 def _refused(reason: str, message: str) -> Unauthenticated:
     return Unauthenticated(reason, message, domain=DOMAIN)
+
+
+class AssertionChecks(Protocol):
+    """The cryptography of a client assertion (the rules above judge what it says)."""
+
+    def header(self, assertion: str) -> Mapping[str, object]:
+        """Its header, unverified; ASSERTION_INVALID when it is no JWT."""
+        ...
+
+    def claims(self, assertion: str, key: PublicKey) -> Mapping[str, object]:
+        """Its claims, if `key` signed it with `key`'s algorithm; else ASSERTION_INVALID."""
+        ...
+
+
+class AssertionReplays(Protocol):
+    async def first_use(self, issuer: str, token_id: str, expires_at: datetime) -> bool:
+        """Records (issuer, jti) until `expires_at`; False when it was recorded before."""
+        ...
+
+    async def forget_before(self, before: datetime) -> int:
+        """Drops what expired before `before`; how many."""
+        ...
+
+
+def replayed() -> Unauthenticated:
+    return _refused("ASSERTION_REPLAYED", "this assertion was presented before")

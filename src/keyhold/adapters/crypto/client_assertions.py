@@ -1,0 +1,50 @@
+"""Client assertions (RFC 7523) checked with PyJWT against a registered public key: the
+signature and the algorithm pinned to the key's; the claims are the domain's to judge
+(`domain/identity/client_assertions.py`)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+import jwt
+
+from keyhold.domain.errors import Unauthenticated
+from keyhold.domain.identity import DOMAIN
+from keyhold.domain.identity.account_keys import PublicKey
+
+
+def _invalid(message: str) -> Unauthenticated:
+    return Unauthenticated("ASSERTION_INVALID", message, domain=DOMAIN)
+
+
+class JwtAssertions:
+    def header(self, assertion: str) -> Mapping[str, object]:
+        """The header, unverified: which key to check the assertion with."""
+        try:
+            header: dict[str, Any] = jwt.get_unverified_header(assertion)
+        except jwt.PyJWTError:
+            raise _invalid("the assertion is not a JWT") from None
+        return header
+
+    def claims(self, assertion: str, key: PublicKey) -> Mapping[str, object]:
+        """The claims of an assertion signed by `key`, with `key`'s algorithm."""
+        try:
+            verifying = jwt.PyJWK(json.loads(key.public_jwk))
+            claims: dict[str, Any] = jwt.decode(
+                assertion,
+                verifying.key,
+                algorithms=[key.algorithm],
+                options={
+                    "verify_signature": True,
+                    "verify_exp": False,  # the domain's rules judge the claims
+                    "verify_nbf": False,
+                    "verify_iat": False,
+                    "verify_aud": False,
+                    "verify_iss": False,
+                },
+            )
+        except (jwt.PyJWTError, ValueError):
+            raise _invalid("the assertion's signature does not verify") from None
+        return claims

@@ -1,0 +1,98 @@
+"""How a service account proves itself to the client-credentials grant: its client
+secret, or a client assertion (RFC 7523 `private_key_jwt`) signed by one of its
+registered keys, short-lived and never presented before."""
+
+from __future__ import annotations
+
+import hmac
+from datetime import UTC, datetime
+
+from keyhold.application.identity.secrets import MAX_SECRET_LENGTH, secret_hash
+from keyhold.domain.clock import Clock
+from keyhold.domain.errors import FieldViolation, InvalidArgument, Unauthenticated
+from keyhold.domain.identity import DOMAIN
+from keyhold.domain.identity.account_keys import KEY_ID
+from keyhold.domain.identity.client_assertions import (
+    AssertionChecks,
+    AssertionReplays,
+    AssertionRules,
+    accepted_assertion,
+    replayed,
+)
+from keyhold.domain.identity.service_accounts import ServiceAccount, ServiceAccountLookup
+from keyhold.domain.unit_of_work import UnitOfWorkFactory
+
+_NO_SECRET = bytes(32)
+MAX_CLIENT_ID_LENGTH = 64
+
+
+def invalid_client() -> Unauthenticated:
+    # One answer for an unknown client and a wrong secret.
+    return Unauthenticated("INVALID_CLIENT", "the client credentials are wrong", domain=DOMAIN)
+
+
+class ClientAuthentication:
+    def __init__(
+        self,
+        lookup: ServiceAccountLookup,
+        unit_of_work: UnitOfWorkFactory,
+        checks: AssertionChecks,
+        replays: AssertionReplays,
+        rules: AssertionRules,
+        clock: Clock,
+    ) -> None:
+        self._lookup = lookup
+        self._unit_of_work = unit_of_work
+        self._checks = checks
+        self._replays = replays
+        self._rules = rules
+        self._clock = clock
+
+    async def account(
+        self, client_id: str, client_secret: str, client_assertion: str
+    ) -> ServiceAccount:
+        """The account `client_id` names, if the one credential given proves it."""
+        if client_secret and client_assertion:
+            raise InvalidArgument(
+                "CLIENT_CREDENTIALS_AMBIGUOUS",
+                "give a client secret or a client assertion, not both",
+                [FieldViolation("client_assertion", "only without client_secret")],
+                domain=DOMAIN,
+            )
+        if not client_id or len(client_id) > MAX_CLIENT_ID_LENGTH:
+            raise invalid_client()
+        if client_assertion:
+            return await self._by_assertion(client_id, client_assertion)
+        if len(client_secret) > MAX_SECRET_LENGTH:
+            raise invalid_client()
+        account = await self._lookup.by_client_id(client_id)
+        expected = account.secret_hash if account else _NO_SECRET
+        matches = hmac.compare_digest(secret_hash(client_secret), expected)
+        if account is None or not matches:
+            raise invalid_client()
+        return account
+
+    async def _by_assertion(self, client_id: str, assertion: str) -> ServiceAccount:
+        account = await self._lookup.by_client_id(client_id)
+        if account is None:
+            raise invalid_client()
+        header = self._checks.header(assertion)
+        key_id = header.get("kid")
+        if not isinstance(key_id, str) or not KEY_ID.match(key_id):
+            raise Unauthenticated(
+                "KEY_UNKNOWN", "the assertion names no key of this account", domain=DOMAIN
+            )
+        async with self._unit_of_work(atomic=False) as uow:
+            key = await uow.account_keys.get(account.id, key_id)
+        if key is None:
+            raise Unauthenticated(
+                "KEY_UNKNOWN", "the assertion names no key of this account", domain=DOMAIN
+            )
+        claims = self._checks.claims(assertion, key.key)
+        accepted = accepted_assertion(
+            header, claims, client_id, self._rules, self._clock.timestamp()
+        )
+        expires_at = datetime.fromtimestamp(accepted.expires_at, UTC)
+        if not await self._replays.first_use(client_id, accepted.token_id, expires_at):
+            raise replayed()
+        return account
