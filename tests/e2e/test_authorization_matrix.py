@@ -66,7 +66,6 @@ BUSINESS_REFUSALS = {
 }
 # Declared, not built yet: an allowed call answers UNIMPLEMENTED (the policy still holds).
 NOT_BUILT = {
-    "IdentityService.UpdateServiceAccount",
     *(
         f"ApiResourceService.{name}"
         for name in (
@@ -296,7 +295,6 @@ fixed(
     resources_pb.GetApiResourceRequest(name="api-resources/keyhold"),
 )
 fixed("ApiResourceService.ListApiResources", resources_pb.ListApiResourcesRequest())
-fixed("IdentityService.UpdateServiceAccount", identity_pb.UpdateServiceAccountRequest())
 for _name in NOT_BUILT:
     _service, _, _method = _name.partition(".")
     if _service == "ApiResourceService":
@@ -434,6 +432,15 @@ async def get_connection_credential(row: Row, who: Person) -> Message:
 @request_for("ProviderService.DeleteConnection")
 async def delete_connection(row: Row, who: Person) -> Message:
     return provider_pb.DeleteConnectionRequest(name=await row.connection(who))
+
+
+@request_for("IdentityService.UpdateServiceAccount")
+async def update_service_account(row: Row, who: Person) -> Message:
+    name, _, _ = await row.service_account()
+    return identity_pb.UpdateServiceAccountRequest(
+        service_account=identity_pb.ServiceAccount(name=name, display_name="Renamed"),
+        update_mask=FieldMask(paths=["display_name"]),
+    )
 
 
 @request_for("IdentityService.ExchangeToken")

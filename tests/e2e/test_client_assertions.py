@@ -13,11 +13,13 @@ import grpc
 import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
+from google.protobuf.field_mask_pb2 import FieldMask
 
 from keyhold.domain.audit.events import AuditFilter
 from keyhold.identity.v1 import identity_service_pb2 as pb
 from keyhold.identity.v1 import identity_service_pb2_grpc as pb_grpc
 from keyhold.server import KeyholdServer
+from tests.support.servers import bearer, signed_in
 from tests.support.status import rich_error
 
 Server = tuple[KeyholdServer, grpc.aio.Channel]
@@ -135,3 +137,36 @@ async def test_refusals_are_audited_with_their_reason(server: Server, signer: Si
         "ASSERTION_AUDIENCE",
         "client_assertion",
     )
+
+
+async def test_an_account_that_refuses_secrets_takes_assertions_only(
+    server: Server, signer: Signer
+) -> None:
+    app, channel = server
+    admin, _ = await signed_in(app, "root@example.com", ("admin", "user"))
+    account = await app.identity.service_accounts.create("both", [])
+    name, client_id, secret = account[0].name, account[0].client_id, account[1]
+    identity = pb_grpc.IdentityServiceStub(channel)
+    updated = await identity.UpdateServiceAccount(
+        pb.UpdateServiceAccountRequest(
+            service_account=pb.ServiceAccount(name=name, refuses_secrets=True),
+            update_mask=FieldMask(paths=["refuses_secrets"]),
+        ),
+        metadata=bearer(admin),
+    )
+    assert updated.service_account.refuses_secrets
+    assert updated.service_account.display_name == "both"
+    assert await _refused(channel, client_id, client_secret=secret) == (
+        "UNAUTHENTICATED SECRETS_REFUSED"
+    )
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await identity.UpdateServiceAccount(
+            pb.UpdateServiceAccountRequest(
+                service_account=pb.ServiceAccount(name=name, client_id="khc_mine"),
+                update_mask=FieldMask(paths=["client_id"]),
+            ),
+            metadata=bearer(admin),
+        )
+    assert rich_error(caught.value).reason == "UPDATE_MASK_INVALID"
+    # The signer's account still takes its assertions.
+    assert await _token(channel, signer.client_id, client_assertion=signer.assertion())

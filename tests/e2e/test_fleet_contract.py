@@ -18,7 +18,6 @@ from tests.support.status import rich_error
 Server = tuple[KeyholdServer, grpc.aio.Channel]
 
 NOT_BUILT = {
-    "IdentityService.UpdateServiceAccount",
     *(
         f"ApiResourceService.{name}"
         for name in (

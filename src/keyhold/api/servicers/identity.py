@@ -264,7 +264,13 @@ class IdentityServicer(pb_grpc.IdentityServiceServicer):
     async def UpdateServiceAccount(
         self, request: pb.UpdateServiceAccountRequest, context: Any
     ) -> pb.UpdateServiceAccountResponse:
-        raise NotImplementedError  # not built yet: UNIMPLEMENTED
+        account = await self._uc.service_accounts.update(
+            request.service_account.name,
+            request.service_account.display_name,
+            request.service_account.refuses_secrets,
+            list(request.update_mask.paths),
+        )
+        return pb.UpdateServiceAccountResponse(service_account=service_account_message(account))
 
     async def ExchangeToken(
         self, request: pb.ExchangeTokenRequest, context: Any

@@ -57,6 +57,7 @@ def service_account_message(account: ServiceAccount) -> pb.ServiceAccount:
         display_name=account.display_name,
         scopes=sorted(account.scopes),
         create_time=timestamp(account.created_at),
+        refuses_secrets=account.refuses_secrets,
     )
 
 

@@ -70,6 +70,12 @@ class ClientAuthentication:
         matches = hmac.compare_digest(secret_hash(client_secret), expected)
         if account is None or not matches:
             raise invalid_client()
+        if account.refuses_secrets:
+            raise Unauthenticated(
+                "SECRETS_REFUSED",
+                "this account accepts client assertions only",
+                domain=DOMAIN,
+            )
         return account
 
     async def _by_assertion(self, client_id: str, assertion: str) -> ServiceAccount:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import secrets
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from keyhold.application.audit.recorder import AuditRecorder
 from keyhold.application.identity.client_authentication import ClientAuthentication
@@ -45,6 +45,9 @@ class ServiceToken:
     token: IssuedToken
     scopes: frozenset[str]
     audience: str
+
+
+_UPDATABLE = {"display_name", "refuses_secrets"}
 
 
 class ServiceAccounts:
@@ -99,6 +102,40 @@ class ServiceAccounts:
         return page_of(
             found, limit, lambda last: time_id_token(last.created_at, last.id, "service-accounts")
         )
+
+    async def update(
+        self, name: str, display_name: str, refuses_secrets: bool, mask: list[str]
+    ) -> ServiceAccount:
+        """UpdateServiceAccount: the fields `mask` names of `display_name` and
+        `refuses_secrets`."""
+        account_id = account_id_from_name(name, "service_account.name")
+        fields = set(mask)
+        if not fields or not fields <= _UPDATABLE:
+            raise InvalidArgument(
+                "UPDATE_MASK_INVALID",
+                f"update_mask must name some of {sorted(_UPDATABLE)}",
+                [FieldViolation("update_mask", f"unknown: {sorted(fields - _UPDATABLE)}")],
+                domain=DOMAIN,
+            )
+        if "display_name" in fields:
+            display_name = validate_display_name(display_name, "service_account.display_name")
+        details = {"fields": ",".join(sorted(fields))}
+        async with (
+            self._recorder.attempt(Action.SERVICE_ACCOUNT_UPDATE, name, details),
+            self._unit_of_work() as uow,
+        ):
+            account = await uow.service_accounts.get(account_id)
+            if account is None:
+                raise NotFound("SERVICE_ACCOUNT_NOT_FOUND", f"{name} does not exist", domain=DOMAIN)
+            updated = replace(
+                account,
+                display_name=display_name if "display_name" in fields else account.display_name,
+                refuses_secrets=(
+                    refuses_secrets if "refuses_secrets" in fields else account.refuses_secrets
+                ),
+            )
+            await uow.service_accounts.update(updated)
+        return updated
 
     async def delete(self, name: str) -> None:
         account_id = account_id_from_name(name)

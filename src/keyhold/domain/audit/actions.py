@@ -35,6 +35,7 @@ class Action(StrEnum):
     VAULT_RESEAL = "security.vault.reseal"
     SERVICE_ACCOUNT_CREATE = "identity.service_account.create"
     SERVICE_ACCOUNT_DELETE = "identity.service_account.delete"
+    SERVICE_ACCOUNT_UPDATE = "identity.service_account.update"
     SERVICE_TOKEN_CREATE = "identity.service_token.create"
     API_RESOURCE_CREATE = "identity.api_resource.create"
     API_RESOURCE_UPDATE = "identity.api_resource.update"
@@ -129,6 +130,9 @@ REGISTRY: dict[Action, ActionInfo] = {
     ),
     Action.SERVICE_ACCOUNT_DELETE: ActionInfo(
         "service-account", _IDENTITY + "DeleteServiceAccount", "service account deleted"
+    ),
+    Action.SERVICE_ACCOUNT_UPDATE: ActionInfo(
+        "service-account", _IDENTITY + "UpdateServiceAccount", "name, or refusing secrets"
     ),
     Action.SERVICE_TOKEN_CREATE: ActionInfo(
         "service-account", _IDENTITY + "CreateServiceToken", "client-credentials grant"

@@ -21,6 +21,7 @@ class ServiceAccount:
     scopes: frozenset[str]
     secret_hash: bytes
     created_at: datetime
+    refuses_secrets: bool = False  # then only a client assertion proves it
 
     @property
     def name(self) -> str:
@@ -47,6 +48,10 @@ class ServiceAccountRepository(Protocol):
     async def by_client_id(self, client_id: str) -> ServiceAccount | None: ...
 
     async def page(self, after: tuple[str, str] | None, limit: int) -> list[ServiceAccount]: ...
+
+    async def update(self, account: ServiceAccount) -> None:
+        """Stores its display name and whether it refuses secrets."""
+        ...
 
     async def set_scopes(self, account_id: str, scopes: frozenset[str]) -> None:
         """Its scopes on Keyhold itself; tokens issued before keep theirs."""

@@ -23,6 +23,7 @@ def _account(row: Row[Any]) -> ServiceAccount:
         scopes=frozenset(json.loads(row.scopes)),
         secret_hash=row.secret_hash,
         created_at=row.created_at,
+        refuses_secrets=row.refuses_secrets,
     )
 
 
@@ -61,6 +62,13 @@ class SqlServiceAccountRepository:
                 or_(c.created_at > created, and_(c.created_at == created, c.id > after[1]))
             )
         return [_account(row) for row in await self._connection.execute(query)]
+
+    async def update(self, account: ServiceAccount) -> None:
+        await self._connection.execute(
+            update(service_accounts)
+            .where(service_accounts.c.id == account.id)
+            .values(display_name=account.display_name, refuses_secrets=account.refuses_secrets)
+        )
 
     async def set_scopes(self, account_id: str, scopes: frozenset[str]) -> None:
         await self._connection.execute(
