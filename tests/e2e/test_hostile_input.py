@@ -223,14 +223,20 @@ class Target:
         """A next_page_token from every List method, for forging others from."""
         await signed_in(self.app, "second-session@example.com")  # a second user, session
         await self.app.identity.sessions.login(self.tokens_email("admin"), PASSWORD, "t")
-        await self.app.identity.service_accounts.create("second", [])
+        second, _ = await self.app.identity.service_accounts.create("second", [])
         found: dict[str, list[str]] = {}
         for rpc in RPCS:
             if not rpc.descriptor.name.startswith("List"):
                 continue
             request = rpc.request_class()(page_size=1)
             if "parent" in rpc.descriptor.input_type.fields_by_name:
-                request.parent = "users/me" if "Session" in rpc.name else user_name
+                request.parent = (
+                    "users/me"
+                    if "Session" in rpc.name
+                    else second.name
+                    if "ServiceAccountKeys" in rpc.name
+                    else user_name
+                )
             try:
                 response = await rpc.typed(self.channel)(
                     request, metadata=bearer(self._lister(rpc))
