@@ -6,6 +6,7 @@ import base64
 import binascii
 import hashlib
 import json
+import re
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import TypeVar
@@ -87,7 +88,21 @@ def time_id_cursor(cursor: object) -> tuple[str, str] | None:
                     return moment.astimezone(UTC).isoformat(), identifier
             except (ValueError, OverflowError):  # not a time, or beyond year 1..9999 in UTC
                 pass
-    raise InvalidArgument(
+    raise _malformed()
+
+
+def id_cursor(cursor: object, identifier: re.Pattern[str]) -> str:
+    """A decoded cursor that is one identifier matching `identifier`; "" for the first
+    page."""
+    if cursor is None:
+        return ""
+    if isinstance(cursor, str) and identifier.match(cursor):
+        return cursor
+    raise _malformed()
+
+
+def _malformed() -> InvalidArgument:
+    return InvalidArgument(
         "PAGE_TOKEN_INVALID",
         "page_token is malformed",
         [FieldViolation("page_token", "use next_page_token from the same query")],

@@ -4,10 +4,16 @@ listed and removed by admins, each change audited."""
 from __future__ import annotations
 
 from keyhold.application.audit.recorder import AuditRecorder
-from keyhold.application.pagination import decode_page_token, encode_page_token, page_of, page_size
+from keyhold.application.pagination import (
+    decode_page_token,
+    encode_page_token,
+    id_cursor,
+    page_of,
+    page_size,
+)
 from keyhold.domain.audit.actions import Action
 from keyhold.domain.clock import Clock
-from keyhold.domain.errors import FailedPrecondition, FieldViolation, InvalidArgument, NotFound
+from keyhold.domain.errors import FailedPrecondition
 from keyhold.domain.identity import DOMAIN
 from keyhold.domain.identity.account_keys import (
     KEY_ID,
@@ -17,12 +23,8 @@ from keyhold.domain.identity.account_keys import (
     key_name_parts,
     key_not_found,
 )
-from keyhold.domain.identity.service_accounts import account_id_from_name
+from keyhold.domain.identity.service_accounts import account_id_from_name, account_not_found
 from keyhold.domain.unit_of_work import UnitOfWork, UnitOfWorkFactory
-
-
-def _account_not_found(name: str) -> NotFound:
-    return NotFound("SERVICE_ACCOUNT_NOT_FOUND", f"{name} does not exist", domain=DOMAIN)
 
 
 class AccountKeys:
@@ -61,16 +63,10 @@ class AccountKeys:
         account_id = account_id_from_name(parent, "parent")
         limit = page_size(size)
         query = ["keys", account_id]
-        cursor = decode_page_token(token, query)
-        if cursor is not None and not (isinstance(cursor, str) and KEY_ID.match(cursor)):
-            raise InvalidArgument(
-                "PAGE_TOKEN_INVALID",
-                "page_token is malformed",
-                [FieldViolation("page_token", "use next_page_token from the same query")],
-            )
+        after = id_cursor(decode_page_token(token, query), KEY_ID)
         async with self._unit_of_work(atomic=False) as uow:
             await _check_account(uow, account_id)
-            found = await uow.account_keys.page(account_id, cursor or "", limit + 1)
+            found = await uow.account_keys.page(account_id, after, limit + 1)
         return page_of(found, limit, lambda last: encode_page_token(last.key.key_id, query))
 
     async def delete(self, name: str) -> None:
@@ -86,4 +82,4 @@ class AccountKeys:
 
 async def _check_account(uow: UnitOfWork, account_id: str) -> None:
     if await uow.service_accounts.get(account_id) is None:
-        raise _account_not_found(f"service-accounts/{account_id}")
+        raise account_not_found(f"service-accounts/{account_id}")

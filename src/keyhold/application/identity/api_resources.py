@@ -16,8 +16,14 @@ from dataclasses import dataclass
 from keyhold.application.audit.recorder import AuditRecorder
 from keyhold.application.identity.revocations import Revocations
 from keyhold.application.identity.users import not_found as user_not_found
-from keyhold.application.identity.users import store_changed_user
-from keyhold.application.pagination import decode_page_token, encode_page_token, page_of, page_size
+from keyhold.application.identity.users import store_changed_user, validated_mask
+from keyhold.application.pagination import (
+    decode_page_token,
+    encode_page_token,
+    id_cursor,
+    page_of,
+    page_size,
+)
 from keyhold.domain.audit.actions import Action
 from keyhold.domain.clock import Clock
 from keyhold.domain.errors import FieldViolation, InvalidArgument, NotFound
@@ -36,7 +42,7 @@ from keyhold.domain.identity.api_resources import (
     resource_not_found,
 )
 from keyhold.domain.identity.grants import HeldByResource
-from keyhold.domain.identity.service_accounts import account_id_from_name
+from keyhold.domain.identity.service_accounts import account_id_from_name, account_not_found
 from keyhold.domain.identity.users import user_id_from_name, validate_roles
 from keyhold.domain.unit_of_work import UnitOfWork, UnitOfWorkFactory
 
@@ -59,10 +65,6 @@ class Grant:
 
     resource: ApiResource
     held: frozenset[str]
-
-
-def _account_not_found(name: str) -> NotFound:
-    return NotFound("SERVICE_ACCOUNT_NOT_FOUND", f"{name} does not exist", domain=DOMAIN)
 
 
 def _nothing_asked(field: str) -> InvalidArgument:
@@ -138,28 +140,15 @@ class ApiResources:
 
     async def page(self, size: int, token: str) -> tuple[list[ApiResource], str]:
         limit = page_size(size)
-        cursor = decode_page_token(token, "api-resources")
-        if cursor is not None and not (isinstance(cursor, str) and RESOURCE_ID.match(cursor)):
-            raise InvalidArgument(
-                "PAGE_TOKEN_INVALID",
-                "page_token is malformed",
-                [FieldViolation("page_token", "use next_page_token from the same query")],
-            )
+        after = id_cursor(decode_page_token(token, "api-resources"), RESOURCE_ID)
         async with self._unit_of_work(atomic=False) as uow:
-            found = await uow.api_resources.page(cursor or "", limit + 1)
+            found = await uow.api_resources.page(after, limit + 1)
         resources = [self._as_defined(resource) for resource in found]
         return page_of(resources, limit, lambda last: encode_page_token(last.id, "api-resources"))
 
     async def update(self, name: str, definition: Definition, mask: list[str]) -> ApiResource:
         resource_id = resource_id_from_name(name, "api_resource.name")
-        fields = set(mask)
-        if not fields or not fields <= UPDATABLE:
-            raise InvalidArgument(
-                "UPDATE_MASK_INVALID",
-                f"update_mask must name some of {sorted(UPDATABLE)}",
-                [FieldViolation("update_mask", f"unknown: {sorted(fields - UPDATABLE)}")],
-                domain=DOMAIN,
-            )
+        fields = validated_mask(mask, UPDATABLE)
         details = {"fields": ",".join(sorted(fields))}
         async with (
             self._recorder.attempt(Action.API_RESOURCE_UPDATE, name, details),
@@ -249,7 +238,7 @@ class ApiResources:
                 raise unknown
             stored = await uow.service_accounts.get(account_id)
             if stored is None:
-                raise _account_not_found(f"service-accounts/{account_id}")
+                raise account_not_found(f"service-accounts/{account_id}")
             if resource.built_in:
                 held = stored.scopes | asked if grant else stored.scopes - asked
                 await uow.service_accounts.set_scopes(account_id, held)
@@ -320,7 +309,7 @@ class ApiResources:
             if unknown := resource.unknown_scopes(asked, "delegable_scopes"):
                 raise unknown
             if await uow.service_accounts.get(account_id) is None:
-                raise _account_not_found(f"service-accounts/{account_id}")
+                raise account_not_found(f"service-accounts/{account_id}")
             await uow.grants.set_exchange_scopes(account_id, resource_id, asked)
         return Grant(resource, asked)
 

@@ -84,12 +84,10 @@ class ClientAuthentication:
             raise invalid_client()
         header = self._checks.header(assertion)
         key_id = header.get("kid")
-        if not isinstance(key_id, str) or not KEY_ID.match(key_id):
-            raise Unauthenticated(
-                "KEY_UNKNOWN", "the assertion names no key of this account", domain=DOMAIN
-            )
-        async with self._unit_of_work(atomic=False) as uow:
-            key = await uow.account_keys.get(account.id, key_id)
+        key = None
+        if isinstance(key_id, str) and KEY_ID.match(key_id):
+            async with self._unit_of_work(atomic=False) as uow:
+                key = await uow.account_keys.get(account.id, key_id)
         if key is None:
             raise Unauthenticated(
                 "KEY_UNKNOWN", "the assertion names no key of this account", domain=DOMAIN

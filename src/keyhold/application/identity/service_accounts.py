@@ -10,6 +10,7 @@ from keyhold.application.audit.recorder import AuditRecorder
 from keyhold.application.identity.client_authentication import ClientAuthentication
 from keyhold.application.identity.revocations import Revocations
 from keyhold.application.identity.secrets import new_secret
+from keyhold.application.identity.users import validated_mask
 from keyhold.application.pagination import (
     decode_page_token,
     page_of,
@@ -21,16 +22,15 @@ from keyhold.application.telemetry import NO_TELEMETRY, Telemetry
 from keyhold.domain.audit.actions import Action
 from keyhold.domain.clock import Clock
 from keyhold.domain.errors import (
-    FieldViolation,
-    InvalidArgument,
-    NotFound,
     PermissionDenied,
 )
 from keyhold.domain.identity import DOMAIN
+from keyhold.domain.identity.api_resources import audience_unknown
 from keyhold.domain.identity.scopes import validate_scopes
 from keyhold.domain.identity.service_accounts import (
     ServiceAccount,
     account_id_from_name,
+    account_not_found,
 )
 from keyhold.domain.identity.users import validate_display_name
 from keyhold.domain.tokens import AccessTokenIssuer, IssuedToken
@@ -109,14 +109,7 @@ class ServiceAccounts:
         """UpdateServiceAccount: the fields `mask` names of `display_name` and
         `refuses_secrets`."""
         account_id = account_id_from_name(name, "service_account.name")
-        fields = set(mask)
-        if not fields or not fields <= _UPDATABLE:
-            raise InvalidArgument(
-                "UPDATE_MASK_INVALID",
-                f"update_mask must name some of {sorted(_UPDATABLE)}",
-                [FieldViolation("update_mask", f"unknown: {sorted(fields - _UPDATABLE)}")],
-                domain=DOMAIN,
-            )
+        fields = validated_mask(mask, _UPDATABLE)
         if "display_name" in fields:
             display_name = validate_display_name(display_name, "service_account.display_name")
         details = {"fields": ",".join(sorted(fields))}
@@ -126,7 +119,7 @@ class ServiceAccounts:
         ):
             account = await uow.service_accounts.get(account_id)
             if account is None:
-                raise NotFound("SERVICE_ACCOUNT_NOT_FOUND", f"{name} does not exist", domain=DOMAIN)
+                raise account_not_found(name)
             updated = replace(
                 account,
                 display_name=display_name if "display_name" in fields else account.display_name,
@@ -142,9 +135,7 @@ class ServiceAccounts:
         async with self._recorder.attempt(Action.SERVICE_ACCOUNT_DELETE, name):
             async with self._unit_of_work() as uow:
                 if not await uow.service_accounts.delete(account_id):
-                    raise NotFound(
-                        "SERVICE_ACCOUNT_NOT_FOUND", f"{name} does not exist", domain=DOMAIN
-                    )
+                    raise account_not_found(name)
             await self._revocations.account_ended(f"service-accounts/{account_id}")
 
     async def issue_token(
@@ -190,11 +181,6 @@ class ServiceAccounts:
         async with self._unit_of_work(atomic=False) as uow:
             resource = await uow.api_resources.by_audience(audience)
             if resource is None:
-                raise InvalidArgument(
-                    "AUDIENCE_UNKNOWN",
-                    "no API resource has this audience",
-                    [FieldViolation("audience", "the audience of a registered API resource")],
-                    domain=DOMAIN,
-                )
+                raise audience_unknown()
             held = await uow.grants.account_scopes([account.id])
         return held.get(account.id, {}).get(resource.id, frozenset())

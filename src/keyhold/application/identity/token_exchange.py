@@ -11,6 +11,7 @@ from keyhold.domain.audit.actions import Action
 from keyhold.domain.call import current_call
 from keyhold.domain.errors import FieldViolation, InvalidArgument, PermissionDenied, Unauthenticated
 from keyhold.domain.identity import DOMAIN
+from keyhold.domain.identity.api_resources import audience_unknown
 from keyhold.domain.identity.service_accounts import account_id_from_name
 from keyhold.domain.identity.token_exchange import delegated_chain, exchanged_scopes
 from keyhold.domain.principal import Principal, PrincipalType
@@ -69,12 +70,7 @@ class TokenExchange:
             async with self._unit_of_work(atomic=False) as uow:
                 resource = await uow.api_resources.by_audience(audience)
                 if resource is None or audience == self._audience:
-                    raise InvalidArgument(
-                        "AUDIENCE_UNKNOWN",
-                        "no API resource has this audience",
-                        [FieldViolation("audience", "the audience of a registered API resource")],
-                        domain=DOMAIN,
-                    )
+                    raise audience_unknown()
                 delegable = await uow.grants.exchange_scopes(account_id, resource.id)
                 user_id = subject.subject.removeprefix("users/")
                 roles = (await uow.grants.user_roles(user_id)).get(resource.id, frozenset())

@@ -168,7 +168,7 @@ class Users:
     async def update(self, name: str, patch: UserPatch, mask: list[str]) -> User:
         principal = current_call().principal
         user_id = user_id_from_name(name, principal.subject, "user.name")
-        fields = _validated_mask(mask)
+        fields = validated_mask(mask, UPDATABLE)
         if fields & ADMIN_ONLY and not principal.is_admin:
             raise PermissionDenied(
                 "FIELD_NOT_UPDATABLE",
@@ -215,15 +215,16 @@ class Users:
             await self._revocations.sessions_ended(revoked)
 
 
-def _validated_mask(mask: list[str]) -> set[str]:
+def validated_mask(mask: list[str], updatable: set[str]) -> set[str]:
+    """The fields an update mask names: some of `updatable`, else UPDATE_MASK_INVALID."""
     fields = set(mask)
-    if not fields or not fields <= UPDATABLE:
+    if not fields or not fields <= updatable:
         raise InvalidArgument(
             "UPDATE_MASK_INVALID",
-            f"update_mask must name some of {sorted(UPDATABLE)}",
+            f"update_mask must name some of {sorted(updatable)}",
             [
                 FieldViolation(
-                    "update_mask", f"unknown or missing paths: {sorted(fields - UPDATABLE)}"
+                    "update_mask", f"unknown or missing paths: {sorted(fields - updatable)}"
                 )
             ],
             domain=DOMAIN,

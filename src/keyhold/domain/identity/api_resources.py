@@ -120,6 +120,15 @@ def audience_taken(audience: str) -> AlreadyExists:
     )
 
 
+def audience_unknown() -> InvalidArgument:
+    return InvalidArgument(
+        "AUDIENCE_UNKNOWN",
+        "no API resource has this audience",
+        [FieldViolation("audience", "the audience of a registered API resource")],
+        domain=DOMAIN,
+    )
+
+
 def built_in_unchangeable() -> FailedPrecondition:
     return FailedPrecondition(
         "RESOURCE_BUILT_IN",

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
-from keyhold.domain.errors import FieldViolation, InvalidArgument
+from keyhold.domain.errors import FieldViolation, InvalidArgument, NotFound
 from keyhold.domain.identity import DOMAIN
 
 ACCOUNT_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}\Z")
@@ -38,6 +38,10 @@ def account_id_from_name(name: str, field: str = "name") -> str:
             domain=DOMAIN,
         )
     return account_id
+
+
+def account_not_found(name: str) -> NotFound:
+    return NotFound("SERVICE_ACCOUNT_NOT_FOUND", f"{name} does not exist", domain=DOMAIN)
 
 
 class ServiceAccountRepository(Protocol):

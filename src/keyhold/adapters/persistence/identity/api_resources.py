@@ -5,6 +5,7 @@ role that goes leaves every role and grant naming it, a resource that goes leave
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Collection
 from typing import Any
 
 from sqlalchemy import Row, delete, func, select, union_all, update
@@ -57,7 +58,7 @@ class SqlApiResourceRepository:
             )
         await self._insert_roles(resource, resource.roles.keys())
 
-    async def _insert_roles(self, resource: ApiResource, roles: Any) -> None:
+    async def _insert_roles(self, resource: ApiResource, roles: Collection[str]) -> None:
         if roles:
             await self._connection.execute(
                 api_resource_roles.insert(),
