@@ -138,6 +138,7 @@ class KeyholdServer:
             await self.listener.stop()
         await self.platform.database.dispose()
         await self.providers.oauth.close()
+        await self.identity.issuer_keys.close()
         self.identity.hasher.close()
         if self.api.metrics is not None:
             await self.api.metrics.stop()
@@ -166,15 +167,16 @@ async def build_server(
     clock: Clock | None = None,
     *,
     tracer_provider: TracerProvider | None = None,
-    provider_resolver: Resolver = system_resolver,
+    egress_resolver: Resolver = system_resolver,
 ) -> KeyholdServer:
     """`tracer_provider`: trace with it (tests); otherwise traces are exported only when
     `OTEL_EXPORTER_OTLP_ENDPOINT` is set, and nothing is instrumented when it is not.
-    `provider_resolver`: resolves provider host names (tests: names without DNS)."""
+    `egress_resolver`: resolves the host names of providers and of trusted issuers'
+    JWKS URLs (tests: names without DNS)."""
     platform = await wire_platform(settings, clock or SystemClock(), SERVICE_NAMES, tracer_provider)
     audit = wire_audit(platform)
-    identity = wire_identity(platform, audit)
-    providers = wire_providers(platform, audit, provider_resolver)
+    identity = wire_identity(platform, audit, egress_resolver)
+    providers = wire_providers(platform, audit, egress_resolver)
     database, sealer = platform.database, platform.sealer
     return KeyholdServer(
         settings=settings,

@@ -135,6 +135,12 @@ class Settings(BaseSettings):
     client_assertion_max_seconds: int = Field(
         300, ge=30, le=3600, description="longest life of a client assertion (exp - iat)"
     )
+    workload_token_max_seconds: int = Field(
+        86_400,
+        ge=600,
+        le=7 * 86_400,
+        description="longest life of a trusted issuer's token accepted as a credential",
+    )
     token_exchange_max_depth: int = Field(
         2, ge=1, le=8, description="services an exchanged token may pass through (ExchangeToken)"
     )
@@ -264,6 +270,11 @@ class Settings(BaseSettings):
         False,
         description="development and tests only: provider URLs may be plain http, on any "
         "port, to localhost or a loopback address",
+    )
+    egress_ca_file: Path | None = Field(
+        None,
+        description="PEM bundle of the CAs that outbound https (providers, trusted "
+        "issuers' JWKS) is verified against instead of the public roots",
     )
     shutdown_grace_seconds: float = Field(10.0, ge=0, le=300)
     health_check_interval_seconds: float = Field(5.0, gt=0, le=300)

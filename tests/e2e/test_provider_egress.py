@@ -127,7 +127,7 @@ async def test_the_allowlist_opens_named_networks_and_ports(tmp_path: Path) -> N
 
 async def test_a_name_that_resolves_to_loopback_is_refused_at_connect_time(tmp_path: Path) -> None:
     resolver = LoopbackResolver()
-    async with running_server(settings_for(tmp_path, **STRICT), provider_resolver=resolver) as (
+    async with running_server(settings_for(tmp_path, **STRICT), egress_resolver=resolver) as (
         app,
         channel,
     ):

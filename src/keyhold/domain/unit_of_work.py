@@ -12,6 +12,7 @@ from keyhold.domain.identity.lockout import LoginFailureStore
 from keyhold.domain.identity.one_time_tokens import OneTimeTokenRepository
 from keyhold.domain.identity.service_accounts import ServiceAccountRepository
 from keyhold.domain.identity.sessions import SessionRepository
+from keyhold.domain.identity.trusted_issuers import TrustedIssuerRepository
 from keyhold.domain.identity.users import UserRepository
 from keyhold.domain.provider.connections import ConnectionRepository
 from keyhold.domain.provider.providers import ProviderRepository
@@ -54,6 +55,9 @@ class UnitOfWork(Protocol):
 
     @property
     def account_keys(self) -> AccountKeyRepository: ...
+
+    @property
+    def trusted_issuers(self) -> TrustedIssuerRepository: ...
 
     async def __aenter__(self) -> UnitOfWork: ...
 

@@ -119,7 +119,9 @@ def wire_grpc_api(
         IdentityServicer(identity),
         AuditServicer(audit.reader),
         ProviderServicer(providers),
-        ApiResourceServicer(identity.api_resources, identity.account_keys),
+        ApiResourceServicer(
+            identity.api_resources, identity.account_keys, identity.trusted_issuers
+        ),
     )
     for service, servicer in zip(SERVICES, servicers, strict=True):
         register_service(server, service, servicer, interceptor)

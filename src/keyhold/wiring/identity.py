@@ -10,9 +10,12 @@ from keyhold.adapters.crypto.access_tokens import AccessTokens
 from keyhold.adapters.crypto.account_keys import JwkPublicKeys
 from keyhold.adapters.crypto.argon2_hasher import Argon2Hasher, Argon2Parameters
 from keyhold.adapters.crypto.client_assertions import JwtAssertions
+from keyhold.adapters.crypto.jwk_sets import PyJwtJwkSets
 from keyhold.adapters.crypto.key_ring import KeyRing
 from keyhold.adapters.data import common_passwords
 from keyhold.adapters.notices.log import LoggedAccountNotices
+from keyhold.adapters.oauth.egress_transport import EgressTransport, Resolver, verifying_context
+from keyhold.adapters.oauth.issuer_keys import PublishedIssuerKeys
 from keyhold.adapters.persistence.identity.assertion_replays import SqlAssertionReplays
 from keyhold.adapters.persistence.identity.login_failures import SqlLoginFailureStore
 from keyhold.adapters.persistence.identity.refresh_rotation import SqlRefreshTokenRotator
@@ -34,12 +37,15 @@ from keyhold.application.identity.signing_keys import (
     SigningKeys,
 )
 from keyhold.application.identity.token_exchange import TokenExchange
+from keyhold.application.identity.trusted_issuers import TrustedIssuers
 from keyhold.application.identity.users import Users
 from keyhold.application.identity.verification import EmailVerification
+from keyhold.application.identity.workload_tokens import WorkloadTokens
 from keyhold.domain.identity.client_assertions import AssertionRules
 from keyhold.domain.identity.lockout import LockoutPolicy
 from keyhold.domain.identity.passwords import PasswordPolicy
 from keyhold.domain.identity.sessions import RetryGrace
+from keyhold.domain.identity.workload_identity import WorkloadTokenRules
 from keyhold.domain.principal import Principal
 from keyhold.settings import Settings
 from keyhold.wiring.audit import Audit
@@ -62,6 +68,8 @@ class Identity:
     api_resources: ApiResources
     assertion_replays: SqlAssertionReplays  # swept of expired entries by the server
     account_keys: AccountKeys
+    trusted_issuers: TrustedIssuers
+    issuer_keys: PublishedIssuerKeys  # closed by the server
     token_exchange: TokenExchange
     introspection: TokenIntrospection
     access_tokens: AccessTokens
@@ -111,7 +119,50 @@ def revocations_for(platform: Platform, accounts: SqlServiceAccountLookup) -> Re
     )
 
 
-def wire_identity(platform: Platform, audit: Audit) -> Identity:
+def issuer_keys_for(settings: Settings, resolver: Resolver) -> PublishedIssuerKeys:
+    """Trusted issuers' keys, their JWKS URLs reached only through the egress policy."""
+    egress = settings.egress_policy
+    transport = EgressTransport(
+        egress, resolver=resolver, ssl_context=verifying_context(settings.egress_ca_file)
+    )
+    return PublishedIssuerKeys(
+        transport, egress, PyJwtJwkSets(), deadline_seconds=settings.provider_timeout_seconds
+    )
+
+
+def client_authentication_for(
+    platform: Platform,
+    accounts: SqlServiceAccountLookup,
+    replays: SqlAssertionReplays,
+    issuer_keys: PublishedIssuerKeys,
+) -> ClientAuthentication:
+    settings, clock, unit_of_work = platform.settings, platform.clock, platform.unit_of_work
+    checks = JwtAssertions()
+    return ClientAuthentication(
+        accounts,
+        unit_of_work,
+        checks,
+        replays,
+        AssertionRules(
+            audience=settings.issuer,
+            max_lifetime_seconds=settings.client_assertion_max_seconds,
+            leeway_seconds=settings.token_leeway_seconds,
+        ),
+        WorkloadTokens(
+            unit_of_work,
+            checks,
+            issuer_keys,
+            WorkloadTokenRules(
+                max_lifetime_seconds=settings.workload_token_max_seconds,
+                leeway_seconds=settings.token_leeway_seconds,
+            ),
+            clock,
+        ),
+        clock,
+    )
+
+
+def wire_identity(platform: Platform, audit: Audit, egress_resolver: Resolver) -> Identity:
     settings, clock, unit_of_work = platform.settings, platform.clock, platform.unit_of_work
     recorder = audit.recorder
     accounts = SqlServiceAccountLookup(platform.database)
@@ -127,6 +178,7 @@ def wire_identity(platform: Platform, audit: Audit) -> Identity:
     )
     hasher = hasher_for(settings)
     replays = SqlAssertionReplays(platform.database)
+    issuer_keys = issuer_keys_for(settings, egress_resolver)
     password_policy = PasswordPolicy(common_passwords())
     lockout = LoginLockout(
         SqlLoginFailureStore(platform.database),
@@ -191,18 +243,7 @@ def wire_identity(platform: Platform, audit: Audit) -> Identity:
         key_ring=platform.key_ring,
         service_accounts=ServiceAccounts(
             unit_of_work,
-            ClientAuthentication(
-                accounts,
-                unit_of_work,
-                JwtAssertions(),
-                replays,
-                AssertionRules(
-                    audience=settings.issuer,
-                    max_lifetime_seconds=settings.client_assertion_max_seconds,
-                    leeway_seconds=settings.token_leeway_seconds,
-                ),
-                clock,
-            ),
+            client_authentication_for(platform, accounts, replays, issuer_keys),
             access_tokens,
             recorder,
             revocations,
@@ -215,6 +256,10 @@ def wire_identity(platform: Platform, audit: Audit) -> Identity:
         ),
         assertion_replays=replays,
         account_keys=AccountKeys(unit_of_work, JwkPublicKeys(), recorder, clock),
+        trusted_issuers=TrustedIssuers(
+            unit_of_work, PyJwtJwkSets(), settings.egress_policy, recorder, clock
+        ),
+        issuer_keys=issuer_keys,
         token_exchange=TokenExchange(
             unit_of_work,
             access_tokens,

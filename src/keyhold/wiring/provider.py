@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from keyhold.adapters.oauth.client import HttpOAuthClient
-from keyhold.adapters.oauth.egress_transport import EgressTransport, Resolver
+from keyhold.adapters.oauth.egress_transport import EgressTransport, Resolver, verifying_context
 from keyhold.adapters.persistence.provider.refresh_lock import SqlRefreshLock
 from keyhold.application.provider.catalog import ProviderCatalog
 from keyhold.application.provider.connections import Connections
@@ -36,7 +36,9 @@ def wire_providers(platform: Platform, audit: Audit, resolver: Resolver) -> Prov
         breaker_cooldown_seconds=settings.provider_breaker_cooldown_seconds,
         instrument=None if tracing is None else tracing.instrument_http,
         egress=egress,
-        transport=EgressTransport(egress, resolver=resolver),
+        transport=EgressTransport(
+            egress, resolver=resolver, ssl_context=verifying_context(settings.egress_ca_file)
+        ),
         max_response_bytes=settings.provider_max_response_bytes,
     )
     connections = Connections(

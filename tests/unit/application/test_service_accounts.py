@@ -11,10 +11,14 @@ from keyhold.application.identity.client_authentication import ClientAuthenticat
 from keyhold.application.identity.revocations import SERVICE_ACCOUNT
 from keyhold.application.identity.secrets import secret_hash
 from keyhold.application.identity.service_accounts import ServiceAccounts
+from keyhold.application.identity.workload_tokens import WorkloadTokens
 from keyhold.domain.audit.actions import Action
 from keyhold.domain.errors import InvalidArgument, PermissionDenied, Unauthenticated
+from keyhold.domain.identity.account_keys import PublicKey
 from keyhold.domain.identity.client_assertions import AssertionRules
 from keyhold.domain.identity.service_accounts import ServiceAccount
+from keyhold.domain.identity.trusted_issuers import TrustedIssuer
+from keyhold.domain.identity.workload_identity import WorkloadTokenRules
 from keyhold.domain.principal import PrincipalType
 from tests.unit.application.harness import (
     ADMIN,
@@ -38,6 +42,13 @@ class NoAssertionsSeen:
         return 0
 
 
+class NoIssuerKeys:
+    """Trusted issuers' keys for tests that present no workload token."""
+
+    async def key(self, issuer: TrustedIssuer, key_id: str) -> PublicKey | None:
+        return None
+
+
 @pytest.fixture
 def accounts(ports: Ports) -> ServiceAccounts:
     clients = ClientAuthentication(
@@ -46,6 +57,13 @@ def accounts(ports: Ports) -> ServiceAccounts:
         JwtAssertions(),
         NoAssertionsSeen(),
         AssertionRules(audience="https://keyhold.test", max_lifetime_seconds=300, leeway_seconds=0),
+        WorkloadTokens(
+            ports.unit_of_work,
+            JwtAssertions(),
+            NoIssuerKeys(),
+            WorkloadTokenRules(max_lifetime_seconds=3600, leeway_seconds=0),
+            ports.clock,
+        ),
         ports.clock,
     )
     return ServiceAccounts(

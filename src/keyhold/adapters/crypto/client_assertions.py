@@ -1,6 +1,7 @@
-"""Client assertions (RFC 7523) checked with PyJWT against a registered public key: the
-signature and the algorithm pinned to the key's; the claims are the domain's to judge
-(`domain/identity/client_assertions.py`)."""
+"""Client assertions (RFC 7523) and workload tokens checked with PyJWT against a public
+key (an account's registered one, or a trusted issuer's): the signature and the
+algorithm pinned to the key's; the claims are the domain's to judge
+(`domain/identity/client_assertions.py`, `workload_identity.py`)."""
 
 from __future__ import annotations
 
@@ -27,6 +28,14 @@ class JwtAssertions:
         except jwt.PyJWTError:
             raise _invalid("the assertion is not a JWT") from None
         return header
+
+    def unverified_claims(self, assertion: str) -> Mapping[str, object]:
+        """The claims before any check: only to find which issuer to check them with."""
+        try:
+            claims: dict[str, Any] = jwt.decode(assertion, options={"verify_signature": False})
+        except jwt.PyJWTError:
+            raise _invalid("the assertion is not a JWT") from None
+        return claims
 
     def claims(self, assertion: str, key: PublicKey) -> Mapping[str, object]:
         """The claims of an assertion signed by `key`, with `key`'s algorithm."""

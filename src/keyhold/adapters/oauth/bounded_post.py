@@ -1,7 +1,7 @@
-"""One POST to a provider, bounded: no redirect is followed, no more than a set number of
-bytes is read, and the whole exchange (connect, send, every read) ends by a deadline.
-Without the deadline a provider dripping a byte at a time would hold a call for as
-long as it liked, since httpx's timeouts bound each read, not their sum."""
+"""One request to a provider or an issuer, bounded: no redirect is followed, no more
+than a set number of bytes is read, and the whole exchange (connect, send, every read)
+ends by a deadline. Without the deadline a server dripping a byte at a time would hold
+a call for as long as it liked, since httpx's timeouts bound each read, not their sum."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ class ResponseTooLarge(httpx.HTTPError):
 
 
 class RedirectNotFollowed(httpx.HTTPError):
-    """The provider answered with a redirect, which provider calls never follow."""
+    """The server answered with a redirect, which these calls never follow."""
 
 
 class UnaskedEncoding(httpx.HTTPError):
@@ -36,10 +36,25 @@ async def bounded_post(
 ) -> httpx.Response:
     """The answer, its body read in full (at most `max_bytes`). Raises an httpx.HTTPError:
     TimeoutException past the deadline, or one of the errors above."""
+    return await bounded_request(
+        http, "POST", url, form, max_bytes=max_bytes, deadline_seconds=deadline_seconds
+    )
+
+
+async def bounded_request(
+    http: httpx.AsyncClient,
+    method: str,
+    url: str,
+    form: dict[str, str] | None = None,
+    *,
+    max_bytes: int,
+    deadline_seconds: float,
+) -> httpx.Response:
+    """`bounded_post` for any method; `form` is the body, if any."""
     try:
         async with (
             asyncio.timeout(deadline_seconds),
-            http.stream("POST", url, data=form, headers={"accept-encoding": _IDENTITY}) as response,
+            http.stream(method, url, data=form, headers={"accept-encoding": _IDENTITY}) as response,
         ):
             if 300 <= response.status_code < 400:
                 raise RedirectNotFollowed(f"HTTP {response.status_code} redirect, not followed")

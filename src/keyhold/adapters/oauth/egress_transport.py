@@ -24,6 +24,7 @@ from collections.abc import (
     Sequence,
 )
 from contextlib import contextmanager
+from pathlib import Path
 
 import httpcore
 import httpx
@@ -46,6 +47,12 @@ async def system_resolver(host: str, port: int) -> list[IPAddress]:
         except ValueError:  # not an IP socket address
             continue
     return list(addresses)
+
+
+def verifying_context(ca_file: Path | None) -> ssl.SSLContext | None:
+    """What outbound https is verified against: the CAs of `ca_file` (PEM), or None for
+    httpcore's default (the public roots, certifi)."""
+    return None if ca_file is None else ssl.create_default_context(cafile=str(ca_file))
 
 
 class VettedNetworkBackend(httpcore.AsyncNetworkBackend):

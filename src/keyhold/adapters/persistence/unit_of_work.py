@@ -21,6 +21,7 @@ from keyhold.adapters.persistence.identity.one_time_tokens import SqlOneTimeToke
 from keyhold.adapters.persistence.identity.service_accounts import SqlServiceAccountRepository
 from keyhold.adapters.persistence.identity.sessions import SqlSessionRepository
 from keyhold.adapters.persistence.identity.signing_keys import SqlSigningKeyRepository
+from keyhold.adapters.persistence.identity.trusted_issuers import SqlTrustedIssuerRepository
 from keyhold.adapters.persistence.identity.users import SqlUserRepository
 from keyhold.adapters.persistence.provider.connections import SqlConnectionRepository
 from keyhold.adapters.persistence.provider.providers import SqlProviderRepository
@@ -41,6 +42,7 @@ class SqlUnitOfWork:
     api_resources: SqlApiResourceRepository
     grants: SqlGrantRepository
     account_keys: SqlAccountKeyRepository
+    trusted_issuers: SqlTrustedIssuerRepository
 
     def __init__(self, database: Database, sealer: Sealer, *, atomic: bool = True) -> None:
         self._database = database
@@ -76,6 +78,7 @@ class SqlUnitOfWork:
         self.api_resources = SqlApiResourceRepository(self._connection)
         self.grants = SqlGrantRepository(self._connection)
         self.account_keys = SqlAccountKeyRepository(self._connection)
+        self.trusted_issuers = SqlTrustedIssuerRepository(self._connection)
         return self
 
     async def __aexit__(

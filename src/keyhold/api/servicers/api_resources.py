@@ -1,10 +1,9 @@
-"""keyhold.identity.v1.ApiResourceService. Trusted issuers and workload identity
-mappings are not built yet: they answer UNIMPLEMENTED."""
+"""keyhold.identity.v1.ApiResourceService."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from typing import Any, NoReturn
+from typing import Any
 
 from keyhold.api.servicers.identity_messages import (
     role_grant_message,
@@ -13,10 +12,12 @@ from keyhold.api.servicers.identity_messages import (
 )
 from keyhold.application.identity.account_keys import AccountKeys
 from keyhold.application.identity.api_resources import ApiResources, Definition
+from keyhold.application.identity.trusted_issuers import IssuerFields, TrustedIssuers
 from keyhold.domain.errors import FieldViolation, InvalidArgument
 from keyhold.domain.identity import DOMAIN
 from keyhold.domain.identity.account_keys import AccountKey
 from keyhold.domain.identity.api_resources import ApiResource
+from keyhold.domain.identity.trusted_issuers import TrustedIssuer
 from keyhold.identity.v1 import api_resource_service_pb2 as pb
 from keyhold.identity.v1 import api_resource_service_pb2_grpc as pb_grpc
 
@@ -61,10 +62,6 @@ def definition_of(resource: pb.ApiResource) -> Definition:
     return Definition(resource.display_name, resource.audience, scopes, roles)
 
 
-def _not_built() -> NoReturn:
-    raise NotImplementedError
-
-
 def key_message(key: AccountKey) -> pb.ServiceAccountKey:
     return pb.ServiceAccountKey(
         name=key.name,
@@ -75,10 +72,29 @@ def key_message(key: AccountKey) -> pb.ServiceAccountKey:
     )
 
 
+def issuer_message(issuer: TrustedIssuer) -> pb.TrustedIssuer:
+    return pb.TrustedIssuer(
+        name=issuer.name,
+        issuer=issuer.issuer,
+        jwks_url=issuer.jwks_url,
+        jwks_json=issuer.jwks_json,
+        audience=issuer.audience,
+        mappings=[
+            pb.WorkloadIdentityMapping(
+                subject_pattern=mapping.pattern.text,
+                service_account=f"service-accounts/{mapping.account_id}",
+            )
+            for mapping in issuer.mappings
+        ],
+        create_time=timestamp(issuer.created_at),
+    )
+
+
 class ApiResourceServicer(pb_grpc.ApiResourceServiceServicer):
-    def __init__(self, resources: ApiResources, keys: AccountKeys) -> None:
+    def __init__(self, resources: ApiResources, keys: AccountKeys, issuers: TrustedIssuers) -> None:
         self._resources = resources
         self._keys = keys
+        self._issuers = issuers
 
     async def CreateApiResource(
         self, request: pb.CreateApiResourceRequest, context: Any
@@ -195,24 +211,38 @@ class ApiResourceServicer(pb_grpc.ApiResourceServiceServicer):
     async def CreateTrustedIssuer(
         self, request: pb.CreateTrustedIssuerRequest, context: Any
     ) -> pb.CreateTrustedIssuerResponse:
-        _not_built()
+        given = request.trusted_issuer
+        created = await self._issuers.create(
+            request.trusted_issuer_id,
+            IssuerFields(given.issuer, given.audience, given.jwks_url, given.jwks_json),
+        )
+        return pb.CreateTrustedIssuerResponse(trusted_issuer=issuer_message(created))
 
     async def ListTrustedIssuers(
         self, request: pb.ListTrustedIssuersRequest, context: Any
     ) -> pb.ListTrustedIssuersResponse:
-        _not_built()
+        found, token = await self._issuers.page(request.page_size, request.page_token)
+        return pb.ListTrustedIssuersResponse(
+            trusted_issuers=[issuer_message(issuer) for issuer in found], next_page_token=token
+        )
 
     async def DeleteTrustedIssuer(
         self, request: pb.DeleteTrustedIssuerRequest, context: Any
     ) -> pb.DeleteTrustedIssuerResponse:
-        _not_built()
+        await self._issuers.delete(request.name)
+        return pb.DeleteTrustedIssuerResponse()
 
     async def MapWorkloadIdentity(
         self, request: pb.MapWorkloadIdentityRequest, context: Any
     ) -> pb.MapWorkloadIdentityResponse:
-        _not_built()
+        mapping = request.mapping
+        issuer = await self._issuers.map(
+            request.trusted_issuer, mapping.subject_pattern, mapping.service_account
+        )
+        return pb.MapWorkloadIdentityResponse(trusted_issuer=issuer_message(issuer))
 
     async def UnmapWorkloadIdentity(
         self, request: pb.UnmapWorkloadIdentityRequest, context: Any
     ) -> pb.UnmapWorkloadIdentityResponse:
-        _not_built()
+        issuer = await self._issuers.unmap(request.trusted_issuer, request.subject_pattern)
+        return pb.UnmapWorkloadIdentityResponse(trusted_issuer=issuer_message(issuer))

@@ -243,16 +243,13 @@ class IdentityServicer(pb_grpc.IdentityServiceServicer):
     async def CreateServiceToken(
         self, request: pb.CreateServiceTokenRequest, context: Any
     ) -> pb.CreateServiceTokenResponse:
-        if request.subject_token:
-            # Trusted issuers' tokens are not built yet: UNIMPLEMENTED rather than a
-            # token that ignores what was asked for.
-            raise NotImplementedError
         issued = await self._uc.service_accounts.issue_token(
             request.client_id,
             request.client_secret,
             list(request.scopes),
             request.audience,
             request.client_assertion,
+            request.subject_token,
         )
         return pb.CreateServiceTokenResponse(
             access_token=issued.token.token,

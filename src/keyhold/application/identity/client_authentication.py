@@ -1,6 +1,7 @@
 """How a service account proves itself to the client-credentials grant: its client
-secret, or a client assertion (RFC 7523 `private_key_jwt`) signed by one of its
-registered keys, short-lived and never presented before."""
+secret, a client assertion (RFC 7523 `private_key_jwt`) signed by one of its
+registered keys, short-lived and never presented before, or a token of a trusted
+external issuer whose subject is mapped to it."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import hmac
 from datetime import UTC, datetime
 
 from keyhold.application.identity.secrets import MAX_SECRET_LENGTH, secret_hash
+from keyhold.application.identity.workload_tokens import WorkloadTokens
 from keyhold.domain.clock import Clock
 from keyhold.domain.errors import FieldViolation, InvalidArgument, Unauthenticated
 from keyhold.domain.identity import DOMAIN
@@ -39,6 +41,7 @@ class ClientAuthentication:
         checks: AssertionChecks,
         replays: AssertionReplays,
         rules: AssertionRules,
+        workloads: WorkloadTokens,
         clock: Clock,
     ) -> None:
         self._lookup = lookup
@@ -46,20 +49,27 @@ class ClientAuthentication:
         self._checks = checks
         self._replays = replays
         self._rules = rules
+        self._workloads = workloads
         self._clock = clock
 
     async def account(
-        self, client_id: str, client_secret: str, client_assertion: str
+        self, client_id: str, client_secret: str, client_assertion: str, subject_token: str = ""
     ) -> ServiceAccount:
-        """The account `client_id` names, if the one credential given proves it."""
-        if client_secret and client_assertion:
+        """The account `client_id` names, if the one credential given proves it; with a
+        workload token, the account its subject is mapped to (`client_id`, if given,
+        must name that account)."""
+        if sum(map(bool, (client_secret, client_assertion, subject_token))) > 1:
             raise InvalidArgument(
                 "CLIENT_CREDENTIALS_AMBIGUOUS",
-                "give a client secret or a client assertion, not both",
-                [FieldViolation("client_assertion", "only without client_secret")],
+                "give one of a client secret, a client assertion and a subject token",
+                [FieldViolation("client_assertion", "only without the other credentials")],
                 domain=DOMAIN,
             )
-        if not client_id or len(client_id) > MAX_CLIENT_ID_LENGTH:
+        if len(client_id) > MAX_CLIENT_ID_LENGTH:
+            raise invalid_client()
+        if subject_token:
+            return await self._by_workload_token(client_id, subject_token)
+        if not client_id:
             raise invalid_client()
         if client_assertion:
             return await self._by_assertion(client_id, client_assertion)
@@ -76,6 +86,12 @@ class ClientAuthentication:
                 "this account accepts client assertions only",
                 domain=DOMAIN,
             )
+        return account
+
+    async def _by_workload_token(self, client_id: str, token: str) -> ServiceAccount:
+        account = await self._workloads.account(token)
+        if client_id and client_id != account.client_id:
+            raise invalid_client()
         return account
 
     async def _by_assertion(self, client_id: str, assertion: str) -> ServiceAccount:

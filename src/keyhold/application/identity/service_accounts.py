@@ -145,16 +145,21 @@ class ServiceAccounts:
         scopes: list[str],
         audience: str = "",
         client_assertion: str = "",
+        subject_token: str = "",
     ) -> ServiceToken:
         """A token for `audience` (Keyhold's own when empty) carrying the scopes asked
         for, or all the account is granted there when none are; the account proved by
-        its secret or by a client assertion."""
+        its secret, a client assertion or a trusted issuer's token."""
         audience = audience or self._audience
         details = {"client_id": client_id[:64], "audience": audience[:256]}
         if client_assertion:
             details["credential"] = "client_assertion"
+        elif subject_token:
+            details["credential"] = "subject_token"
         async with self._recorder.attempt(Action.SERVICE_TOKEN_CREATE, "", details) as attempt:
-            account = await self._clients.account(client_id, client_secret, client_assertion)
+            account = await self._clients.account(
+                client_id, client_secret, client_assertion, subject_token
+            )
             attempt.resource_name = account.name
             own = audience == self._audience
             if own:

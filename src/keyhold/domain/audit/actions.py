@@ -49,6 +49,10 @@ class Action(StrEnum):
     TOKEN_EXCHANGE = "identity.token.exchange"
     SERVICE_ACCOUNT_KEY_ADD = "identity.service_account_key.add"
     SERVICE_ACCOUNT_KEY_DELETE = "identity.service_account_key.delete"
+    TRUSTED_ISSUER_CREATE = "identity.trusted_issuer.create"
+    TRUSTED_ISSUER_DELETE = "identity.trusted_issuer.delete"
+    WORKLOAD_IDENTITY_MAP = "identity.workload_identity.map"
+    WORKLOAD_IDENTITY_UNMAP = "identity.workload_identity.unmap"
     PROVIDER_CREATE = "provider.provider.create"
     PROVIDER_UPDATE = "provider.provider.update"
     PROVIDER_DELETE = "provider.provider.delete"
@@ -168,6 +172,18 @@ REGISTRY: dict[Action, ActionInfo] = {
     ),
     Action.SERVICE_ACCOUNT_KEY_DELETE: ActionInfo(
         "service-account", _RESOURCES + "DeleteServiceAccountKey", "assertion key removed"
+    ),
+    Action.TRUSTED_ISSUER_CREATE: ActionInfo(
+        "trusted-issuer", _RESOURCES + "CreateTrustedIssuer", "external token issuer trusted"
+    ),
+    Action.TRUSTED_ISSUER_DELETE: ActionInfo(
+        "trusted-issuer", _RESOURCES + "DeleteTrustedIssuer", "issuer and its mappings removed"
+    ),
+    Action.WORKLOAD_IDENTITY_MAP: ActionInfo(
+        "trusted-issuer", _RESOURCES + "MapWorkloadIdentity", "subjects act as an account"
+    ),
+    Action.WORKLOAD_IDENTITY_UNMAP: ActionInfo(
+        "trusted-issuer", _RESOURCES + "UnmapWorkloadIdentity", "subject mapping removed"
     ),
     Action.PROVIDER_CREATE: ActionInfo("provider", _PROVIDER + "CreateProvider", "catalog"),
     Action.PROVIDER_UPDATE: ActionInfo("provider", _PROVIDER + "UpdateProvider", "catalog"),

@@ -45,33 +45,33 @@ def accepted_assertion(
 ) -> AcceptedAssertion:
     algorithm, key_id = header.get("alg"), header.get("kid")
     if algorithm not in ALGORITHMS:
-        raise _refused("ASSERTION_INVALID", "the assertion's algorithm is not accepted")
+        raise refused("ASSERTION_INVALID", "the assertion's algorithm is not accepted")
     if not isinstance(key_id, str) or not 0 < len(key_id) <= MAX_KID_LENGTH:
-        raise _refused("KEY_UNKNOWN", "the assertion names no key of this account")
+        raise refused("KEY_UNKNOWN", "the assertion names no key of this account")
     if claims.get("iss") != client_id or claims.get("sub") != client_id:
-        raise _refused("ASSERTION_INVALID", "iss and sub must both be the client id")
-    if not _names(claims.get("aud"), rules.audience):
-        raise _refused("ASSERTION_AUDIENCE", "the assertion is not addressed to Keyhold")
-    issued_at, expires_at = _time(claims.get("iat")), _time(claims.get("exp"))
+        raise refused("ASSERTION_INVALID", "iss and sub must both be the client id")
+    if not names_audience(claims.get("aud"), rules.audience):
+        raise refused("ASSERTION_AUDIENCE", "the assertion is not addressed to Keyhold")
+    issued_at, expires_at = numeric_date(claims.get("iat")), numeric_date(claims.get("exp"))
     if issued_at is None or expires_at is None:
-        raise _refused("ASSERTION_INVALID", "iat and exp must be numeric dates")
+        raise refused("ASSERTION_INVALID", "iat and exp must be numeric dates")
     if expires_at - issued_at > rules.max_lifetime_seconds:
-        raise _refused("ASSERTION_TOO_LONG_LIVED", "the assertion lives too long")
+        raise refused("ASSERTION_TOO_LONG_LIVED", "the assertion lives too long")
     if expires_at <= now - rules.leeway_seconds or issued_at > now + rules.leeway_seconds:
-        raise _refused("ASSERTION_EXPIRED", "the assertion is expired or not yet valid")
+        raise refused("ASSERTION_EXPIRED", "the assertion is expired or not yet valid")
     token_id = claims.get("jti")
     if not isinstance(token_id, str) or not 0 < len(token_id) <= MAX_JTI_LENGTH:
-        raise _refused("ASSERTION_INVALID", "the assertion needs a jti")
+        raise refused("ASSERTION_INVALID", "the assertion needs a jti")
     return AcceptedAssertion(key_id, token_id, expires_at)
 
 
-def _names(audience: object, expected: str) -> bool:
+def names_audience(audience: object, expected: str) -> bool:
     if isinstance(audience, str):
         return audience == expected
     return isinstance(audience, list) and len(audience) <= 16 and expected in audience
 
 
-def _time(value: object) -> int | None:
+def numeric_date(value: object) -> int | None:
     """A NumericDate (RFC 7519 §2, possibly fractional) in whole seconds, or None."""
     if isinstance(value, bool) or not isinstance(value, int | float):
         return None
@@ -80,7 +80,7 @@ def _time(value: object) -> int | None:
     return int(value)
 
 
-def _refused(reason: str, message: str) -> Unauthenticated:
+def refused(reason: str, message: str) -> Unauthenticated:
     return Unauthenticated(reason, message, domain=DOMAIN)
 
 
@@ -107,4 +107,4 @@ class AssertionReplays(Protocol):
 
 
 def replayed() -> Unauthenticated:
-    return _refused("ASSERTION_REPLAYED", "this assertion was presented before")
+    return refused("ASSERTION_REPLAYED", "this assertion was presented before")
