@@ -1,8 +1,11 @@
 """Keyhold's client library for other services.
 
-- `ServiceAccountCredentials`: a service account's token, obtained with the
-  client-credentials grant, cached, renewed before it expires (one request however many
-  calls are waiting), attached to calls as gRPC call credentials.
+- `ServiceAccountCredentials`: a service account's token, cached, renewed before it
+  expires (one request however many calls are waiting), attached to calls as gRPC call
+  credentials. The account proves itself by its client secret (`from_secret`), by a
+  client assertion signed with its private key (`from_private_key`), or by a token of
+  an issuer Keyhold trusts read from a file it re-reads when rotated
+  (`from_token_file`); each for an audience of the caller's choice.
 - `keyhold_channel`: a grpc.aio channel to Keyhold or to any service that accepts
   Keyhold tokens, with those credentials attached.
 - `tls_channel_credentials`: TLS channel credentials (server CA, client certificate for
