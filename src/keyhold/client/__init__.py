@@ -6,6 +6,8 @@
   client assertion signed with its private key (`from_private_key`), or by a token of
   an issuer Keyhold trusts read from a file it re-reads when rotated
   (`from_token_file`); each for an audience of the caller's choice.
+- `OnBehalfOf`: tokens to call another service on a user's behalf, exchanged for the
+  user's token (ExchangeToken) and cached in a bounded LRU until shortly before expiry.
 - `keyhold_channel`: a grpc.aio channel to Keyhold or to any service that accepts
   Keyhold tokens, with those credentials attached.
 - `tls_channel_credentials`: TLS channel credentials (server CA, client certificate for
@@ -19,10 +21,12 @@
 from keyhold.client.channels import keyhold_channel
 from keyhold.client.credentials import ServiceAccountCredentials
 from keyhold.client.interceptor import RequireKeyholdToken, current_principal
+from keyhold.client.on_behalf_of import OnBehalfOf
 from keyhold.client.tls import tls_channel_credentials
 from keyhold.client.verifier import TokenVerifier
 
 __all__ = [
+    "OnBehalfOf",
     "RequireKeyholdToken",
     "ServiceAccountCredentials",
     "TokenVerifier",
