@@ -16,7 +16,7 @@ from keyhold.identity.v1 import identity_service_pb2 as pb
 from keyhold.identity.v1 import identity_service_pb2_grpc as pb_grpc
 
 
-class _Proof(Protocol):
+class Proof(Protocol):
     """How the account proves itself: the fields of a CreateServiceTokenRequest."""
 
     async def fields(self) -> dict[str, str]: ...
@@ -61,23 +61,29 @@ class ServiceAccountCredentials:
 
     def __init__(
         self,
-        client_id: str,
-        client_secret: str,
+        client_id: str = "",
+        client_secret: str = "",
         scopes: Sequence[str] = (),
         *,
         audience: str = "",
         renew_before_seconds: float = 60.0,
         timeout_seconds: float = 10.0,
         monotonic: Callable[[], float] = time.monotonic,
+        proof: Proof | None = None,
     ) -> None:
-        self._setup(
-            _Secret(client_id, client_secret),
-            scopes,
-            audience,
-            renew_before_seconds,
-            timeout_seconds,
-            monotonic,
-        )
+        """`proof`: how the account proves itself, instead of `client_id` and
+        `client_secret` (the alternative constructors below pass it)."""
+        self._proof = proof or _Secret(client_id, client_secret)
+        self._scopes = list(scopes)
+        self._audience = audience
+        self._renew_before = renew_before_seconds
+        self._timeout = timeout_seconds
+        self._monotonic = monotonic
+        self._token = ""
+        self._renew_at = 0.0
+        self._lock: asyncio.Lock | None = None
+        self._stub: Any = None
+        self.requests = 0  # CreateServiceToken calls made, for observability
 
     @classmethod
     def from_secret(
@@ -131,13 +137,13 @@ class ServiceAccountCredentials:
             keyhold_issuer,
             lifetime_seconds=assertion_lifetime_seconds,
         )
-        return cls._with(
-            _Assertion(client_id, signer),
-            scopes,
-            audience,
-            renew_before_seconds,
-            timeout_seconds,
-            monotonic,
+        return cls(
+            scopes=scopes,
+            audience=audience,
+            renew_before_seconds=renew_before_seconds,
+            timeout_seconds=timeout_seconds,
+            monotonic=monotonic,
+            proof=_Assertion(client_id, signer),
         )
 
     @classmethod
@@ -157,51 +163,14 @@ class ServiceAccountCredentials:
         Keyhold maps its subject to the account, so `client_id` may stay empty. Each
         renewal sends the file's current content, read again only if the file changed
         since the last renewal (see `TokenFile`)."""
-        return cls._with(
-            _SubjectToken(client_id, TokenFile(path)),
-            scopes,
-            audience,
-            renew_before_seconds,
-            timeout_seconds,
-            monotonic,
+        return cls(
+            scopes=scopes,
+            audience=audience,
+            renew_before_seconds=renew_before_seconds,
+            timeout_seconds=timeout_seconds,
+            monotonic=monotonic,
+            proof=_SubjectToken(client_id, TokenFile(path)),
         )
-
-    @classmethod
-    def _with(
-        cls,
-        proof: _Proof,
-        scopes: Sequence[str],
-        audience: str,
-        renew_before_seconds: float,
-        timeout_seconds: float,
-        monotonic: Callable[[], float],
-    ) -> Self:
-        credentials = cls.__new__(cls)
-        credentials._setup(
-            proof, scopes, audience, renew_before_seconds, timeout_seconds, monotonic
-        )
-        return credentials
-
-    def _setup(
-        self,
-        proof: _Proof,
-        scopes: Sequence[str],
-        audience: str,
-        renew_before_seconds: float,
-        timeout_seconds: float,
-        monotonic: Callable[[], float],
-    ) -> None:
-        self._proof = proof
-        self._scopes = list(scopes)
-        self._audience = audience
-        self._renew_before = renew_before_seconds
-        self._timeout = timeout_seconds
-        self._monotonic = monotonic
-        self._token = ""
-        self._renew_at = 0.0
-        self._lock: asyncio.Lock | None = None
-        self._stub: Any = None
-        self.requests = 0  # CreateServiceToken calls made, for observability
 
     def bind(self, channel: grpc.aio.Channel) -> None:
         """The channel to Keyhold on which tokens are requested (without credentials)."""
