@@ -326,6 +326,95 @@ async def introspect_repeat(target: Target) -> CallSpec:
     return CallSpec.of(spec.method, spec.requests[0], spec.metadata)
 
 
+ASSERTIONS = 30_000
+
+
+@scenario(
+    "service-token-assertion",
+    "keyhold",
+    "IdentityService/CreateServiceToken with a private_key_jwt client assertion (ES256), "
+    "a fresh one each call: signature check and the once-only record",
+)
+async def service_token_assertion(target: Target) -> CallSpec:
+    import jwt
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    app = target._tokens()
+    account, _ = await app.identity.service_accounts.create("bench-keyless", ["audit.read"])
+    key = ec.generate_private_key(ec.SECP256R1())
+    public = json.loads(jwt.algorithms.ECAlgorithm.to_jwk(key.public_key()))
+    await app.identity.account_keys.add(
+        account.name, json.dumps({**public, "kid": "bench", "alg": "ES256"})
+    )
+    now = int(dt.datetime.now(dt.UTC).timestamp())
+    claims = {"iss": account.client_id, "sub": account.client_id, "aud": app.settings.issuer}
+    requests = [
+        identity_pb.CreateServiceTokenRequest(
+            client_id=account.client_id,
+            client_assertion=jwt.encode(
+                {**claims, "iat": now, "exp": now + 300, "jti": secrets.token_hex(12)},
+                key,
+                "ES256",
+                {"kid": "bench"},
+            ),
+        ).SerializeToString()
+        for _ in range(ASSERTIONS)
+    ]
+    check = await target.identity.CreateServiceToken(
+        identity_pb.CreateServiceTokenRequest.FromString(requests.pop()), timeout=10.0
+    )
+    assert check.access_token, check
+    return CallSpec.of(IDENTITY + "CreateServiceToken", requests)
+
+
+EXCHANGED_TOKENS = 20_000
+
+
+@scenario(
+    "exchange",
+    "keyhold",
+    "IdentityService/ExchangeToken: a service exchanges a user's token (a different one "
+    "each call) for one to call another API resource on the user's behalf",
+)
+async def exchange(target: Target) -> CallSpec:
+    from keyhold.application.identity.api_resources import Definition
+
+    app = target._tokens()
+    resources = app.identity.api_resources
+    audience = f"reports-{secrets.token_hex(3)}.internal"
+    resource = await resources.create(
+        audience.split(".")[0],
+        Definition(
+            "Reports", audience, {"reports.read": "read"}, {"viewer": frozenset({"reports.read"})}
+        ),
+    )
+    email = await _bench_user(target)
+    session = await target.identity.CreateSession(
+        identity_pb.CreateSessionRequest(email=email, password=BENCH_PASSWORD), timeout=10.0
+    )
+    user = session.session.user
+    await resources.grant_roles(user, resource.name, ["viewer"])
+    front, secret = await app.identity.service_accounts.create("bench-front", [])
+    await resources.set_exchange_grant(front.name, resource.name, ["reports.read"])
+    caller = await app.identity.service_accounts.issue_token(front.client_id, secret, [])
+    metadata = bearer(caller.token.token)
+    session_id = session.session.name.removeprefix("sessions/")
+    requests = [
+        identity_pb.ExchangeTokenRequest(
+            subject_token=app.identity.access_tokens.issue(
+                subject=user, session_id=session_id
+            ).token,
+            audience=audience,
+        ).SerializeToString()
+        for _ in range(EXCHANGED_TOKENS)
+    ]
+    check = await target.identity.ExchangeToken(
+        identity_pb.ExchangeTokenRequest.FromString(requests[0]), metadata=metadata, timeout=10.0
+    )
+    assert list(check.scopes) == ["reports.read"], check
+    return CallSpec.of(IDENTITY + "ExchangeToken", requests, metadata)
+
+
 REFRESH_TOKENS = 30_000
 
 
