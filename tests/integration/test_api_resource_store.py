@@ -17,6 +17,7 @@ from keyhold.adapters.persistence.database import Database
 from keyhold.adapters.persistence.unit_of_work import SqlUnitOfWork
 from keyhold.domain.errors import AlreadyExists
 from keyhold.domain.identity.api_resources import ApiResource, api_resource
+from keyhold.domain.identity.grants import ExchangeTerms
 from keyhold.domain.identity.service_accounts import ServiceAccount
 from keyhold.domain.identity.users import User, UserState
 from tests.support.audit import audit_stack
@@ -82,6 +83,19 @@ async def test_a_definition_reads_back_as_stored(database: Database) -> None:
         assert await uow.api_resources.grants_using("reports") == 3
 
 
+async def test_the_terms_of_an_exchange_are_read_at_once(database: Database) -> None:
+    await _seed(database)
+    async with SqlUnitOfWork(database, _SEALER, atomic=False) as uow:
+        terms = await uow.grants.exchange_terms("acct", "ada", "reports.internal")
+        assert terms == ExchangeTerms(
+            "reports", frozenset({"reports.write"}), {"reports:viewer": frozenset({"reports.read"})}
+        )
+        assert terms.user_scopes == {"reports.read"}
+        stranger = await uow.grants.exchange_terms("nobody", "nobody", "reports.internal")
+        assert stranger == ExchangeTerms("reports", frozenset(), {})
+        assert await uow.grants.exchange_terms("acct", "ada", "billing.internal") is None
+
+
 async def test_a_removed_scope_leaves_its_roles_and_grants(database: Database) -> None:
     await _seed(database)
     narrowed = replace(
@@ -95,7 +109,9 @@ async def test_a_removed_scope_leaves_its_roles_and_grants(database: Database) -
         assert await uow.api_resources.get("reports") == narrowed
         assert await uow.grants.account_scopes(["acct"]) == {}
         assert await uow.grants.user_roles("ada") == {}  # its role went with the scope
-        assert await uow.grants.exchange_scopes("acct", "reports") == {"reports.write"}
+        terms = await uow.grants.exchange_terms("acct", "ada", "reports.internal")
+        assert terms is not None
+        assert terms.delegable == {"reports.write"}
 
 
 async def test_a_deleted_resource_takes_every_grant_with_it(database: Database) -> None:
@@ -104,7 +120,7 @@ async def test_a_deleted_resource_takes_every_grant_with_it(database: Database) 
         assert await uow.api_resources.delete("reports")
     async with SqlUnitOfWork(database, _SEALER, atomic=False) as uow:
         assert await uow.api_resources.get("reports") is None
-        assert await uow.grants.exchange_scopes("acct", "reports") == frozenset()
+        assert await uow.grants.exchange_terms("acct", "ada", "reports.internal") is None
         assert await uow.grants.user_roles("ada") == {}
         assert await uow.api_resources.grants_using("reports") == 0
 

@@ -67,24 +67,24 @@ class TokenExchange:
             attempt.resource_name = subject.subject
             chain = delegated_chain(subject.actor_chain, caller.subject, self._max_depth)
             attempt.details["actors"] = ",".join(chain)
+            if audience == self._audience:
+                raise audience_unknown()
+            user_id = subject.subject.removeprefix("users/")
             async with self._unit_of_work(atomic=False) as uow:
-                resource = await uow.api_resources.by_audience(audience)
-                if resource is None or audience == self._audience:
-                    raise audience_unknown()
-                delegable = await uow.grants.exchange_scopes(account_id, resource.id)
-                user_id = subject.subject.removeprefix("users/")
-                roles = (await uow.grants.user_roles(user_id)).get(resource.id, frozenset())
-            if not delegable:
+                terms = await uow.grants.exchange_terms(account_id, user_id, audience)
+            if terms is None:
+                raise audience_unknown()
+            if not terms.delegable:
                 raise PermissionDenied(
                     "EXCHANGE_NOT_GRANTED",
-                    f"this service may not exchange tokens for {resource.name}",
+                    f"this service may not exchange tokens for api-resources/{terms.resource_id}",
                     domain=DOMAIN,
                 )
-            granted = exchanged_scopes(frozenset(scopes), resource.scopes_of(roles), delegable)
+            granted = exchanged_scopes(frozenset(scopes), terms.user_scopes, terms.delegable)
             attempt.details["scopes"] = ",".join(sorted(granted))
             token = self._tokens.issue(
                 subject=subject.subject,
-                roles=roles,
+                roles=terms.roles,
                 scopes=granted,
                 session_id=subject.session_id,
                 audience=audience,

@@ -5,10 +5,28 @@ resource are the accounts' `scopes` and the users' `roles`, kept on their rows."
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Protocol
 
 # resource id → the scopes (or roles) held there
 HeldByResource = Mapping[str, frozenset[str]]
+
+
+@dataclass(frozen=True, slots=True)
+class ExchangeTerms:
+    """What bounds a token exchange for one user at one API resource."""
+
+    resource_id: str
+    delegable: frozenset[str]  # what the calling account may delegate there
+    role_scopes: Mapping[str, frozenset[str]]  # the user's roles there → their scopes
+
+    @property
+    def roles(self) -> frozenset[str]:
+        return frozenset(self.role_scopes)
+
+    @property
+    def user_scopes(self) -> frozenset[str]:
+        return frozenset().union(*self.role_scopes.values())
 
 
 class GrantRepository(Protocol):
@@ -38,8 +56,11 @@ class GrantRepository(Protocol):
         self, user_id: str, resource_id: str, roles: frozenset[str]
     ) -> None: ...
 
-    async def exchange_scopes(self, account_id: str, resource_id: str) -> frozenset[str]:
-        """What the account may delegate there by token exchange; empty when nothing."""
+    async def exchange_terms(
+        self, account_id: str, user_id: str, audience: str
+    ) -> ExchangeTerms | None:
+        """The terms of an exchange by the account for the user at the API resource
+        whose audience is `audience`, in one read; None when no resource has it."""
         ...
 
     async def set_exchange_scopes(

@@ -7,16 +7,61 @@ from collections import defaultdict
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Table, delete, select
+from sqlalchemy import (
+    String,
+    Table,
+    and_,
+    bindparam,
+    cast,
+    delete,
+    literal,
+    null,
+    select,
+    union_all,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from keyhold.adapters.persistence.tables import (
+    api_resource_role_scopes,
+    api_resources,
     service_account_scope_grants,
     token_exchange_grants,
     user_role_grants,
 )
-from keyhold.domain.identity.grants import HeldByResource
+from keyhold.domain.identity.grants import ExchangeTerms, HeldByResource
+
+
+def _exchange_terms() -> Any:
+    """One row naming the resource, one per scope the account may delegate there, and
+    one per (role, scope) the user's roles there bundle (scope NULL for a role that
+    bundles none)."""
+    resource, delegated, held, bundled = (
+        api_resources.c,
+        token_exchange_grants.c,
+        user_role_grants.c,
+        api_resource_role_scopes.c,
+    )
+    audience = bindparam("audience", type_=String())
+    nothing = cast(null(), String)
+    return union_all(
+        select(literal("resource").label("kind"), resource.id, nothing).where(
+            resource.audience == audience
+        ),
+        select(literal("delegable"), delegated.scope, nothing)
+        .join_from(token_exchange_grants, api_resources, delegated.resource_id == resource.id)
+        .where(resource.audience == audience, delegated.account_id == bindparam("account_id")),
+        select(literal("role"), held.role, bundled.scope)
+        .join_from(user_role_grants, api_resources, held.resource_id == resource.id)
+        .outerjoin(
+            api_resource_role_scopes,
+            and_(bundled.resource_id == held.resource_id, bundled.role == held.role),
+        )
+        .where(resource.audience == audience, held.user_id == bindparam("user_id")),
+    )
+
+
+_EXCHANGE_TERMS = _exchange_terms()
 
 
 class SqlGrantRepository:
@@ -96,12 +141,30 @@ class SqlGrantRepository:
     ) -> None:
         await self._remove(user_role_grants, "user_id", user_id, resource_id, "role", roles)
 
-    async def exchange_scopes(self, account_id: str, resource_id: str) -> frozenset[str]:
-        t = token_exchange_grants.c
-        found = await self._connection.scalars(
-            select(t.scope).where(t.account_id == account_id, t.resource_id == resource_id)
+    async def exchange_terms(
+        self, account_id: str, user_id: str, audience: str
+    ) -> ExchangeTerms | None:
+        rows = await self._connection.execute(
+            _EXCHANGE_TERMS,
+            {"audience": audience, "account_id": account_id, "user_id": user_id},
         )
-        return frozenset(found)
+        resource_id = ""
+        delegable: set[str] = set()
+        role_scopes: dict[str, set[str]] = defaultdict(set)
+        for kind, name, scope in rows:
+            if kind == "resource":
+                resource_id = name
+            elif kind == "delegable":
+                delegable.add(name)
+            else:
+                role_scopes[name].update(() if scope is None else (scope,))
+        if not resource_id:
+            return None
+        return ExchangeTerms(
+            resource_id,
+            frozenset(delegable),
+            {role: frozenset(scopes) for role, scopes in role_scopes.items()},
+        )
 
     async def set_exchange_scopes(
         self, account_id: str, resource_id: str, scopes: frozenset[str]
