@@ -16,6 +16,7 @@ from keyhold.adapters.data import common_passwords
 from keyhold.adapters.notices.log import LoggedAccountNotices
 from keyhold.adapters.oauth.egress_transport import EgressTransport, Resolver, verifying_context
 from keyhold.adapters.oauth.issuer_keys import PublishedIssuerKeys
+from keyhold.adapters.persistence.identity.account_keys import SqlAccountKeyLookup
 from keyhold.adapters.persistence.identity.assertion_replays import SqlAssertionReplays
 from keyhold.adapters.persistence.identity.login_failures import SqlLoginFailureStore
 from keyhold.adapters.persistence.identity.refresh_rotation import SqlRefreshTokenRotator
@@ -140,7 +141,7 @@ def client_authentication_for(
     checks = JwtAssertions()
     return ClientAuthentication(
         accounts,
-        unit_of_work,
+        SqlAccountKeyLookup(platform.database),
         checks,
         replays,
         AssertionRules(

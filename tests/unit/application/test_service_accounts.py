@@ -42,6 +42,15 @@ class NoAssertionsSeen:
         return 0
 
 
+class NoAccountKeys:
+    """Account keys for tests that present no client assertion."""
+
+    async def account_with_key(
+        self, client_id: str, key_id: str
+    ) -> tuple[ServiceAccount, PublicKey | None] | None:
+        return None
+
+
 class NoIssuerKeys:
     """Trusted issuers' keys for tests that present no workload token."""
 
@@ -53,7 +62,7 @@ class NoIssuerKeys:
 def accounts(ports: Ports) -> ServiceAccounts:
     clients = ClientAuthentication(
         ports.account_lookup,
-        ports.unit_of_work,
+        NoAccountKeys(),
         JwtAssertions(),
         NoAssertionsSeen(),
         AssertionRules(audience="https://keyhold.test", max_lifetime_seconds=300, leeway_seconds=0),

@@ -11,6 +11,7 @@ from typing import Any
 
 import jwt
 
+from keyhold.domain.bounded import BoundedMap
 from keyhold.domain.errors import Unauthenticated
 from keyhold.domain.identity import DOMAIN
 from keyhold.domain.identity.account_keys import PublicKey
@@ -21,6 +22,12 @@ def _invalid(message: str) -> Unauthenticated:
 
 
 class JwtAssertions:
+    """`capacity` bounds the parsed keys kept, by their JWK text: parsing a JWK is most
+    of a check's work, and a key's text names the key, so a kept one is never stale."""
+
+    def __init__(self, capacity: int = 1024) -> None:
+        self._parsed: BoundedMap[str, jwt.PyJWK] = BoundedMap(capacity)
+
     def header(self, assertion: str) -> Mapping[str, object]:
         """The header, unverified: which key to check the assertion with."""
         try:
@@ -40,7 +47,10 @@ class JwtAssertions:
     def claims(self, assertion: str, key: PublicKey) -> Mapping[str, object]:
         """The claims of an assertion signed by `key`, with `key`'s algorithm."""
         try:
-            verifying = jwt.PyJWK(json.loads(key.public_jwk))
+            verifying = self._parsed.get(key.public_jwk)
+            if verifying is None:
+                verifying = jwt.PyJWK(json.loads(key.public_jwk))
+                self._parsed.put(key.public_jwk, verifying)
             claims: dict[str, Any] = jwt.decode(
                 assertion,
                 verifying.key,

@@ -13,7 +13,7 @@ from keyhold.application.identity.workload_tokens import WorkloadTokens
 from keyhold.domain.clock import Clock
 from keyhold.domain.errors import FieldViolation, InvalidArgument, Unauthenticated
 from keyhold.domain.identity import DOMAIN
-from keyhold.domain.identity.account_keys import KEY_ID
+from keyhold.domain.identity.account_keys import KEY_ID, AccountKeyLookup
 from keyhold.domain.identity.client_assertions import (
     AssertionChecks,
     AssertionReplays,
@@ -22,7 +22,6 @@ from keyhold.domain.identity.client_assertions import (
     replayed,
 )
 from keyhold.domain.identity.service_accounts import ServiceAccount, ServiceAccountLookup
-from keyhold.domain.unit_of_work import UnitOfWorkFactory
 
 _NO_SECRET = bytes(32)
 MAX_CLIENT_ID_LENGTH = 64
@@ -37,7 +36,7 @@ class ClientAuthentication:
     def __init__(
         self,
         lookup: ServiceAccountLookup,
-        unit_of_work: UnitOfWorkFactory,
+        keys: AccountKeyLookup,
         checks: AssertionChecks,
         replays: AssertionReplays,
         rules: AssertionRules,
@@ -45,7 +44,7 @@ class ClientAuthentication:
         clock: Clock,
     ) -> None:
         self._lookup = lookup
-        self._unit_of_work = unit_of_work
+        self._keys = keys
         self._checks = checks
         self._replays = replays
         self._rules = rules
@@ -95,20 +94,18 @@ class ClientAuthentication:
         return account
 
     async def _by_assertion(self, client_id: str, assertion: str) -> ServiceAccount:
-        account = await self._lookup.by_client_id(client_id)
-        if account is None:
-            raise invalid_client()
         header = self._checks.header(assertion)
         key_id = header.get("kid")
-        key = None
-        if isinstance(key_id, str) and KEY_ID.match(key_id):
-            async with self._unit_of_work(atomic=False) as uow:
-                key = await uow.account_keys.get(account.id, key_id)
+        named = key_id if isinstance(key_id, str) and KEY_ID.match(key_id) else ""
+        found = await self._keys.account_with_key(client_id, named)
+        if found is None:
+            raise invalid_client()
+        account, key = found
         if key is None:
             raise Unauthenticated(
                 "KEY_UNKNOWN", "the assertion names no key of this account", domain=DOMAIN
             )
-        claims = self._checks.claims(assertion, key.key)
+        claims = self._checks.claims(assertion, key)
         accepted = accepted_assertion(
             header, claims, client_id, self._rules, self._clock.timestamp()
         )

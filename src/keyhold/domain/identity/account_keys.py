@@ -10,7 +10,7 @@ from typing import Protocol
 
 from keyhold.domain.errors import AlreadyExists, FieldViolation, InvalidArgument, NotFound
 from keyhold.domain.identity import DOMAIN
-from keyhold.domain.identity.service_accounts import ACCOUNT_ID
+from keyhold.domain.identity.service_accounts import ACCOUNT_ID, ServiceAccount
 
 KEY_ID = re.compile(r"^[A-Za-z0-9._-]{1,128}\Z")
 MAX_KEYS_PER_ACCOUNT = 20
@@ -97,3 +97,14 @@ class AccountKeyRepository(Protocol):
         ...
 
     async def delete(self, account_id: str, key_id: str) -> bool: ...
+
+
+class AccountKeyLookup(Protocol):
+    """A read outside a unit of work, for the client-assertion grant."""
+
+    async def account_with_key(
+        self, client_id: str, key_id: str
+    ) -> tuple[ServiceAccount, PublicKey | None] | None:
+        """The account `client_id` names and its key `key_id` (None when it has no such
+        key), in one read; None when no account has that client id."""
+        ...

@@ -15,7 +15,7 @@ from keyhold.adapters.persistence.tables import service_accounts
 from keyhold.domain.identity.service_accounts import ServiceAccount
 
 
-def _account(row: Row[Any]) -> ServiceAccount:
+def account_of(row: Row[Any]) -> ServiceAccount:
     return ServiceAccount(
         id=row.id,
         client_id=row.client_id,
@@ -46,12 +46,12 @@ class SqlServiceAccountRepository:
     async def get(self, account_id: str) -> ServiceAccount | None:
         query = select(service_accounts).where(service_accounts.c.id == account_id)
         row = (await self._connection.execute(query)).first()
-        return _account(row) if row else None
+        return account_of(row) if row else None
 
     async def by_client_id(self, client_id: str) -> ServiceAccount | None:
         query = select(service_accounts).where(service_accounts.c.client_id == client_id)
         row = (await self._connection.execute(query)).first()
-        return _account(row) if row else None
+        return account_of(row) if row else None
 
     async def page(self, after: tuple[str, str] | None, limit: int) -> list[ServiceAccount]:
         c = service_accounts.c
@@ -61,7 +61,7 @@ class SqlServiceAccountRepository:
             query = query.where(
                 or_(c.created_at > created, and_(c.created_at == created, c.id > after[1]))
             )
-        return [_account(row) for row in await self._connection.execute(query)]
+        return [account_of(row) for row in await self._connection.execute(query)]
 
     async def update(self, account: ServiceAccount) -> None:
         await self._connection.execute(
@@ -101,7 +101,7 @@ class SqlServiceAccountLookup:
 
     async def by_client_id(self, client_id: str) -> ServiceAccount | None:
         row = await self._first(_BY_CLIENT_ID, {"client_id": client_id})
-        return _account(row) if row else None
+        return account_of(row) if row else None
 
     async def exists(self, account_id: str) -> bool:
         return await self._first(_EXISTS, {"account_id": account_id}) is not None
