@@ -287,6 +287,31 @@ async def service_token(target: Target) -> CallSpec:
     return CallSpec.of(IDENTITY + "CreateServiceToken", request.SerializeToString())
 
 
+@scenario(
+    "service-token-audience",
+    "keyhold",
+    "CreateServiceToken (client credentials) for another API resource's audience, with "
+    "the scopes granted there: the call a fleet's services make",
+)
+async def service_token_audience(target: Target) -> CallSpec:
+    from keyhold.application.identity.api_resources import Definition
+
+    app = target._tokens()
+    suffix = secrets.token_hex(3)
+    audience = f"billing-{suffix}.internal"
+    resource = await app.identity.api_resources.create(
+        f"billing-{suffix}", Definition("Billing", audience, {"billing.read": "read"}, {})
+    )
+    account, secret = await app.identity.service_accounts.create("bench-fleet", [])
+    await app.identity.api_resources.grant_scopes(account.name, resource.name, ["billing.read"])
+    request = identity_pb.CreateServiceTokenRequest(
+        client_id=account.client_id, client_secret=secret, audience=audience
+    )
+    check = await target.identity.CreateServiceToken(request, timeout=10.0)
+    assert list(check.scopes) == ["billing.read"], check
+    return CallSpec.of(IDENTITY + "CreateServiceToken", request.SerializeToString())
+
+
 INTROSPECTED_TOKENS = 20_000
 
 

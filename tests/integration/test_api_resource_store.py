@@ -96,6 +96,14 @@ async def test_the_terms_of_an_exchange_are_read_at_once(database: Database) -> 
         assert await uow.grants.exchange_terms("acct", "ada", "billing.internal") is None
 
 
+async def test_an_accounts_grant_at_an_audience_is_read_at_once(database: Database) -> None:
+    await _seed(database)
+    async with SqlUnitOfWork(database, _SEALER, atomic=False) as uow:
+        assert await uow.grants.account_scopes_at("acct", "reports.internal") == {"reports.read"}
+        assert await uow.grants.account_scopes_at("nobody", "reports.internal") == frozenset()
+        assert await uow.grants.account_scopes_at("acct", "billing.internal") is None
+
+
 async def test_a_removed_scope_leaves_its_roles_and_grants(database: Database) -> None:
     await _seed(database)
     narrowed = replace(

@@ -184,8 +184,7 @@ class ServiceAccounts:
     async def _granted_at(self, account: ServiceAccount, audience: str) -> frozenset[str]:
         """What `account` is granted on the API resource whose audience is `audience`."""
         async with self._unit_of_work(atomic=False) as uow:
-            resource = await uow.api_resources.by_audience(audience)
-            if resource is None:
-                raise audience_unknown()
-            held = await uow.grants.account_scopes([account.id])
-        return held.get(account.id, {}).get(resource.id, frozenset())
+            held = await uow.grants.account_scopes_at(account.id, audience)
+        if held is None:
+            raise audience_unknown()
+        return held

@@ -56,6 +56,11 @@ class GrantRepository(Protocol):
         self, user_id: str, resource_id: str, roles: frozenset[str]
     ) -> None: ...
 
+    async def account_scopes_at(self, account_id: str, audience: str) -> frozenset[str] | None:
+        """The account's scope grant at the API resource whose audience is `audience`, in
+        one read; None when no resource has it."""
+        ...
+
     async def exchange_terms(
         self, account_id: str, user_id: str, audience: str
     ) -> ExchangeTerms | None:

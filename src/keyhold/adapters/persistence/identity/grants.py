@@ -64,6 +64,21 @@ def _exchange_terms() -> Any:
 _EXCHANGE_TERMS = _exchange_terms()
 
 
+def _account_scopes_at() -> Any:
+    """One row naming the resource, and one per scope the account is granted there."""
+    resource, granted = api_resources.c, service_account_scope_grants.c
+    audience = bindparam("audience", type_=String())
+    return union_all(
+        select(literal("resource").label("kind"), resource.id).where(resource.audience == audience),
+        select(literal("scope"), granted.scope)
+        .join_from(service_account_scope_grants, api_resources, granted.resource_id == resource.id)
+        .where(resource.audience == audience, granted.account_id == bindparam("account_id")),
+    )
+
+
+_ACCOUNT_SCOPES_AT = _account_scopes_at()
+
+
 class SqlGrantRepository:
     def __init__(self, connection: AsyncConnection) -> None:
         self._connection = connection
@@ -140,6 +155,16 @@ class SqlGrantRepository:
         self, user_id: str, resource_id: str, roles: frozenset[str]
     ) -> None:
         await self._remove(user_role_grants, "user_id", user_id, resource_id, "role", roles)
+
+    async def account_scopes_at(self, account_id: str, audience: str) -> frozenset[str] | None:
+        rows = list(
+            await self._connection.execute(
+                _ACCOUNT_SCOPES_AT, {"audience": audience, "account_id": account_id}
+            )
+        )
+        if not any(kind == "resource" for kind, _ in rows):
+            return None
+        return frozenset(name for kind, name in rows if kind == "scope")
 
     async def exchange_terms(
         self, account_id: str, user_id: str, audience: str
