@@ -115,9 +115,10 @@ async def test_only_the_registered_key_signs(server: Server, signer: Signer) -> 
     assert await _refused(channel, signer.client_id, client_assertion=unknown.assertion()) == (
         "UNAUTHENTICATED KEY_UNKNOWN"
     )
-    assert await _refused(channel, signer.client_id, client_assertion="not.a.jwt") == (
-        "UNAUTHENTICATED ASSERTION_INVALID"
-    )
+    for junk in ("not.a.jwt", "W1tbW1tb.e30.AA", jwt.utils.base64url_encode(b"[" * 9000).decode()):
+        assert await _refused(channel, signer.client_id, client_assertion=junk + ".e30.AA") == (
+            "UNAUTHENTICATED ASSERTION_INVALID"
+        )
     assert await _refused(
         channel, "khc_nobody", client_assertion=signer.assertion(iss="khc_nobody", sub="khc_nobody")
     ) == ("UNAUTHENTICATED INVALID_CLIENT")

@@ -185,7 +185,10 @@ def test_a_set_keeps_public_signing_keys_with_their_algorithm() -> None:
     assert {kid: key.algorithm for kid, key in read.items()} == {"es": "ES256", "ed": "EdDSA"}
 
 
-@pytest.mark.parametrize("text", ["", "[]", '{"keys": {}}', '{"keys": []}', "{"])
+@pytest.mark.parametrize(
+    "text",
+    ["", "[]", '{"keys": {}}', '{"keys": []}', "{", "[" * 60_000, '{"keys": ' + "[" * 60_000],
+)
 def test_a_set_without_a_usable_key_is_refused(text: str) -> None:
     with pytest.raises(InvalidArgument) as caught:
         PyJwtJwkSets().read(text)

@@ -31,7 +31,7 @@ class PyJwtJwkSets:
     def read(self, jwks_text: str) -> dict[str, PublicKey]:
         try:
             document: Any = json.loads(jwks_text)
-        except ValueError:
+        except (ValueError, RecursionError):
             raise _invalid() from None
         listed = document.get("keys") if isinstance(document, dict) else None
         if not isinstance(listed, list):
