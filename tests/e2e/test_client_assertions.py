@@ -171,3 +171,48 @@ async def test_an_account_that_refuses_secrets_takes_assertions_only(
     assert rich_error(caught.value).reason == "UPDATE_MASK_INVALID"
     # The signer's account still takes its assertions.
     assert await _token(channel, signer.client_id, client_assertion=signer.assertion())
+
+
+async def test_a_removed_key_signs_nothing_more_on_either_engine(
+    any_server: Server,
+) -> None:
+    app, channel = any_server
+    account, _ = await app.identity.service_accounts.create("keyless", ["audit.read"])
+    key = ec.generate_private_key(ec.SECP256R1())
+    jwk = json.loads(jwt.algorithms.ECAlgorithm.to_jwk(key.public_key()))
+    added = await app.identity.account_keys.add(
+        account.name, json.dumps({**jwk, "kid": "k1", "alg": "ES256"})
+    )
+    signer = Signer(account.client_id, key, "k1")
+    first = signer.assertion()
+    assert await _token(channel, signer.client_id, client_assertion=first)
+    assert await _refused(channel, signer.client_id, client_assertion=first) == (
+        "UNAUTHENTICATED ASSERTION_REPLAYED"
+    )
+    assert await _token(channel, signer.client_id, client_assertion=signer.assertion())
+    await app.identity.account_keys.delete(added.name)
+    # The key was in use a moment ago; removing it takes effect with the next assertion.
+    assert await _refused(channel, signer.client_id, client_assertion=signer.assertion()) == (
+        "UNAUTHENTICATED KEY_UNKNOWN"
+    )
+    # Registered again under the same kid, a new key signs; the old one does not.
+    other = ec.generate_private_key(ec.SECP256R1())
+    other_jwk = json.loads(jwt.algorithms.ECAlgorithm.to_jwk(other.public_key()))
+    await app.identity.account_keys.add(
+        account.name, json.dumps({**other_jwk, "kid": "k1", "alg": "ES256"})
+    )
+    assert await _refused(channel, signer.client_id, client_assertion=signer.assertion()) == (
+        "UNAUTHENTICATED ASSERTION_INVALID"
+    )
+    renewed = Signer(account.client_id, other, "k1")
+    assert await _token(channel, signer.client_id, client_assertion=renewed.assertion())
+    # Replaced between two assertions: the next one, by the new key, is accepted.
+    keys = await app.identity.account_keys.page(account.name, 10, "")
+    await app.identity.account_keys.delete(keys[0][0].name)
+    third = ec.generate_private_key(ec.SECP256R1())
+    third_jwk = json.loads(jwt.algorithms.ECAlgorithm.to_jwk(third.public_key()))
+    await app.identity.account_keys.add(
+        account.name, json.dumps({**third_jwk, "kid": "k1", "alg": "ES256"})
+    )
+    latest = Signer(account.client_id, third, "k1")
+    assert await _token(channel, signer.client_id, client_assertion=latest.assertion())

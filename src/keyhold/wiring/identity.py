@@ -16,7 +16,7 @@ from keyhold.adapters.data import common_passwords
 from keyhold.adapters.notices.log import LoggedAccountNotices
 from keyhold.adapters.oauth.egress_transport import EgressTransport, Resolver, verifying_context
 from keyhold.adapters.oauth.issuer_keys import PublishedIssuerKeys
-from keyhold.adapters.persistence.identity.account_keys import SqlAccountKeyLookup
+from keyhold.adapters.persistence.identity.assertion_keys import SqlAccountKeyLookup
 from keyhold.adapters.persistence.identity.assertion_replays import SqlAssertionReplays
 from keyhold.adapters.persistence.identity.login_failures import SqlLoginFailureStore
 from keyhold.adapters.persistence.identity.refresh_rotation import SqlRefreshTokenRotator
@@ -25,6 +25,7 @@ from keyhold.adapters.persistence.identity.session_state import SqlSessionState
 from keyhold.adapters.persistence.notifications import PostgresRevocationNotices
 from keyhold.application.identity.account_keys import AccountKeys
 from keyhold.application.identity.api_resources import ApiResources
+from keyhold.application.identity.client_assertions import ClientAssertions
 from keyhold.application.identity.client_authentication import ClientAuthentication
 from keyhold.application.identity.introspection import TokenIntrospection
 from keyhold.application.identity.lockout import LoginLockout
@@ -132,22 +133,21 @@ def issuer_keys_for(settings: Settings, resolver: Resolver) -> PublishedIssuerKe
 
 
 def client_authentication_for(
-    platform: Platform,
-    accounts: SqlServiceAccountLookup,
-    replays: SqlAssertionReplays,
-    issuer_keys: PublishedIssuerKeys,
+    platform: Platform, accounts: SqlServiceAccountLookup, issuer_keys: PublishedIssuerKeys
 ) -> ClientAuthentication:
     settings, clock, unit_of_work = platform.settings, platform.clock, platform.unit_of_work
     checks = JwtAssertions()
     return ClientAuthentication(
         accounts,
-        SqlAccountKeyLookup(platform.database),
-        checks,
-        replays,
-        AssertionRules(
-            audience=settings.issuer,
-            max_lifetime_seconds=settings.client_assertion_max_seconds,
-            leeway_seconds=settings.token_leeway_seconds,
+        ClientAssertions(
+            SqlAccountKeyLookup(platform.database),
+            checks,
+            AssertionRules(
+                audience=settings.issuer,
+                max_lifetime_seconds=settings.client_assertion_max_seconds,
+                leeway_seconds=settings.token_leeway_seconds,
+            ),
+            clock,
         ),
         WorkloadTokens(
             unit_of_work,
@@ -159,7 +159,6 @@ def client_authentication_for(
             ),
             clock,
         ),
-        clock,
     )
 
 
@@ -244,7 +243,7 @@ def wire_identity(platform: Platform, audit: Audit, egress_resolver: Resolver) -
         key_ring=platform.key_ring,
         service_accounts=ServiceAccounts(
             unit_of_work,
-            client_authentication_for(platform, accounts, replays, issuer_keys),
+            client_authentication_for(platform, accounts, issuer_keys),
             access_tokens,
             recorder,
             revocations,

@@ -7,6 +7,7 @@ from datetime import datetime
 import pytest
 
 from keyhold.adapters.crypto.client_assertions import JwtAssertions
+from keyhold.application.identity.client_assertions import ClientAssertions
 from keyhold.application.identity.client_authentication import ClientAuthentication
 from keyhold.application.identity.revocations import SERVICE_ACCOUNT
 from keyhold.application.identity.secrets import secret_hash
@@ -32,22 +33,17 @@ from tests.unit.application.harness import (
 SCOPES = ["audit.read", "identity.introspect"]
 
 
-class NoAssertionsSeen:
-    """Assertion replays for tests that present none."""
-
-    async def first_use(self, issuer: str, token_id: str, expires_at: datetime) -> bool:
-        return True
-
-    async def forget_before(self, before: datetime) -> int:
-        return 0
-
-
 class NoAccountKeys:
     """Account keys for tests that present no client assertion."""
 
     async def account_with_key(
         self, client_id: str, key_id: str
     ) -> tuple[ServiceAccount, PublicKey | None] | None:
+        return None
+
+    async def first_use(
+        self, client_id: str, key: PublicKey, token_id: str, expires_at: datetime
+    ) -> tuple[ServiceAccount, bool] | None:
         return None
 
 
@@ -62,10 +58,14 @@ class NoIssuerKeys:
 def accounts(ports: Ports) -> ServiceAccounts:
     clients = ClientAuthentication(
         ports.account_lookup,
-        NoAccountKeys(),
-        JwtAssertions(),
-        NoAssertionsSeen(),
-        AssertionRules(audience="https://keyhold.test", max_lifetime_seconds=300, leeway_seconds=0),
+        ClientAssertions(
+            NoAccountKeys(),
+            JwtAssertions(),
+            AssertionRules(
+                audience="https://keyhold.test", max_lifetime_seconds=300, leeway_seconds=0
+            ),
+            ports.clock,
+        ),
         WorkloadTokens(
             ports.unit_of_work,
             JwtAssertions(),
@@ -73,7 +73,6 @@ def accounts(ports: Ports) -> ServiceAccounts:
             WorkloadTokenRules(max_lifetime_seconds=3600, leeway_seconds=0),
             ports.clock,
         ),
-        ports.clock,
     )
     return ServiceAccounts(
         ports.unit_of_work,

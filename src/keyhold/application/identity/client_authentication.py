@@ -6,50 +6,28 @@ external issuer whose subject is mapped to it."""
 from __future__ import annotations
 
 import hmac
-from datetime import UTC, datetime
 
+from keyhold.application.identity.client_assertions import ClientAssertions, invalid_client
 from keyhold.application.identity.secrets import MAX_SECRET_LENGTH, secret_hash
 from keyhold.application.identity.workload_tokens import WorkloadTokens
-from keyhold.domain.clock import Clock
 from keyhold.domain.errors import FieldViolation, InvalidArgument, Unauthenticated
 from keyhold.domain.identity import DOMAIN
-from keyhold.domain.identity.account_keys import KEY_ID, AccountKeyLookup
-from keyhold.domain.identity.client_assertions import (
-    AssertionChecks,
-    AssertionReplays,
-    AssertionRules,
-    accepted_assertion,
-    replayed,
-)
 from keyhold.domain.identity.service_accounts import ServiceAccount, ServiceAccountLookup
 
 _NO_SECRET = bytes(32)
 MAX_CLIENT_ID_LENGTH = 64
 
 
-def invalid_client() -> Unauthenticated:
-    # One answer for an unknown client and a wrong secret.
-    return Unauthenticated("INVALID_CLIENT", "the client credentials are wrong", domain=DOMAIN)
-
-
 class ClientAuthentication:
     def __init__(
         self,
         lookup: ServiceAccountLookup,
-        keys: AccountKeyLookup,
-        checks: AssertionChecks,
-        replays: AssertionReplays,
-        rules: AssertionRules,
+        assertions: ClientAssertions,
         workloads: WorkloadTokens,
-        clock: Clock,
     ) -> None:
         self._lookup = lookup
-        self._keys = keys
-        self._checks = checks
-        self._replays = replays
-        self._rules = rules
+        self._assertions = assertions
         self._workloads = workloads
-        self._clock = clock
 
     async def account(
         self, client_id: str, client_secret: str, client_assertion: str, subject_token: str = ""
@@ -71,7 +49,7 @@ class ClientAuthentication:
         if not client_id:
             raise invalid_client()
         if client_assertion:
-            return await self._by_assertion(client_id, client_assertion)
+            return await self._assertions.account(client_id, client_assertion)
         if len(client_secret) > MAX_SECRET_LENGTH:
             raise invalid_client()
         account = await self._lookup.by_client_id(client_id)
@@ -91,25 +69,4 @@ class ClientAuthentication:
         account = await self._workloads.account(token)
         if client_id and client_id != account.client_id:
             raise invalid_client()
-        return account
-
-    async def _by_assertion(self, client_id: str, assertion: str) -> ServiceAccount:
-        header = self._checks.header(assertion)
-        key_id = header.get("kid")
-        named = key_id if isinstance(key_id, str) and KEY_ID.match(key_id) else ""
-        found = await self._keys.account_with_key(client_id, named)
-        if found is None:
-            raise invalid_client()
-        account, key = found
-        if key is None:
-            raise Unauthenticated(
-                "KEY_UNKNOWN", "the assertion names no key of this account", domain=DOMAIN
-            )
-        claims = self._checks.claims(assertion, key)
-        accepted = accepted_assertion(
-            header, claims, client_id, self._rules, self._clock.timestamp()
-        )
-        expires_at = datetime.fromtimestamp(accepted.expires_at, UTC)
-        if not await self._replays.first_use(client_id, accepted.token_id, expires_at):
-            raise replayed()
         return account

@@ -108,3 +108,12 @@ class AccountKeyLookup(Protocol):
         """The account `client_id` names and its key `key_id` (None when it has no such
         key), in one read; None when no account has that client id."""
         ...
+
+    async def first_use(
+        self, client_id: str, key: PublicKey, token_id: str, expires_at: datetime
+    ) -> tuple[ServiceAccount, bool] | None:
+        """If `key` is still registered on the account `client_id` names: the account,
+        and whether (client id, `token_id`) was recorded now for the first time (it is
+        then kept until `expires_at`, shared by every replica). None, recording nothing,
+        when the key is no longer registered."""
+        ...

@@ -97,9 +97,7 @@ class AssertionChecks(Protocol):
 
 
 class AssertionReplays(Protocol):
-    async def first_use(self, issuer: str, token_id: str, expires_at: datetime) -> bool:
-        """Records (issuer, jti) until `expires_at`; False when it was recorded before."""
-        ...
+    """The record of assertions seen (`AccountKeyLookup.first_use` writes it)."""
 
     async def forget_before(self, before: datetime) -> int:
         """Drops what expired before `before`; how many."""

@@ -4,30 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import Row, and_, bindparam, delete, func, select
+from sqlalchemy import Row, delete, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from keyhold.adapters.persistence.database import Database
-from keyhold.adapters.persistence.identity.service_accounts import account_of
-from keyhold.adapters.persistence.tables import service_account_keys, service_accounts
+from keyhold.adapters.persistence.tables import service_account_keys
 from keyhold.domain.identity.account_keys import AccountKey, PublicKey, key_exists
-from keyhold.domain.identity.service_accounts import ServiceAccount
 
 _K = service_account_keys.c
-_WITH_KEY = (
-    select(
-        service_accounts,
-        _K.key_id.label("key_key_id"),
-        _K.algorithm.label("key_algorithm"),
-        _K.public_jwk.label("key_public_jwk"),
-    )
-    .outerjoin(
-        service_account_keys,
-        and_(_K.account_id == service_accounts.c.id, _K.key_id == bindparam("key_id")),
-    )
-    .where(service_accounts.c.client_id == bindparam("client_id"))
-)
 
 
 def _key(row: Row[Any]) -> AccountKey:
@@ -83,24 +67,3 @@ class SqlAccountKeyRepository:
             delete(service_account_keys).where(_K.account_id == account_id, _K.key_id == key_id)
         )
         return bool(result.rowcount)
-
-
-class SqlAccountKeyLookup:
-    def __init__(self, database: Database) -> None:
-        self._database = database
-
-    async def account_with_key(
-        self, client_id: str, key_id: str
-    ) -> tuple[ServiceAccount, PublicKey | None] | None:
-        async with self._database.autocommit() as connection:
-            row = (
-                await connection.execute(_WITH_KEY, {"client_id": client_id, "key_id": key_id})
-            ).first()
-        if row is None:
-            return None
-        key = (
-            PublicKey(row.key_key_id, row.key_algorithm, row.key_public_jwk)
-            if row.key_key_id is not None
-            else None
-        )
-        return account_of(row), key
