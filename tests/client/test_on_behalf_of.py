@@ -14,6 +14,7 @@ from typing import Any
 import grpc
 import jwt
 import pytest
+from google.protobuf.field_mask_pb2 import FieldMask
 
 from keyhold.application.identity.api_resources import Definition
 from keyhold.client import (
@@ -177,6 +178,27 @@ async def test_after_logout_the_exchanged_token_is_inactive_at_once(fleet: Fleet
     )
     await identity.DeleteSession(
         pb.DeleteSessionRequest(name="sessions/current"), metadata=bearer(fleet.user_token)
+    )
+    seen = await identity.IntrospectToken(
+        pb.IntrospectTokenRequest(token=fleet.exchanged[0]), metadata=bearer(introspector)
+    )
+    assert not seen.active
+
+
+async def test_after_the_user_is_disabled_the_exchanged_token_is_inactive_at_once(
+    fleet: Fleet,
+) -> None:
+    await _front_get(fleet, fleet.user_token)
+    identity = pb_grpc.IdentityServiceStub(fleet.keyhold)
+    introspector = await service_token(fleet.app, ("identity.introspect",), "checker")
+    admin, _ = await signed_in(fleet.app, "root@example.com", ("admin", "user"))
+    user = jwt.decode(fleet.user_token, options={"verify_signature": False})["sub"]
+    await identity.UpdateUser(
+        pb.UpdateUserRequest(
+            user=pb.User(name=user, state=pb.USER_STATE_DISABLED),
+            update_mask=FieldMask(paths=["state"]),
+        ),
+        metadata=bearer(admin),
     )
     seen = await identity.IntrospectToken(
         pb.IntrospectTokenRequest(token=fleet.exchanged[0]), metadata=bearer(introspector)
