@@ -1,5 +1,5 @@
 """API resources: the services that accept Keyhold tokens, each with one audience, the
-scopes it defines and the roles that bundle them (docs/plans/fleet-authorization.md).
+scopes it defines and the roles that bundle them (docs/security.md).
 
 `api_resource` checks a definition whole and reports every field it refuses at once, so
 that a caller fixes a request in one round."""

@@ -1,5 +1,5 @@
 """Client assertions (RFC 7523 §3, `private_key_jwt`): the claims a service account's
-signed JWT must carry to stand in for its secret (docs/plans/fleet-authorization.md).
+signed JWT must carry to stand in for its secret (docs/security.md).
 
 The signature is checked elsewhere, against the account's registered keys; these rules
 cover what the header and the claims must say. Every refusal is UNAUTHENTICATED with a

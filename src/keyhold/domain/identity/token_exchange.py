@@ -1,5 +1,5 @@
 """Token exchange (RFC 8693): what a token minted for a service acting on a user's
-behalf may carry (docs/plans/fleet-authorization.md).
+behalf may carry (docs/security.md).
 
 - Scopes: at most what the user's roles grant at the target resource and the acting
   service may delegate there; none asked for means all of those.

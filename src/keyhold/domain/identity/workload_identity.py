@@ -1,6 +1,6 @@
 """Keyless workload identity: tokens from issuers an admin trusts (a Kubernetes
 projected service-account token, a SPIFFE JWT-SVID) stand in for a service account's
-secret when their subject is mapped to it (docs/plans/fleet-authorization.md).
+secret when their subject is mapped to it (docs/security.md).
 
 A mapping names an issuer and a subject pattern: a whole subject, or a prefix ending in
 `*`. When several match, the most specific wins: a whole subject over any prefix, a
