@@ -15,7 +15,7 @@ import structlog
 
 from keyhold.adapters.oauth.bounded_post import bounded_post
 from keyhold.adapters.oauth.circuit_breaker import CircuitBreaker, CircuitOpen, CircuitState
-from keyhold.adapters.oauth.egress_transport import EgressTransport
+from keyhold.adapters.oauth.egress_transport import EgressTransport, outbound_client
 from keyhold.adapters.oauth.token_response import oauth_error, token_set
 from keyhold.domain.bounded import BoundedMap
 from keyhold.domain.provider.egress import EgressPolicy, EgressRefused
@@ -47,12 +47,8 @@ class HttpOAuthClient:
         replaces the vetting transport built from it (tests only: it must apply the same
         policy at connect time)."""
         self._egress = egress or EgressPolicy()
-        self._http = httpx.AsyncClient(
-            transport=transport or EgressTransport(self._egress),
-            timeout=httpx.Timeout(timeout_seconds),
-            follow_redirects=False,
-            trust_env=False,  # no proxy, netrc or CA bundle from the environment
-            headers={"accept": "application/json"},
+        self._http = outbound_client(
+            transport or EgressTransport(self._egress), timeout_seconds, "application/json"
         )
         self._timeout = timeout_seconds
         self._max_response_bytes = max_response_bytes

@@ -217,3 +217,18 @@ class EgressTransport(httpx.AsyncBaseTransport):
 
     async def aclose(self) -> None:
         await self._pool.aclose()
+
+
+def outbound_client(
+    transport: httpx.AsyncBaseTransport, timeout_seconds: float, accept: str
+) -> httpx.AsyncClient:
+    """An httpx client for the server's own requests: through `transport` (an
+    EgressTransport), following no redirect, taking nothing from the environment (no
+    proxy, netrc or CA bundle)."""
+    return httpx.AsyncClient(
+        transport=transport,
+        timeout=httpx.Timeout(timeout_seconds),
+        follow_redirects=False,
+        trust_env=False,
+        headers={"accept": accept},
+    )

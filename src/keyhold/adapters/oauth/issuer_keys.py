@@ -18,6 +18,7 @@ import httpx
 import structlog
 
 from keyhold.adapters.oauth.bounded_post import bounded_request
+from keyhold.adapters.oauth.egress_transport import outbound_client
 from keyhold.domain.bounded import BoundedMap
 from keyhold.domain.errors import DomainError, Unavailable
 from keyhold.domain.identity import DOMAIN
@@ -59,12 +60,8 @@ class PublishedIssuerKeys:
         """`transport` reaches the issuers and applies `egress` at connect time (an
         EgressTransport); `capacity` bounds the key sets kept, inline and published
         alike."""
-        self._http = httpx.AsyncClient(
-            transport=transport,
-            timeout=httpx.Timeout(deadline_seconds),
-            follow_redirects=False,
-            trust_env=False,  # no proxy, netrc or CA bundle from the environment
-            headers={"accept": "application/jwk-set+json, application/json"},
+        self._http = outbound_client(
+            transport, deadline_seconds, "application/jwk-set+json, application/json"
         )
         self._egress = egress
         self._jwk_sets = jwk_sets
