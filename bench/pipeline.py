@@ -27,7 +27,6 @@ from prometheus_client import CollectorRegistry
 
 from keyhold.adapters.telemetry.prometheus import RpcMetrics
 from keyhold.api.interceptor import Handler, PolicyInterceptor
-from keyhold.api.pipeline.authentication import Authenticator
 from keyhold.api.policy import load_policies
 from keyhold.api.servicers.identity import IdentityServicer
 from keyhold.domain.call import CallContext, set_current_call
@@ -93,9 +92,7 @@ async def run(argv: list[str]) -> dict[str, Any]:
         login = await app.identity.sessions.login("bench@example.com", PASSWORD, "bench")
         interceptor = PolicyInterceptor(
             load_policies(SERVICES),
-            Authenticator(app.identity.access_tokens),
-            app.api.authorizer,
-            app.api.rate_limit_gate,
+            app.api.admission,
             metrics=RpcMetrics(CollectorRegistry()) if args.metrics else None,
         )
         handler: Handler = grpc.unary_unary_rpc_method_handler(

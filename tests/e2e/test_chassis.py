@@ -10,7 +10,6 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from keyhold.api.interceptor import PolicyInterceptor
-from keyhold.api.pipeline.authentication import Authenticator
 from keyhold.api.policy import load_policies
 from keyhold.audit.v1 import audit_service_pb2 as audit_pb
 from keyhold.audit.v1 import audit_service_pb2_grpc as audit_grpc
@@ -134,9 +133,7 @@ async def test_a_method_not_built_answers_unimplemented_after_the_pipeline(
     token = await user_token(app)
     interceptor = PolicyInterceptor(
         load_policies(SERVICES),
-        Authenticator(app.identity.access_tokens),
-        app.api.authorizer,
-        app.api.rate_limit_gate,
+        app.api.admission,
     )
     base = provider_grpc.ProviderServiceServicer()  # nothing overridden
     handler = grpc.unary_unary_rpc_method_handler(base.ListProviders)

@@ -23,27 +23,16 @@ from grpc import aio
 from opentelemetry import trace
 
 from keyhold.api import errors as status_mapping
-from keyhold.api.pipeline.authentication import (
-    Authenticator,
-    authorization_of,
-    transport_identity,
-)
-from keyhold.api.pipeline.authorization import Authorizer
-from keyhold.api.pipeline.bounds import request_check
-from keyhold.api.pipeline.decoding import UndecodableRequest
-from keyhold.api.pipeline.rate_limit import RateLimitGate
+from keyhold.api.pipeline.admission import Admission
+from keyhold.api.pipeline.authentication import authorization_of, transport_identity
 from keyhold.api.pipeline.request_id import request_id_from, trace_context_from
 from keyhold.api.policy import MethodPolicy, PolicyError
-from keyhold.domain.call import PLAINTEXT, CallContext, current_call, set_current_call
-from keyhold.domain.errors import DomainError, PermissionDenied, Unauthenticated
-from keyhold.domain.principal import ANONYMOUS
+from keyhold.domain.call import PLAINTEXT, CallContext, current_call
+from keyhold.domain.errors import DomainError
 
 log = structlog.get_logger(__name__)
 
 Handler: TypeAlias = "grpc.RpcMethodHandler[Any, Any]"
-# Refusals recorded as DENIED; a database outage during the check is not a denial.
-_DENIALS = (Unauthenticated, PermissionDenied)
-Denial = Callable[[CallContext, DomainError], Awaitable[None]]
 
 
 RpcObserver = Callable[[str, float], None]  # (status code name, seconds), once per call
@@ -51,10 +40,6 @@ RpcObserver = Callable[[str, float], None]  # (status code name, seconds), once 
 
 class RpcMetrics(Protocol):
     def for_method(self, method: str) -> RpcObserver: ...
-
-
-async def _no_denial_hook(call: CallContext, error: DomainError) -> None:
-    return None
 
 
 def _status_name(error: BaseException, context: aio.ServicerContext[Any, Any]) -> str:
@@ -81,20 +66,14 @@ class PolicyInterceptor:
     def __init__(
         self,
         policies: dict[str, MethodPolicy],
-        authenticator: Authenticator,
-        authorizer: Authorizer,
-        rate_limits: RateLimitGate,
-        on_denied: Denial = _no_denial_hook,
+        admission: Admission,
         *,
         metrics: RpcMetrics | None = None,
         tracer: trace.Tracer | None = None,
         plaintext_only: bool = False,
     ) -> None:
         self._policies = policies
-        self._authenticator = authenticator
-        self._authorizer = authorizer
-        self._rate_limits = rate_limits
-        self._on_denied = on_denied
+        self._admission = admission
         self._metrics = metrics
         self._tracer = tracer
         self._trace_ids = trace_context_from if tracer is None else _span_ids
@@ -245,54 +224,31 @@ class PolicyInterceptor:
     def _admitter(
         self, policy: MethodPolicy
     ) -> Callable[[Any, aio.ServicerContext[Any, Any]], Awaitable[CallContext]]:
-        """The admission of one method's calls, with what its policy decides about every
-        call settled here, once."""
-        method = policy.full_method
-        authenticator, authorizer = self._authenticator, self._authorizer
-        rate_limited = self._rate_limits.applies_to(policy)
+        """The admission of one method's calls: what the call says about itself, read
+        from gRPC, through the pipeline (`pipeline/admission.py`)."""
+        admission = self._admission.for_method(policy)
         trace_ids, plaintext = self._trace_ids, self._plaintext
-        check_bounds = request_check(policy.request_type)
 
         async def admit(request: Any, context: aio.ServicerContext[Any, Any]) -> CallContext:
             entries = context.invocation_metadata() or ()
             metadata = dict(entries)
-            authorization = authorization_of(metadata, entries)
-            peer = context.peer()
-            transport = plaintext or transport_identity(context.auth_context())
             rid = request_id_from(_text_or_none(metadata.get("x-request-id")))
             # Echoed with the status: no extra send operation per call.
             context.set_trailing_metadata((("x-request-id", rid),))
-            agent = (_text_or_none(metadata.get("user-agent")) or "")[:256]
             trace_id, span_id = trace_ids(_text_or_none(metadata.get("traceparent")))
-            principal = authenticator.caller_without_waiting(policy, authorization)
-            if principal is None:
-                try:
-                    principal = await authenticator.authenticate(policy, authorization)
-                except Exception as exc:  # a refusal; else a bug: INTERNAL with the request id
-                    call = CallContext(
-                        ANONYMOUS, peer, agent, rid, trace_id, method, transport, span_id
-                    )
-                    if isinstance(exc, DomainError):
-                        set_current_call(call)
-                        if isinstance(exc, _DENIALS):
-                            await self._on_denied(call, exc)
-                    await self._fail(exc, call, context)
-            call = CallContext(principal, peer, agent, rid, trace_id, method, transport, span_id)
-            set_current_call(call)
             try:
-                if isinstance(request, UndecodableRequest):
-                    raise request.error()
-                if check_bounds is not None:  # before anything reads a field
-                    check_bounds(request, "")
-                if authorizer.check(policy, principal, transport):
-                    await authorizer.check_owner(policy, principal, request)
-                if rate_limited:
-                    await self._rate_limits.check(policy, call, request)
-            except Exception as exc:
-                if isinstance(exc, _DENIALS):
-                    await self._on_denied(call, exc)
-                await self._fail(exc, call, context)
-            return call
+                return await admission.admit(
+                    request,
+                    authorization_of(metadata, entries),
+                    context.peer(),
+                    (_text_or_none(metadata.get("user-agent")) or "")[:256],
+                    rid,
+                    trace_id,
+                    span_id,
+                    plaintext or transport_identity(context.auth_context()),
+                )
+            except Exception as exc:  # a refusal; else a bug: INTERNAL with the request id
+                await self._fail(exc, current_call(), context)
 
         return admit
 

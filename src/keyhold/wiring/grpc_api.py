@@ -15,6 +15,7 @@ from keyhold.adapters.telemetry.metrics_endpoint import MetricsEndpoint
 from keyhold.adapters.telemetry.prometheus import RpcMetrics, ScrapedFigures
 from keyhold.api.connection_limits import ConnectionLimits
 from keyhold.api.interceptor import PolicyInterceptor
+from keyhold.api.pipeline.admission import Admission
 from keyhold.api.pipeline.authentication import Authenticator
 from keyhold.api.pipeline.authorization import Authorizer
 from keyhold.api.pipeline.rate_limit import RateLimitGate
@@ -47,7 +48,7 @@ SERVICE_NAMES = [service.full_name for service in SERVICES]
 class GrpcApi:
     server: aio.Server
     interceptor: PolicyInterceptor  # drained at shutdown: handlers finish their audit
-    authorizer: Authorizer
+    admission: Admission  # what every call passes, whatever transport carries it
     rate_limit_gate: RateLimitGate
     metrics: MetricsEndpoint | None  # None: no metrics address configured
 
@@ -100,12 +101,15 @@ def wire_grpc_api(
         {"sessions": identity.sessions.owner_of, "connections": providers.connections.owner_of}
     )
     registry = platform.registry
-    interceptor = PolicyInterceptor(
-        load_policies(SERVICES),
+    admission = Admission(
         Authenticator(identity.access_tokens),
         authorizer,
         rate_limit_gate,
         on_denied=audit.recorder.record_denial,
+    )
+    interceptor = PolicyInterceptor(
+        load_policies(SERVICES),
+        admission,
         metrics=None if registry is None else RpcMetrics(registry),
         tracer=None if platform.tracing is None else platform.tracing.tracer,
         plaintext_only=not serves_tls(settings),
@@ -132,7 +136,7 @@ def wire_grpc_api(
     return GrpcApi(
         server=server,
         interceptor=interceptor,
-        authorizer=authorizer,
+        admission=admission,
         rate_limit_gate=rate_limit_gate,
         metrics=metrics,
     )
