@@ -209,6 +209,7 @@ async def keyhold_server(
     env.update(
         {
             "KEYHOLD_LISTEN_ADDRESS": address,
+            "KEYHOLD_HTTP_ADDRESS": "",
             "KEYHOLD_DATA_DIR": str(data_dir),
             "KEYHOLD_KEY_ENCRYPTION_KEYS": key_encryption_keys,
             "KEYHOLD_RATE_LIMITS_ENABLED": "false",

@@ -14,6 +14,7 @@ from opentelemetry.trace import TracerProvider
 from keyhold.adapters.oauth.egress_transport import Resolver, system_resolver
 from keyhold.adapters.persistence.notifications import PostgresListener
 from keyhold.adapters.persistence.vault_rotation import reseal_all
+from keyhold.api.http.listener import HttpListener
 from keyhold.api.tls import ReloadingCertificates
 from keyhold.application.vault import VaultRotation
 from keyhold.domain.clock import Clock, SystemClock
@@ -24,6 +25,7 @@ from keyhold.log_output import flush_lines
 from keyhold.settings import Settings
 from keyhold.wiring.audit import Audit, wire_audit
 from keyhold.wiring.grpc_api import SERVICE_NAMES, GrpcApi, wire_grpc_api
+from keyhold.wiring.http_api import wire_http_api
 from keyhold.wiring.identity import Identity, wire_identity
 from keyhold.wiring.platform import Platform, wire_platform
 from keyhold.wiring.provider import Providers, wire_providers
@@ -49,7 +51,9 @@ class KeyholdServer:
     api: GrpcApi
     vault: VaultRotation  # `keyhold vault reseal`
     listener: PostgresListener | None  # other replicas' announcements; None on SQLite
+    http: HttpListener | None  # the OAuth 2.0 / OIDC endpoints; None when not configured
     port: int = 0
+    http_port: int = 0
     metrics_port: int = 0
     certificates: ReloadingCertificates | None = None
     _chores: list[asyncio.Task[None]] = field(default_factory=list)
@@ -70,6 +74,8 @@ class KeyholdServer:
         if self.api.metrics is not None:
             self.metrics_port = self.api.metrics.start()
         await server.start()
+        if self.http is not None:
+            self.http_port = await self.http.start()
         await self.platform.monitor.check_now()
         self.platform.monitor.start()
         if self.listener is not None:
@@ -94,6 +100,7 @@ class KeyholdServer:
             "serving",
             address=address,
             port=self.port,
+            http_port=self.http_port or None,
             metrics_port=self.metrics_port or None,
             tracing=self.platform.tracing is not None,
             event_loop=running_loop_name(),
@@ -131,7 +138,10 @@ class KeyholdServer:
             chore.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await chore
-        await self.api.server.stop(self.settings.shutdown_grace_seconds if grace is None else grace)
+        grace_seconds = self.settings.shutdown_grace_seconds if grace is None else grace
+        if self.http is not None:
+            await self.http.stop()
+        await self.api.server.stop(grace_seconds)
         await self.api.interceptor.drain(HANDLER_CLEANUP_SECONDS)
         await self.audit.throttled_calls.flush()
         if self.listener is not None:
@@ -178,13 +188,15 @@ async def build_server(
     identity = wire_identity(platform, audit, egress_resolver)
     providers = wire_providers(platform, audit, egress_resolver)
     database, sealer = platform.database, platform.sealer
+    api = wire_grpc_api(platform, audit, identity, providers)
     return KeyholdServer(
         settings=settings,
         platform=platform,
         audit=audit,
         identity=identity,
         providers=providers,
-        api=wire_grpc_api(platform, audit, identity, providers),
+        api=api,
+        http=wire_http_api(platform, identity, api),
         vault=VaultRotation(lambda: reseal_all(database, sealer), audit.recorder),
         listener=replica_listener(platform, audit, identity),
     )

@@ -287,6 +287,12 @@ class Settings(BaseSettings):
     log_level: Literal["debug", "info", "warning", "error"] = Field(
         "info", description="info logs one line per RPC"
     )
+    http_address: str | None = Field(
+        "127.0.0.1:8080",
+        description="host:port of the OAuth 2.0 / OIDC endpoints over HTTP (discovery, "
+        "JWKS, token, introspection, health), with the gRPC listener's TLS files; "
+        "empty: none",
+    )
     metrics_address: str | None = Field(
         None,
         description="host:port serving Prometheus metrics over HTTP, e.g. 127.0.0.1:9464; "
@@ -300,13 +306,13 @@ class Settings(BaseSettings):
             raise ValueError("must be host:port, e.g. 127.0.0.1:50051")
         return value
 
-    @field_validator("metrics_address")
+    @field_validator("metrics_address", "http_address")
     @classmethod
-    def _metrics_has_port(cls, value: str | None) -> str | None:
+    def _optional_has_port(cls, value: str | None) -> str | None:
         if not value:
             return None
         if not _is_host_port(value):
-            raise ValueError("must be host:port, e.g. 127.0.0.1:9464")
+            raise ValueError("must be host:port, e.g. 127.0.0.1:8080")
         return value
 
     @field_validator("egress_allow")

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+import httpx
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
@@ -76,7 +77,7 @@ def _thread_policies(pid: int) -> dict[int, int]:
 async def test_cli_serve_health_and_sigterm(
     tmp_path: Path, settings: dict[str, str], runs_on: str, experiments: str
 ) -> None:
-    address = f"127.0.0.1:{free_port()}"
+    address, http_address = f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"
     inherited = {
         key: value
         for key, value in os.environ.items()
@@ -86,6 +87,7 @@ async def test_cli_serve_health_and_sigterm(
         **inherited,
         "KEYHOLD_DATA_DIR": str(tmp_path / "data"),
         "KEYHOLD_LISTEN_ADDRESS": address,
+        "KEYHOLD_HTTP_ADDRESS": http_address,
         "KEYHOLD_LOG_FORMAT": "json",
         **settings,
     }
@@ -113,13 +115,16 @@ async def test_cli_serve_health_and_sigterm(
             "health", "--service", "keyhold.identity.v1.IdentityService", env=env
         )
         assert code == 0, out
+        async with httpx.AsyncClient(base_url=f"http://{http_address}") as http:
+            assert (await http.get("/readyz")).json() == {"status": "ready"}
         # Every thread is scheduled as the OS started it, as in any Python process.
         assert set(_thread_policies(server.pid).values()) == {os.SCHED_OTHER}
     finally:
         server.send_signal(signal.SIGTERM)
         _, err = await asyncio.wait_for(server.communicate(), timeout=20)
     assert server.returncode == 0
-    lines = [json.loads(line) for line in err.splitlines()]  # JSON lines: gRPC logged nothing
+    # JSON lines: gRPC and the HTTP server logged nothing beside structlog.
+    lines = [json.loads(line) for line in err.splitlines()]
     assert "shutting_down" in [line["event"] for line in lines]
     serving = [line for line in lines if line["event"] == "serving"]
     assert [line["event_loop"] for line in serving] == [runs_on]
@@ -146,7 +151,11 @@ async def test_health_probe_against_a_not_serving_server(tmp_path: Path) -> None
                 health_pb2.HealthCheckRequest()
             )
         assert response.status == health_pb2.HealthCheckResponse.NOT_SERVING
-        env = {**os.environ, "KEYHOLD_LISTEN_ADDRESS": f"127.0.0.1:{port}"}
+        env = {
+            **os.environ,
+            "KEYHOLD_LISTEN_ADDRESS": f"127.0.0.1:{port}",
+            "KEYHOLD_HTTP_ADDRESS": "",
+        }
         code, out = await run_cli("health", env=env)
         assert code == 1
         assert "NOT_SERVING" in out

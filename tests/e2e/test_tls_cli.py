@@ -40,6 +40,7 @@ async def test_mutual_tls_server_health_probe_and_sighup_reload(tmp_path: Path) 
         **os.environ,
         "KEYHOLD_DATA_DIR": str(tmp_path / "data"),
         "KEYHOLD_LISTEN_ADDRESS": f"127.0.0.1:{port}",
+        "KEYHOLD_HTTP_ADDRESS": "",
         "KEYHOLD_LOG_FORMAT": "json",
         "KEYHOLD_TLS_CERT_FILE": str(pki.server_cert),
         "KEYHOLD_TLS_KEY_FILE": str(pki.server_key),
@@ -106,6 +107,7 @@ async def test_serve_refuses_plaintext_off_loopback(tmp_path: Path) -> None:
         **os.environ,
         "KEYHOLD_DATA_DIR": str(tmp_path / "data"),
         "KEYHOLD_LISTEN_ADDRESS": "0.0.0.0:0",
+        "KEYHOLD_HTTP_ADDRESS": "",
     }
     env.pop("KEYHOLD_ALLOW_PLAINTEXT", None)
     code, out = await run_cli("serve", env=env)

@@ -47,6 +47,7 @@ def _environment(database_url: str, grace: float) -> dict[str, str]:
             "KEYHOLD_ARGON2_TIME_COST": "3",
             "KEYHOLD_SHUTDOWN_GRACE_SECONDS": str(grace),
             "KEYHOLD_LOG_FORMAT": "json",
+            "KEYHOLD_HTTP_ADDRESS": "",
         }
     )
     return env

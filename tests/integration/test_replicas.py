@@ -150,7 +150,12 @@ def _launch(name: str, data_dir: Path, shared: dict[str, str]) -> Replica:
     # Port 0: the kernel picks a free port for this replica alone. A port probed free
     # beforehand could be taken in the seconds before the replica binds it, and gRPC's
     # SO_REUSEPORT would then let two servers share it silently.
-    env = {**shared, "KEYHOLD_LISTEN_ADDRESS": "127.0.0.1:0", "KEYHOLD_DATA_DIR": str(data_dir)}
+    env = {
+        **shared,
+        "KEYHOLD_LISTEN_ADDRESS": "127.0.0.1:0",
+        "KEYHOLD_HTTP_ADDRESS": "",
+        "KEYHOLD_DATA_DIR": str(data_dir),
+    }
     log_path = data_dir / "server.log"
     with log_path.open("ab") as log:
         process = subprocess.Popen(

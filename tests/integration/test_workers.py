@@ -66,6 +66,7 @@ def _environment(data_dir: Path, database_url: str | None, port: int) -> dict[st
     env.update(
         {
             "KEYHOLD_LISTEN_ADDRESS": f"127.0.0.1:{port}",
+            "KEYHOLD_HTTP_ADDRESS": "",
             "KEYHOLD_DATA_DIR": str(data_dir),
             "KEYHOLD_KEY_ENCRYPTION_KEYS": "k1:" + base64.b64encode(os.urandom(32)).decode(),
             "KEYHOLD_MIGRATE_ON_START": "true",

@@ -27,6 +27,8 @@ def settings_for(data_dir: Path, database_url: str | None = None, **overrides: A
         # The fake OAuth provider (tests/support/oauth_provider.py) serves plain HTTP on
         # 127.0.0.1: allowed as in development. Egress tests pass False to get production's.
         "egress_allow_loopback_http": True,
+        # No HTTP listener unless a test asks for one (`http_address="127.0.0.1:0"`).
+        "http_address": None,
         **overrides,
     }
     return Settings(_env_file=None, **values)  # type: ignore[call-arg]

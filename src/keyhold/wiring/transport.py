@@ -31,10 +31,12 @@ def check_plaintext_allowed(settings: Settings) -> None:
     """Without TLS, serve only on loopback unless `allow_plaintext` says otherwise."""
     if settings.tls_cert_file is not None or settings.allow_plaintext:
         return
-    if is_loopback(settings.listen_address):
+    listening = (settings.listen_address, settings.http_address)
+    exposed = [address for address in listening if address and not is_loopback(address)]
+    if not exposed:
         return
     raise TlsConfigurationError(
-        f"refusing to serve plaintext on {settings.listen_address}: set KEYHOLD_TLS_CERT_FILE "
+        f"refusing to serve plaintext on {exposed[0]}: set KEYHOLD_TLS_CERT_FILE "
         "and KEYHOLD_TLS_KEY_FILE, listen on a loopback address, or set "
         "KEYHOLD_ALLOW_PLAINTEXT=true if something in front of Keyhold encrypts the traffic"
     )

@@ -17,11 +17,14 @@ from keyhold.api.pipeline.rate_limit import RateLimitGate
 from keyhold.api.policy import MethodPolicy
 from keyhold.domain.call import CallContext, TransportIdentity, set_current_call
 from keyhold.domain.errors import DomainError, PermissionDenied, Unauthenticated
-from keyhold.domain.principal import ANONYMOUS
+from keyhold.domain.principal import ANONYMOUS, Principal
 
 # Refusals recorded as DENIED; a database outage during the check is not a denial.
 _DENIALS = (Unauthenticated, PermissionDenied)
 Denial = Callable[[CallContext, DomainError], Awaitable[None]]
+# How a transport that authenticates callers its own way (HTTP client authentication)
+# proves the caller, instead of a bearer token.
+Authenticate = Callable[[], Awaitable[Principal]]
 
 
 async def _no_denial_hook(call: CallContext, error: DomainError) -> None:
@@ -65,16 +68,26 @@ class MethodAdmission:
         trace_id: str,
         span_id: str,
         transport: TransportIdentity,
+        authenticate: Authenticate | None = None,
     ) -> CallContext:
         """The admitted call, which is also the current call from here on. Raises the
         refusal (a DomainError) after recording it when it is a denial; the current
-        call is then the caller as far as it was known."""
+        call is then the caller as far as it was known. `authenticate`, when given,
+        proves the caller instead of `authorization`."""
         policy, admission = self._policy, self._admission
         method = policy.full_method
-        principal = admission.authenticator.caller_without_waiting(policy, authorization)
+        principal = (
+            admission.authenticator.caller_without_waiting(policy, authorization)
+            if authenticate is None
+            else None
+        )
         if principal is None:
             try:
-                principal = await admission.authenticator.authenticate(policy, authorization)
+                principal = await (
+                    admission.authenticator.authenticate(policy, authorization)
+                    if authenticate is None
+                    else authenticate()
+                )
             except Exception as exc:
                 call = CallContext(
                     ANONYMOUS, peer, agent, request_id, trace_id, method, transport, span_id

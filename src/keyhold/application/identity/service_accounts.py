@@ -33,6 +33,7 @@ from keyhold.domain.identity.service_accounts import (
     account_not_found,
 )
 from keyhold.domain.identity.users import validate_display_name
+from keyhold.domain.principal import Principal, PrincipalType
 from keyhold.domain.tokens import AccessTokenIssuer, IssuedToken
 from keyhold.domain.unit_of_work import UnitOfWorkFactory
 
@@ -137,6 +138,16 @@ class ServiceAccounts:
                 if not await uow.service_accounts.delete(account_id):
                     raise account_not_found(name)
             await self._revocations.account_ended(f"service-accounts/{account_id}")
+
+    async def authenticated(
+        self, client_id: str, client_secret: str, client_assertion: str = ""
+    ) -> Principal:
+        """The account, as a caller of Keyhold itself, when the credential proves it: for
+        a transport that authenticates clients directly (HTTP client authentication)."""
+        account = await self._clients.account(client_id, client_secret, client_assertion)
+        return Principal(
+            PrincipalType.SERVICE, account.name, scopes=account.scopes, audience=self._audience
+        )
 
     async def issue_token(
         self,
