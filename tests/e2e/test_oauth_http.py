@@ -334,3 +334,60 @@ async def test_health_endpoints(http: Http) -> None:
     async with http.client() as client:
         assert (await client.get("/healthz")).json() == {"status": "ok"}
         assert (await client.get("/readyz")).status_code == 200
+
+
+EXCHANGE = "urn:ietf:params:oauth:grant-type:token-exchange"
+ACCESS_TOKEN = "urn:ietf:params:oauth:token-type:access_token"
+
+
+async def test_a_service_exchanges_a_users_token_at_the_token_endpoint(http: Http) -> None:
+    app = http.app
+    resources = app.identity.api_resources
+    await resources.create(
+        "reports",
+        Definition(
+            "Reports",
+            "reports.internal",
+            {"reports.read": ""},
+            {"reports:viewer": frozenset({"reports.read"})},
+        ),
+    )
+    user_token, user = await signed_in(app, "ada@example.com")
+    await resources.grant_roles(user, "api-resources/reports", ["reports:viewer"])
+    front, secret = await app.identity.service_accounts.create("front", [])
+    await resources.set_exchange_grant(front.name, "api-resources/reports", ["reports.read"])
+    form = {
+        "grant_type": EXCHANGE,
+        "subject_token": user_token,
+        "subject_token_type": ACCESS_TOKEN,
+        "audience": "reports.internal",
+    }
+    async with http.client() as client:
+        answer = await client.post(
+            "/oauth2/token", data=form, headers=_basic(front.client_id, secret)
+        )
+        stranger = await client.post(
+            "/oauth2/token", data=form, headers=_basic(http.client_id, http.secret)
+        )
+        garbage = await client.post(
+            "/oauth2/token",
+            data={**form, "subject_token": "not-a-token"},
+            headers=_basic(front.client_id, secret),
+        )
+        wrong_type = await client.post(
+            "/oauth2/token",
+            data={**form, "subject_token_type": "urn:ietf:params:oauth:token-type:id_token"},
+            headers=_basic(front.client_id, secret),
+        )
+    body = answer.json()
+    assert answer.status_code == 200, answer.text
+    assert (body["issued_token_type"], body["scope"], body["audience"]) == (
+        ACCESS_TOKEN,
+        "reports.read",
+        "reports.internal",
+    )
+    claims = jwt.decode(body["access_token"], options={"verify_signature": False})
+    assert (claims["sub"], claims["act"]) == (user, {"sub": front.name})
+    assert (stranger.status_code, stranger.json()["error"]) == (400, "unauthorized_client")
+    assert (garbage.status_code, garbage.json()["error"]) == (400, "invalid_request")
+    assert (wrong_type.status_code, wrong_type.json()["error"]) == (400, "invalid_request")

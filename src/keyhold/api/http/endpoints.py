@@ -30,7 +30,9 @@ from keyhold.identity.v1 import identity_service_pb2 as pb
 
 IDENTITY = "/keyhold.identity.v1.IdentityService/"
 JWT_BEARER_ASSERTION = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
-GRANT_TYPES = ("client_credentials", "refresh_token")
+TOKEN_EXCHANGE = "urn:ietf:params:oauth:grant-type:token-exchange"  # noqa: S105 - a URN
+ACCESS_TOKEN_TYPE = "urn:ietf:params:oauth:token-type:access_token"  # noqa: S105 - a URN
+GRANT_TYPES = ("client_credentials", "refresh_token", TOKEN_EXCHANGE)
 AUTH_METHODS = ("client_secret_basic", "client_secret_post", "private_key_jwt")
 # Verifiers fetch the set again for a key id they do not know (a rotated key signs at
 # once), so a short max-age costs little and bounds how long a removed key is trusted.
@@ -118,6 +120,10 @@ class OAuthEndpoints:
                 return await self._client_credentials(request, form, client)
             if grant_type == "refresh_token":
                 return await self._refresh(request, form)
+            if grant_type == TOKEN_EXCHANGE:
+                client = _client_credentials(request, form)
+                basic_used = client.basic
+                return await self._exchange(request, form, client)
         except DomainError as error:
             return token_endpoint_error(error, basic_auth_used=basic_used)
         if not grant_type:
@@ -144,6 +150,50 @@ class OAuthEndpoints:
         )
         return _token_response(
             issued.token.token, issued.token.expires_at, issued.scopes, audience=issued.audience
+        )
+
+    async def _exchange(self, request: Request, form: dict[str, str], client: _Client) -> Response:
+        """RFC 8693: the calling service (the authenticated client) exchanges a user's
+        access token for one to call `audience` (or `resource`) on the user's behalf."""
+        for name in ("subject_token", "subject_token_type"):
+            if not form.get(name):
+                raise _missing(name)
+        if form["subject_token_type"] != ACCESS_TOKEN_TYPE:
+            raise InvalidArgument(
+                "REQUEST_INVALID",
+                f"subject_token_type must be {ACCESS_TOKEN_TYPE}",
+                [FieldViolation("subject_token_type", ACCESS_TOKEN_TYPE)],
+                domain="keyhold",
+            )
+        if form.get("requested_token_type", ACCESS_TOKEN_TYPE) != ACCESS_TOKEN_TYPE:
+            raise InvalidArgument(
+                "REQUEST_INVALID",
+                f"requested_token_type can only be {ACCESS_TOKEN_TYPE}",
+                [FieldViolation("requested_token_type", ACCESS_TOKEN_TYPE)],
+                domain="keyhold",
+            )
+        message = pb.ExchangeTokenRequest(
+            subject_token=form["subject_token"],
+            audience=form.get("audience", "") or form.get("resource", ""),
+            scopes=form.get("scope", "").split(),
+        )
+        accounts = self._uc.service_accounts
+
+        async def authenticate() -> Principal:
+            return await accounts.authenticated(client.client_id, client.secret, client.assertion)
+
+        await self._admission.admit(
+            IDENTITY + "ExchangeToken", request, message, authenticate=authenticate
+        )
+        exchanged = await self._uc.token_exchange.exchange(
+            message.subject_token, message.audience, list(message.scopes)
+        )
+        return _token_response(
+            exchanged.token.token,
+            exchanged.token.expires_at,
+            exchanged.scopes,
+            audience=exchanged.audience,
+            issued_token_type=ACCESS_TOKEN_TYPE,
         )
 
     async def _refresh(self, request: Request, form: dict[str, str]) -> Response:
@@ -272,6 +322,7 @@ def _token_response(
     *,
     audience: str = "",
     refresh_token: str = "",
+    issued_token_type: str = "",
 ) -> Response:
     body: dict[str, Any] = {
         "access_token": token,
@@ -284,6 +335,8 @@ def _token_response(
         body["audience"] = audience
     if refresh_token:
         body["refresh_token"] = refresh_token
+    if issued_token_type:
+        body["issued_token_type"] = issued_token_type
     return JSONResponse(body, headers=_NO_STORE)
 
 
