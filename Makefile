@@ -10,6 +10,8 @@ PROTO_BASELINE ?= proto/releases/v0.1.0.binpb
 # `make bench` runs the recorded RPC benchmark; `make bench BENCH_ARGS="rpc --help"` one part.
 BENCH_ARGS ?= report
 
+NODE_TESTS := tests/node
+
 .PHONY: install generate lint format test run bench clean
 
 install: $(STAMP)
@@ -37,8 +39,17 @@ format: install
 	$(BIN)/ruff check --fix $(PY_PATHS)
 	$(BIN)/buf format -w
 
-test: install
+test: install $(NODE_TESTS)/node_modules/.package-lock.json
 	$(BIN)/pytest $(PYTEST_ARGS)
+
+# The Node clients of tests/node, from the npm registry at the locked versions. Without
+# npm the Node tests skip, except under CI, where they fail.
+$(NODE_TESTS)/node_modules/.package-lock.json: $(NODE_TESTS)/package-lock.json
+	@if command -v npm >/dev/null 2>&1; then \
+		npm ci --prefix $(NODE_TESTS) --no-audit --no-fund; \
+	else \
+		echo "npm not found: the Node tests will be skipped"; \
+	fi
 
 run: install
 	$(BIN)/keyhold serve
@@ -47,4 +58,4 @@ bench: install
 	$(BIN)/python -m bench $(BENCH_ARGS)
 
 clean:
-	rm -rf $(VENV) .keyhold .pytest_cache .mypy_cache .ruff_cache dist build
+	rm -rf $(VENV) .keyhold .pytest_cache .mypy_cache .ruff_cache dist build $(NODE_TESTS)/node_modules
