@@ -41,6 +41,7 @@ ENV PATH=/opt/keyhold/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     KEYHOLD_LISTEN_ADDRESS=0.0.0.0:50051 \
+    KEYHOLD_HTTP_ADDRESS=0.0.0.0:8080 \
     KEYHOLD_METRICS_ADDRESS=0.0.0.0:9464 \
     KEYHOLD_DATA_DIR=/var/lib/keyhold \
     KEYHOLD_LOG_FORMAT=json \
@@ -49,7 +50,7 @@ ENV PATH=/opt/keyhold/bin:$PATH \
 USER 10001:10001
 WORKDIR /var/lib/keyhold
 # gRPC, and the Prometheus metrics endpoint.
-EXPOSE 50051 9464
+EXPOSE 50051 8080 9464
 HEALTHCHECK --interval=10s --timeout=5s --start-period=20s --retries=3 \
   CMD ["keyhold", "health", "--address", "127.0.0.1:50051"]
 ENTRYPOINT ["keyhold"]

@@ -12,6 +12,7 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 import yaml
@@ -22,7 +23,7 @@ from keyhold.wiring.grpc_api import SERVICES
 
 ROOT = Path(__file__).resolve().parent.parent
 KUBERNETES = ROOT / "deploy" / "kubernetes"
-GRPC_PORT, METRICS_PORT = 50051, 9464
+GRPC_PORT, HTTP_PORT, METRICS_PORT = 50051, 8080, 9464
 
 
 # --- Dockerfile -------------------------------------------------------------------
@@ -136,11 +137,11 @@ def test_the_image_checks_its_own_health(dockerfile: Dockerfile) -> None:
     assert command[command.index("--address") + 1].endswith(f":{GRPC_PORT}")
 
 
-def test_the_image_exposes_grpc_and_metrics(dockerfile: Dockerfile) -> None:
+def test_the_image_exposes_grpc_http_and_metrics(dockerfile: Dockerfile) -> None:
     exposed = {
         int(port.split("/")[0]) for args in dockerfile.final.all("EXPOSE") for port in args.split()
     }
-    assert exposed == {GRPC_PORT, METRICS_PORT}
+    assert exposed == {GRPC_PORT, HTTP_PORT, METRICS_PORT}
 
 
 def test_the_image_defaults_are_valid_settings(
@@ -149,6 +150,7 @@ def test_the_image_defaults_are_valid_settings(
     env = dockerfile.env()
     assert env["KEYHOLD_LISTEN_ADDRESS"] == f"0.0.0.0:{GRPC_PORT}"
     assert env["KEYHOLD_METRICS_ADDRESS"].endswith(f":{METRICS_PORT}")
+    assert env["KEYHOLD_HTTP_ADDRESS"] == f"0.0.0.0:{HTTP_PORT}"
     for key, value in env.items():
         if key.startswith("KEYHOLD_"):
             monkeypatch.setenv(key, value)
@@ -358,7 +360,7 @@ def test_the_service_is_headless_and_selects_the_pods(
     service = manifests["Service"]["spec"]
     assert service["clusterIP"] == "None"
     assert service["selector"].items() <= _pod_labels(manifests).items()
-    assert {port["port"] for port in service["ports"]} == {GRPC_PORT, METRICS_PORT}
+    assert {port["port"] for port in service["ports"]} == {GRPC_PORT, HTTP_PORT, METRICS_PORT}
 
 
 def test_the_disruption_budget_covers_the_pods_and_allows_a_drain(
@@ -397,6 +399,37 @@ def test_envoy_balances_calls_over_http2_across_the_headless_service(
     address = endpoint["endpoint"]["address"]["socket_address"]
     assert address["port_value"] == GRPC_PORT
     assert address["address"].split(".")[0] == manifests["Service"]["metadata"]["name"]
+
+
+def test_envoy_verifies_keyhold_tokens_with_the_published_keys(
+    manifests: dict[str, dict[str, Any]],
+) -> None:
+    """deploy/envoy/jwt-authn.yaml: a downstream service's Envoy fetches the JWKS from
+    Keyhold's HTTP port through the Service, and requires its own audience."""
+    config = yaml.safe_load((ROOT / "deploy" / "envoy" / "jwt-authn.yaml").read_text())
+    (listener,) = config["static_resources"]["listeners"]
+    (chain,) = listener["filter_chains"]
+    (manager,) = chain["filters"]
+    filters = manager["typed_config"]["http_filters"]
+    assert filters[-1]["name"] == "envoy.filters.http.router"
+    authn = filters[0]["typed_config"]
+    provider = authn["providers"]["keyhold"]
+    assert provider["audiences"] == ["reports.internal"]
+    assert [rule["requires"]["provider_name"] for rule in authn["rules"]] == ["keyhold"]
+    uri = provider["remote_jwks"]["http_uri"]
+    parts = urlsplit(uri["uri"])
+    assert parts.path == "/.well-known/jwks.json"
+    clusters = {c["name"]: c for c in config["static_resources"]["clusters"]}
+    (group,) = clusters[uri["cluster"]]["load_assignment"]["endpoints"]
+    (endpoint,) = group["lb_endpoints"]
+    address = endpoint["endpoint"]["address"]["socket_address"]
+    service = manifests["Service"]
+    http_port = {p["name"]: p["port"] for p in service["spec"]["ports"]}["http"]
+    assert (parts.hostname, parts.port) == (address["address"], address["port_value"])
+    assert address["port_value"] == http_port == HTTP_PORT
+    assert address["address"].split(".")[0] == service["metadata"]["name"]
+    env = {item["name"]: item.get("value") for item in _container(manifests)["env"]}
+    assert env["KEYHOLD_HTTP_ADDRESS"] == f"0.0.0.0:{HTTP_PORT}"
 
 
 def _routes(envoy: dict[str, Any]) -> list[dict[str, Any]]:
