@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import grpc
 import httpx
 import jwt
 import pytest
@@ -22,8 +23,11 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from keyhold.application.identity.api_resources import Definition
 from keyhold.domain.audit.events import AuditFilter
+from keyhold.identity.v1 import identity_service_pb2 as pb
+from keyhold.identity.v1 import identity_service_pb2_grpc as pb_grpc
 from keyhold.server import KeyholdServer
 from tests.support.servers import PASSWORD, running_server, settings_for, signed_in
+from tests.support.status import rich_error
 
 
 @dataclass
@@ -391,3 +395,27 @@ async def test_a_service_exchanges_a_users_token_at_the_token_endpoint(http: Htt
     assert (stranger.status_code, stranger.json()["error"]) == (400, "unauthorized_client")
     assert (garbage.status_code, garbage.json()["error"]) == (400, "invalid_request")
     assert (wrong_type.status_code, wrong_type.json()["error"]) == (400, "invalid_request")
+
+
+async def test_the_token_endpoint_counts_against_create_service_tokens_limits(
+    http: Http,
+) -> None:
+    """CreateServiceToken's policy: 120 a minute per client id, whatever the transport."""
+    wrong = _basic(http.client_id, "khs_wrong")
+    async with http.client() as client:
+        for _ in range(120):
+            answer = await client.post(
+                "/oauth2/token", data={"grant_type": "client_credentials"}, headers=wrong
+            )
+            assert answer.status_code == 401
+        limited = await client.post(
+            "/oauth2/token", data={"grant_type": "client_credentials"}, headers=wrong
+        )
+    assert (limited.status_code, limited.json()["error"]) == (429, "slow_down")
+    assert int(limited.headers["retry-after"]) >= 1
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{http.app.port}") as channel:
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await pb_grpc.IdentityServiceStub(channel).CreateServiceToken(
+                pb.CreateServiceTokenRequest(client_id=http.client_id, client_secret=http.secret)
+            )
+    assert rich_error(caught.value).code is grpc.StatusCode.RESOURCE_EXHAUSTED
