@@ -125,10 +125,16 @@ class KeyholdServer:
         if self.certificates is None:
             log.info("tls_reload_skipped", reason="TLS is not configured")
             return None
-        task = asyncio.create_task(asyncio.to_thread(self.certificates.reload))
+        task = asyncio.create_task(asyncio.to_thread(self._reload_both, self.certificates))
         self._reloads.add(task)
         task.add_done_callback(self._reloads.discard)
         return task
+
+    def _reload_both(self, certificates: ReloadingCertificates) -> bool:
+        reloaded = certificates.reload()
+        if reloaded and self.http is not None:
+            self.http.reload_certificate()
+        return reloaded
 
     async def stop(self, grace: float | None = None) -> None:
         """Health goes NOT_SERVING, new calls are refused, in-flight calls get `grace`."""

@@ -7,10 +7,12 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import os
+import ssl
 from pathlib import Path
 from typing import Any
 
 import grpc
+import httpx
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
@@ -290,3 +292,28 @@ async def test_unusable_certificate_files_stop_the_start_with_the_file_named(
                 await app.start()
         finally:
             await app.stop(grace=0)
+
+
+async def test_the_http_listener_speaks_tls_with_the_same_files_and_reloads(
+    tmp_path: Path, own_pki: Pki
+) -> None:
+    pki = own_pki
+    settings = settings_for(tmp_path, **tls(pki, mutual=True), http_address="127.0.0.1:0")
+    async with running_server(settings, pki.credentials()) as (app, _):
+        port = app.http_port
+        trusting = ssl.create_default_context(cafile=pki.ca_file)
+        trusting.load_cert_chain(pki.client_cert, pki.client_key)
+        async with httpx.AsyncClient(verify=trusting) as client:
+            answer = await client.get(f"https://localhost:{port}/readyz")
+        assert answer.json() == {"status": "ready"}
+        anonymous = ssl.create_default_context(cafile=pki.ca_file)  # no client certificate
+        with pytest.raises(httpx.HTTPError):
+            async with httpx.AsyncClient(verify=anonymous) as client:
+                await client.get(f"https://localhost:{port}/readyz")
+        assert await asyncio.to_thread(served_serial, port, pki) == pki.server.serial
+        renewed = pki.ca.server()
+        pki.replace_server_certificate(renewed)
+        reload = app.reload_certificates()
+        assert reload is not None
+        assert await reload
+        assert await asyncio.to_thread(served_serial, port, pki) == renewed.serial

@@ -32,6 +32,7 @@ def wire_http_api(platform: Platform, identity: Identity, grpc_api: GrpcApi) -> 
         settings.http_address,
         cert_file=settings.tls_cert_file if tls else None,
         key_file=settings.tls_key_file if tls else None,
+        client_ca_file=settings.tls_client_ca_file if tls else None,
         grace_seconds=settings.shutdown_grace_seconds,
         shared_port=settings.workers > 1,
     )
