@@ -346,6 +346,12 @@ async def refresh_session(row: Row, who: Person) -> Message:
     return identity_pb.RefreshSessionRequest(refresh_token=login.refresh_token)
 
 
+@request_for("IdentityService.RevokeToken")
+async def revoke_token(row: Row, who: Person) -> Message:
+    login = await row.app.identity.sessions.login(who.email, PASSWORD, "matrix")
+    return identity_pb.RevokeTokenRequest(token=login.refresh_token)
+
+
 @request_for("IdentityService.ListSessions")
 async def list_sessions(row: Row, who: Person) -> Message:
     return identity_pb.ListSessionsRequest(parent=who.name)

@@ -39,6 +39,7 @@ from keyhold.application.identity.signing_keys import (
     SigningKeys,
 )
 from keyhold.application.identity.token_exchange import TokenExchange
+from keyhold.application.identity.token_revocation import TokenRevocation
 from keyhold.application.identity.trusted_issuers import TrustedIssuers
 from keyhold.application.identity.users import Users
 from keyhold.application.identity.verification import EmailVerification
@@ -73,6 +74,7 @@ class Identity:
     trusted_issuers: TrustedIssuers
     issuer_keys: PublishedIssuerKeys  # closed by the server
     token_exchange: TokenExchange
+    token_revocation: TokenRevocation
     introspection: TokenIntrospection
     access_tokens: AccessTokens
     revocations: Revocations
@@ -269,6 +271,7 @@ def wire_identity(platform: Platform, audit: Audit, egress_resolver: Resolver) -
             max_depth=settings.token_exchange_max_depth,
             telemetry=platform.telemetry,
         ),
+        token_revocation=TokenRevocation(unit_of_work, access_tokens, recorder, revocations, clock),
         introspection=TokenIntrospection(
             access_tokens, recorder, unit_of_work, audience=settings.audience
         ),

@@ -879,6 +879,54 @@ class RefreshSessionRequest(_message.Message):
 Global___RefreshSessionRequest: _TypeAlias = RefreshSessionRequest  # noqa: Y015
 
 @_typing.final
+class RevokeTokenRequest(_message.Message):
+    """The request for RevokeToken."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TOKEN_FIELD_NUMBER: _builtins.int
+    TOKEN_TYPE_HINT_FIELD_NUMBER: _builtins.int
+    token: _builtins.str
+    """The refresh token or access token to revoke. Never logged.
+    At most 16384 characters.
+    """
+    token_type_hint: _builtins.str
+    """Which kind `token` is, if the caller knows (`refresh_token` or `access_token`);
+    only a hint: both kinds are tried.
+    At most 64 characters.
+    """
+    def __init__(
+        self,
+        *,
+        token: _builtins.str = ...,
+        token_type_hint: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["token", b"token", "token_type_hint", b"token_type_hint"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RevokeTokenRequest: _TypeAlias = RevokeTokenRequest  # noqa: Y015
+
+@_typing.final
+class RevokeTokenResponse(_message.Message):
+    """The response to RevokeToken; empty."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RevokeTokenResponse: _TypeAlias = RevokeTokenResponse  # noqa: Y015
+
+@_typing.final
 class RefreshSessionResponse(_message.Message):
     """The response to RefreshSession."""
 

@@ -81,6 +81,11 @@ class IdentityServiceStub:
                 request_serializer=keyhold_dot_identity_dot_v1_dot_identity__service__pb2.RefreshSessionRequest.SerializeToString,
                 response_deserializer=keyhold_dot_identity_dot_v1_dot_identity__service__pb2.RefreshSessionResponse.FromString,
                 _registered_method=True)
+        self.RevokeToken = channel.unary_unary(
+                '/keyhold.identity.v1.IdentityService/RevokeToken',
+                request_serializer=keyhold_dot_identity_dot_v1_dot_identity__service__pb2.RevokeTokenRequest.SerializeToString,
+                response_deserializer=keyhold_dot_identity_dot_v1_dot_identity__service__pb2.RevokeTokenResponse.FromString,
+                _registered_method=True)
         self.ListSessions = channel.unary_unary(
                 '/keyhold.identity.v1.IdentityService/ListSessions',
                 request_serializer=keyhold_dot_identity_dot_v1_dot_identity__service__pb2.ListSessionsRequest.SerializeToString,
@@ -252,6 +257,18 @@ class IdentityServiceServicer:
         presented one is spent). Presenting a spent refresh token again revokes the
         session's whole token family. An unknown, spent, expired or revoked refresh
         token, or an expired session, fails with UNAUTHENTICATED.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RevokeToken(self, request, context):
+        """Revokes a token (RFC 7009 semantics): a refresh token, or a user's access token,
+        ends the session it belongs to, at once on every replica. A token that is
+        unknown, malformed, expired or already revoked gets the same empty answer, so that
+        the answer tells a guesser nothing. A service account's token cannot be revoked
+        alone (it expires; deleting the account ends all of them): FAILED_PRECONDITION,
+        reason TOKEN_TYPE_UNSUPPORTED. Public: the token is the credential.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -449,6 +466,11 @@ def add_IdentityServiceServicer_to_server(servicer, server):
                     servicer.RefreshSession,
                     request_deserializer=keyhold_dot_identity_dot_v1_dot_identity__service__pb2.RefreshSessionRequest.FromString,
                     response_serializer=keyhold_dot_identity_dot_v1_dot_identity__service__pb2.RefreshSessionResponse.SerializeToString,
+            ),
+            'RevokeToken': grpc.unary_unary_rpc_method_handler(
+                    servicer.RevokeToken,
+                    request_deserializer=keyhold_dot_identity_dot_v1_dot_identity__service__pb2.RevokeTokenRequest.FromString,
+                    response_serializer=keyhold_dot_identity_dot_v1_dot_identity__service__pb2.RevokeTokenResponse.SerializeToString,
             ),
             'ListSessions': grpc.unary_unary_rpc_method_handler(
                     servicer.ListSessions,
@@ -771,6 +793,33 @@ class IdentityService:
             '/keyhold.identity.v1.IdentityService/RefreshSession',
             keyhold_dot_identity_dot_v1_dot_identity__service__pb2.RefreshSessionRequest.SerializeToString,
             keyhold_dot_identity_dot_v1_dot_identity__service__pb2.RefreshSessionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RevokeToken(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/keyhold.identity.v1.IdentityService/RevokeToken',
+            keyhold_dot_identity_dot_v1_dot_identity__service__pb2.RevokeTokenRequest.SerializeToString,
+            keyhold_dot_identity_dot_v1_dot_identity__service__pb2.RevokeTokenResponse.FromString,
             options,
             channel_credentials,
             insecure,

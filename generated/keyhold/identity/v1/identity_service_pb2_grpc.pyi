@@ -100,6 +100,14 @@ class IdentityServiceStub:
     session's whole token family. An unknown, spent, expired or revoked refresh
     token, or an expired session, fails with UNAUTHENTICATED.
     """
+    RevokeToken: _grpc.UnaryUnaryMultiCallable[_identity_service_pb2.RevokeTokenRequest, _identity_service_pb2.RevokeTokenResponse]
+    """Revokes a token (RFC 7009 semantics): a refresh token, or a user's access token,
+    ends the session it belongs to, at once on every replica. A token that is
+    unknown, malformed, expired or already revoked gets the same empty answer, so that
+    the answer tells a guesser nothing. A service account's token cannot be revoked
+    alone (it expires; deleting the account ends all of them): FAILED_PRECONDITION,
+    reason TOKEN_TYPE_UNSUPPORTED. Public: the token is the credential.
+    """
     ListSessions: _grpc.UnaryUnaryMultiCallable[_identity_service_pb2.ListSessionsRequest, _identity_service_pb2.ListSessionsResponse]
     """Lists a user's live (not expired, not revoked) sessions, newest first."""
     DeleteSession: _grpc.UnaryUnaryMultiCallable[_identity_service_pb2.DeleteSessionRequest, _identity_service_pb2.DeleteSessionResponse]
@@ -247,6 +255,14 @@ class IdentityServiceAsyncStub(IdentityServiceStub):
     presented one is spent). Presenting a spent refresh token again revokes the
     session's whole token family. An unknown, spent, expired or revoked refresh
     token, or an expired session, fails with UNAUTHENTICATED.
+    """
+    RevokeToken: _aio.UnaryUnaryMultiCallable[_identity_service_pb2.RevokeTokenRequest, _identity_service_pb2.RevokeTokenResponse]  # type: ignore[assignment]
+    """Revokes a token (RFC 7009 semantics): a refresh token, or a user's access token,
+    ends the session it belongs to, at once on every replica. A token that is
+    unknown, malformed, expired or already revoked gets the same empty answer, so that
+    the answer tells a guesser nothing. A service account's token cannot be revoked
+    alone (it expires; deleting the account ends all of them): FAILED_PRECONDITION,
+    reason TOKEN_TYPE_UNSUPPORTED. Public: the token is the credential.
     """
     ListSessions: _aio.UnaryUnaryMultiCallable[_identity_service_pb2.ListSessionsRequest, _identity_service_pb2.ListSessionsResponse]  # type: ignore[assignment]
     """Lists a user's live (not expired, not revoked) sessions, newest first."""
@@ -446,6 +462,20 @@ class IdentityServiceServicer(metaclass=_abc_1.ABCMeta):
         presented one is spent). Presenting a spent refresh token again revokes the
         session's whole token family. An unknown, spent, expired or revoked refresh
         token, or an expired session, fails with UNAUTHENTICATED.
+        """
+
+    @_abc_1.abstractmethod
+    def RevokeToken(
+        self,
+        request: _identity_service_pb2.RevokeTokenRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_identity_service_pb2.RevokeTokenResponse, _abc.Awaitable[_identity_service_pb2.RevokeTokenResponse]]:
+        """Revokes a token (RFC 7009 semantics): a refresh token, or a user's access token,
+        ends the session it belongs to, at once on every replica. A token that is
+        unknown, malformed, expired or already revoked gets the same empty answer, so that
+        the answer tells a guesser nothing. A service account's token cannot be revoked
+        alone (it expires; deleting the account ends all of them): FAILED_PRECONDITION,
+        reason TOKEN_TYPE_UNSUPPORTED. Public: the token is the credential.
         """
 
     @_abc_1.abstractmethod

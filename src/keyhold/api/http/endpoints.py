@@ -4,7 +4,9 @@
 - `GET /.well-known/jwks.json` (GetJwks);
 - `POST /oauth2/token`: `client_credentials` (CreateServiceToken; client_secret_basic,
   client_secret_post or private_key_jwt) and `refresh_token` (RefreshSession);
-- `POST /oauth2/introspect` (RFC 7662; IntrospectToken, the caller's bearer token);
+- `POST /oauth2/introspect` (RFC 7662; IntrospectToken, by client credentials or a
+  bearer token);
+- `POST /oauth2/revoke` (RFC 7009; RevokeToken);
 - `GET /healthz`, `GET /readyz`."""
 
 from __future__ import annotations
@@ -65,6 +67,7 @@ class OAuthEndpoints:
             Route("/.well-known/jwks.json", self.jwks, methods=["GET"]),
             Route("/oauth2/token", self.token, methods=["POST"]),
             Route("/oauth2/introspect", self.introspect, methods=["POST"]),
+            Route("/oauth2/revoke", self.revoke, methods=["POST"]),
             Route("/healthz", self.healthz, methods=["GET"]),
             Route("/readyz", self.readyz, methods=["GET"]),
         ]
@@ -82,6 +85,8 @@ class OAuthEndpoints:
                 "jwks_uri": f"{base}/.well-known/jwks.json",
                 "token_endpoint": f"{base}/oauth2/token",
                 "introspection_endpoint": f"{base}/oauth2/introspect",
+                "revocation_endpoint": f"{base}/oauth2/revoke",
+                "revocation_endpoint_auth_methods_supported": ["none"],
                 "grant_types_supported": list(GRANT_TYPES),
                 "token_endpoint_auth_methods_supported": list(AUTH_METHODS),
                 "token_endpoint_auth_signing_alg_values_supported": ["EdDSA", "ES256", "RS256"],
@@ -237,6 +242,26 @@ class OAuthEndpoints:
                 return token_endpoint_error(error, basic_auth_used=basic_used)
             return bearer_error(error)
         return JSONResponse(_introspection(principal), headers=_NO_STORE)
+
+    async def revoke(self, request: Request) -> Response:
+        """RFC 7009: 200 for any token but a service account's (its type is not
+        revocable: `unsupported_token_type`). The token is the credential."""
+        try:
+            form = await form_of(request)
+            message = pb.RevokeTokenRequest(
+                token=form.get("token", ""), token_type_hint=form.get("token_type_hint", "")
+            )
+            if not message.token:
+                raise _missing("token")
+            await self._admission.admit(IDENTITY + "RevokeToken", request, message)
+            await self._uc.token_revocation.revoke(message.token)
+        except DomainError as error:
+            if error.reason == "TOKEN_TYPE_UNSUPPORTED":
+                return oauth_error(
+                    400, "unsupported_token_type", error.message, reason=error.reason
+                )
+            return token_endpoint_error(error, basic_auth_used=False)
+        return Response(status_code=200, headers=_NO_STORE)
 
     async def healthz(self, request: Request) -> Response:
         return JSONResponse({"status": "ok"})

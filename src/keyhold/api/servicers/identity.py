@@ -23,6 +23,7 @@ from keyhold.application.identity.service_accounts import ServiceAccounts
 from keyhold.application.identity.sessions import Sessions, SessionTokens
 from keyhold.application.identity.signing_keys import PublishedKeys, SigningKeyRotation
 from keyhold.application.identity.token_exchange import TokenExchange
+from keyhold.application.identity.token_revocation import TokenRevocation
 from keyhold.application.identity.users import UserPatch, Users
 from keyhold.application.identity.verification import EmailVerification
 from keyhold.domain.call import current_call
@@ -68,6 +69,9 @@ class IdentityUseCases(Protocol):
 
     @property
     def token_exchange(self) -> TokenExchange: ...
+
+    @property
+    def token_revocation(self) -> TokenRevocation: ...
 
 
 def _session_fields(result: SessionTokens) -> dict[str, Any]:
@@ -169,6 +173,12 @@ class IdentityServicer(pb_grpc.IdentityServiceServicer):
     ) -> pb.RefreshSessionResponse:
         result = await self._uc.sessions.refresh(request.refresh_token)
         return pb.RefreshSessionResponse(**_session_fields(result))
+
+    async def RevokeToken(
+        self, request: pb.RevokeTokenRequest, context: Any
+    ) -> pb.RevokeTokenResponse:
+        await self._uc.token_revocation.revoke(request.token)
+        return pb.RevokeTokenResponse()
 
     async def ListSessions(
         self, request: pb.ListSessionsRequest, context: Any

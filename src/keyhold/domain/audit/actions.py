@@ -26,6 +26,7 @@ class Action(StrEnum):
     SESSION_CREATE = "identity.session.create"
     SESSION_REFRESH = "identity.session.refresh"
     SESSION_DELETE = "identity.session.delete"
+    TOKEN_REVOKE = "identity.token.revoke"
     PASSWORD_CHANGE = "identity.password.change"
     PASSWORD_RESET_CREATE = "identity.password_reset.create"
     PASSWORD_RESET = "identity.password.reset"
@@ -163,6 +164,9 @@ REGISTRY: dict[Action, ActionInfo] = {
     ),
     Action.TOKEN_EXCHANGE_GRANT_DELETE: ActionInfo(
         "service-account", _RESOURCES + "DeleteTokenExchangeGrant", "exchange grant withdrawn"
+    ),
+    Action.TOKEN_REVOKE: ActionInfo(
+        "session", _IDENTITY + "RevokeToken", "a session ended through one of its tokens"
     ),
     Action.TOKEN_EXCHANGE: ActionInfo(
         "user", _IDENTITY + "ExchangeToken", "a user's token exchanged by a service"
