@@ -44,6 +44,7 @@ import asyncpg
 import grpc
 
 from bench.hash_only import hash_only_processes
+from bench.http_load import HttpSpec, run_http_load
 from bench.loadgen import PERCENTILES, CallSpec, LoadConfig, LoadResult, percentile, run_load
 from bench.mixed_load import MixConfig, MixEntry, start_mix
 from bench.serve_under_test import (
@@ -310,6 +311,71 @@ async def service_token_audience(target: Target) -> CallSpec:
     check = await target.identity.CreateServiceToken(request, timeout=10.0)
     assert list(check.scopes) == ["billing.read"], check
     return CallSpec.of(IDENTITY + "CreateServiceToken", request.SerializeToString())
+
+
+async def _http_measure(
+    name: str, spec: HttpSpec, server: ServerProcess, config: LoadConfig
+) -> list[Row]:
+    """`spec` over HTTP/1.1 keep-alive connections from one load process, with as many
+    requests outstanding as the gRPC scenarios keep."""
+    base = "http://" + server.environment["KEYHOLD_HTTP_ADDRESS"]
+    result, cpu = await run_http_load(
+        base,
+        spec,
+        concurrency=config.processes * config.channels * config.concurrency,
+        warmup_seconds=config.warmup_seconds,
+        seconds=config.seconds,
+        cpus=config.cpus,
+        server_cpu_seconds=server.cpu_seconds,
+    )
+    latencies = sorted(result.latencies)
+    refused = {f"HTTP {status}": n for status, n in result.statuses.items() if status != 200}
+    row = Row(
+        scenario=name,
+        calls_per_second=round(result.calls / config.seconds, 1),
+        calls_per_server_cpu_second=round(result.calls / cpu, 1) if cpu else None,
+        server_cores=round(cpu / config.seconds, 2),
+        load_cores=round(result.client_cpu_seconds / (config.warmup_seconds + config.seconds), 2),
+        latency_ms={f"p{p:g}": round(percentile(latencies, p) * 1000.0, 3) for p in PERCENTILES},
+        errors={**refused, **dict(result.errors)},
+        calls=result.calls,
+        warmup_calls=result.warmup_calls,
+        server_cpu_seconds=round(cpu, 2),
+        server_peak_rss_mb=round(server.peak_rss_mb(), 1),
+    )
+    _print_row(row)
+    return [row]
+
+
+@measurement(
+    "http-token",
+    "keyhold",
+    "POST /oauth2/token, client credentials by client_secret_basic: CreateServiceToken's "
+    "twin over HTTP",
+)
+async def http_token(target: Target, server: ServerProcess, config: LoadConfig) -> list[Row]:
+    import base64
+
+    app = target._tokens()
+    account, secret = await app.identity.service_accounts.create("bench-http", ["audit.read"])
+    credentials = base64.b64encode(f"{account.client_id}:{secret}".encode()).decode()
+    spec = HttpSpec(
+        "POST",
+        "/oauth2/token",
+        (b"grant_type=client_credentials",),
+        (
+            ("authorization", f"Basic {credentials}"),
+            ("content-type", "application/x-www-form-urlencoded"),
+        ),
+    )
+    return await _http_measure("http-token", spec, server, config)
+
+
+@measurement("http-jwks", "keyhold", "GET /.well-known/jwks.json: GetJwks's twin over HTTP")
+async def http_jwks(target: Target, server: ServerProcess, config: LoadConfig) -> list[Row]:
+    return await _http_measure(
+        "http-jwks", HttpSpec("GET", "/.well-known/jwks.json"), server, config
+    )
 
 
 INTROSPECTED_TOKENS = 20_000

@@ -209,7 +209,8 @@ async def keyhold_server(
     env.update(
         {
             "KEYHOLD_LISTEN_ADDRESS": address,
-            "KEYHOLD_HTTP_ADDRESS": "",
+            # The OAuth 2.0 / OIDC endpoints, as `keyhold serve` runs them by default.
+            "KEYHOLD_HTTP_ADDRESS": f"127.0.0.1:{free_port()}",
             "KEYHOLD_DATA_DIR": str(data_dir),
             "KEYHOLD_KEY_ENCRYPTION_KEYS": key_encryption_keys,
             "KEYHOLD_RATE_LIMITS_ENABLED": "false",
