@@ -11,6 +11,8 @@ PROTO_BASELINE ?= proto/releases/v0.1.0.binpb
 BENCH_ARGS ?= report
 
 NODE_TESTS := tests/node
+TS_CLIENT := clients/typescript
+NODE_PACKAGES := $(NODE_TESTS)/node_modules/.package-lock.json $(TS_CLIENT)/node_modules/.package-lock.json
 
 .PHONY: install generate lint format test run bench clean
 
@@ -22,8 +24,9 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
-generate: install
+generate: install $(TS_CLIENT)/node_modules/.package-lock.json
 	$(BIN)/python scripts/generate_protos.py
+	$(BIN)/buf generate  # buf.gen.yaml: the TypeScript contracts in $(TS_CLIENT)/gen
 
 lint: install
 	$(BIN)/ruff check $(PY_PATHS)
@@ -39,14 +42,15 @@ format: install
 	$(BIN)/ruff check --fix $(PY_PATHS)
 	$(BIN)/buf format -w
 
-test: install $(NODE_TESTS)/node_modules/.package-lock.json
+test: install $(NODE_PACKAGES)
 	$(BIN)/pytest $(PYTEST_ARGS)
 
-# The Node clients of tests/node, from the npm registry at the locked versions. Without
-# npm the Node tests skip, except under CI, where they fail.
-$(NODE_TESTS)/node_modules/.package-lock.json: $(NODE_TESTS)/package-lock.json
+# The Node packages (tests/node's clients, the TypeScript contracts' generator and
+# gRPC runtime), from the npm registry at the locked versions. Without npm the Node
+# tests skip, except under CI, where they fail.
+%/node_modules/.package-lock.json: %/package-lock.json
 	@if command -v npm >/dev/null 2>&1; then \
-		npm ci --prefix $(NODE_TESTS) --no-audit --no-fund; \
+		npm ci --prefix $* --no-audit --no-fund; \
 	else \
 		echo "npm not found: the Node tests will be skipped"; \
 	fi
@@ -58,4 +62,4 @@ bench: install
 	$(BIN)/python -m bench $(BENCH_ARGS)
 
 clean:
-	rm -rf $(VENV) .keyhold .pytest_cache .mypy_cache .ruff_cache dist build $(NODE_TESTS)/node_modules
+	rm -rf $(VENV) .keyhold .pytest_cache .mypy_cache .ruff_cache dist build $(NODE_TESTS)/node_modules $(TS_CLIENT)/node_modules
