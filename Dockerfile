@@ -1,7 +1,8 @@
 # syntax=docker/dockerfile:1
 #
 # Keyhold's container image, in two stages:
-#   build    builds the Keyhold wheel and collects a wheel of every runtime dependency;
+#   build    builds the Keyhold wheels (keyhold-client and the server) and collects a
+#            wheel of every runtime dependency;
 #   runtime  installs exactly those wheels into a virtual environment on a fresh base,
 #            so no source tree, compiler, build backend, pip or dev dependency ships.
 #
@@ -16,9 +17,11 @@ ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /src
 COPY pyproject.toml README.md ./
+COPY clients/python ./clients/python
 COPY src ./src
 COPY generated ./generated
-RUN python -m pip wheel --wheel-dir /wheels .
+# keyhold-client (the stubs and the client library) and the server that depends on it.
+RUN python -m pip wheel --wheel-dir /wheels ./clients/python .
 
 FROM ${PYTHON_IMAGE} AS runtime
 LABEL org.opencontainers.image.title="keyhold" \

@@ -18,10 +18,11 @@ NODE_PACKAGES := $(NODE_TESTS)/node_modules/.package-lock.json $(TS_CLIENT)/node
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml clients/python/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	# The server depends on keyhold-client (clients/python): both from this tree.
+	$(BIN)/python -m pip install --quiet -e clients/python -e '.[dev]'
 	touch $(STAMP)
 
 generate: install $(TS_CLIENT)/node_modules/.package-lock.json
