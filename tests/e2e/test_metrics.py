@@ -188,3 +188,26 @@ def test_the_metrics_address_is_validated(tmp_path: Path) -> None:
     assert settings_for(tmp_path, metrics_address="[::1]:9464").metrics_address == "[::1]:9464"
     with pytest.raises(ValueError, match="host:port"):
         settings_for(tmp_path, metrics_address="9464")
+
+
+async def test_http_endpoints_count_under_their_grpc_twins(tmp_path: Path) -> None:
+    settings = with_metrics(tmp_path, http_address="127.0.0.1:0")
+    async with running_server(settings) as (app, _):
+        account, secret = await app.identity.service_accounts.create("http", ["audit.read"])
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{app.http_port}") as client:
+            ok = await client.post(
+                "/oauth2/token",
+                data={"grant_type": "client_credentials"},
+                auth=(account.client_id, secret),
+                headers={"x-request-id": "metrics-probe-1"},
+            )
+            await client.post(
+                "/oauth2/token",
+                data={"grant_type": "client_credentials"},
+                auth=(account.client_id, "khs_wrong"),
+            )
+        samples = await scrape(app)
+    method = "/keyhold.identity.v1.IdentityService/CreateServiceToken"
+    assert ok.headers["x-request-id"] == "metrics-probe-1"
+    assert value(samples, "keyhold_rpc_handled_total", method=method, code="OK") == 1
+    assert value(samples, "keyhold_rpc_handled_total", method=method, code="UNAUTHENTICATED") == 1

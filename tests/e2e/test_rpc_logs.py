@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+import httpx
 import pytest
 import structlog
 
@@ -246,3 +247,30 @@ async def test_every_processor_in_the_chain_applies_to_the_per_rpc_line(
     ]
     assert [line["method"].rpartition("/")[2] for line in completions] == ["GetJwks", "WhoAmI"]
     assert {line["peer"] for line in completions} == {"masked"}
+
+
+async def test_an_http_request_logs_one_line_like_its_grpc_twin(
+    tmp_path: Path, json_log: Path
+) -> None:
+    settings = settings_for(tmp_path, http_address="127.0.0.1:0")
+    async with running_server(settings) as (app, _):
+        account, secret = await app.identity.service_accounts.create("http", ["audit.read"])
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{app.http_port}") as client:
+            await client.post(
+                "/oauth2/token",
+                data={"grant_type": "client_credentials"},
+                auth=(account.client_id, secret),
+                headers={"x-request-id": "http-line-1"},
+            )
+    text = await asyncio.to_thread(json_log.read_text)
+    lines = [json.loads(line) for line in text.splitlines()]
+    (line,) = [line for line in lines if line.get("request_id") == "http-line-1"]
+    assert line.keys() >= FIELDS
+    assert (line["event"], line["method"], line["code"], line["http_status"]) == (
+        "rpc_completed",
+        "/keyhold.identity.v1.IdentityService/CreateServiceToken",
+        "OK",
+        200,
+    )
+    assert line["principal"] == "anonymous"  # the token endpoint is public; the client is audited
+    assert secret not in text

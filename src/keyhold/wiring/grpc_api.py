@@ -50,6 +50,7 @@ class GrpcApi:
     interceptor: PolicyInterceptor  # drained at shutdown: handlers finish their audit
     admission: Admission  # what every call passes, whatever transport carries it
     rate_limit_gate: RateLimitGate
+    rpc_metrics: RpcMetrics | None  # calls by method and code; the HTTP twins count here too
     metrics: MetricsEndpoint | None  # None: no metrics address configured
 
 
@@ -101,6 +102,7 @@ def wire_grpc_api(
         {"sessions": identity.sessions.owner_of, "connections": providers.connections.owner_of}
     )
     registry = platform.registry
+    rpc_metrics = None if registry is None else RpcMetrics(registry)
     admission = Admission(
         Authenticator(identity.access_tokens),
         authorizer,
@@ -110,7 +112,7 @@ def wire_grpc_api(
     interceptor = PolicyInterceptor(
         load_policies(SERVICES),
         admission,
-        metrics=None if registry is None else RpcMetrics(registry),
+        metrics=rpc_metrics,
         tracer=None if platform.tracing is None else platform.tracing.tracer,
         plaintext_only=not serves_tls(settings),
     )
@@ -138,5 +140,6 @@ def wire_grpc_api(
         interceptor=interceptor,
         admission=admission,
         rate_limit_gate=rate_limit_gate,
+        rpc_metrics=rpc_metrics,
         metrics=metrics,
     )

@@ -6,6 +6,7 @@ from __future__ import annotations
 from starlette.applications import Starlette
 
 from keyhold.api.http.calls import HttpAdmission
+from keyhold.api.http.completion import CompletionRecording
 from keyhold.api.http.endpoints import OAuthEndpoints
 from keyhold.api.http.listener import HttpListener
 from keyhold.api.policy import load_policies
@@ -28,7 +29,7 @@ def wire_http_api(platform: Platform, identity: Identity, grpc_api: GrpcApi) -> 
     )
     tls = serves_tls(settings)
     return HttpListener(
-        Starlette(routes=endpoints.routes()),
+        CompletionRecording(Starlette(routes=endpoints.routes()), grpc_api.rpc_metrics),
         settings.http_address,
         cert_file=settings.tls_cert_file if tls else None,
         key_file=settings.tls_key_file if tls else None,

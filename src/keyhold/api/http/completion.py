@@ -1,0 +1,81 @@
+"""Each HTTP request leaves the same trace as a gRPC call: one `rpc_completed` log line
+through structlog (the twin's method, a gRPC-style code, the caller, the request id)
+and, when metrics are on, the twin method's counters and latency. An ASGI middleware
+around the endpoints; the call context the endpoint's admission set is read after it."""
+
+from __future__ import annotations
+
+from time import perf_counter
+
+import structlog
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from keyhold.api.interceptor import RpcMetrics, RpcObserver
+from keyhold.domain.call import CallContext, current_call, set_current_call
+
+log = structlog.get_logger(__name__)
+
+# How gRPC would name the outcome an HTTP status reports.
+_CODES = {
+    200: "OK",
+    400: "INVALID_ARGUMENT",
+    401: "UNAUTHENTICATED",
+    403: "PERMISSION_DENIED",
+    404: "NOT_FOUND",
+    405: "UNIMPLEMENTED",
+    429: "RESOURCE_EXHAUSTED",
+    503: "UNAVAILABLE",
+}
+
+
+class CompletionRecording:
+    def __init__(self, app: ASGIApp, metrics: RpcMetrics | None = None) -> None:
+        self._app = app
+        self._metrics = metrics
+        self._observers: dict[str, RpcObserver] = {}  # by twin method: a handful
+        self._log = log.bind()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self._app(scope, receive, send)
+            return
+        started = perf_counter()
+        status = 500
+        set_current_call(CallContext())  # nothing from an earlier request on the task
+
+        async def sending(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+                request_id = current_call().request_id
+                if request_id:  # echoed, as gRPC's trailer does
+                    headers = [*message.get("headers", []), (b"x-request-id", request_id.encode())]
+                    message = {**message, "headers": headers}
+            await send(message)
+
+        try:
+            await self._app(scope, receive, sending)
+        finally:
+            self._completed(scope, status, perf_counter() - started)
+
+    def _completed(self, scope: Scope, status: int, seconds: float) -> None:
+        call = current_call()
+        method = call.method or f"{scope['method']} {scope['path'][:128]}"
+        code = _CODES.get(status, "INTERNAL" if status >= 500 else "FAILED_PRECONDITION")
+        if self._metrics is not None and call.method:
+            observe = self._observers.get(call.method)
+            if observe is None:
+                observe = self._observers[call.method] = self._metrics.for_method(call.method)
+            observe(code, seconds)
+        self._log.info(
+            "rpc_completed",
+            method=method,
+            code=code,
+            http_status=status,
+            duration_ms=round(seconds * 1000.0, 3),
+            peer=call.peer,
+            principal=call.principal.subject or "anonymous",
+            request_id=call.request_id,
+            trace_id=call.trace_id,
+            span_id=call.span_id,
+        )
