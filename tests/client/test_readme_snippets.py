@@ -7,17 +7,21 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+import shutil
 import signal
 import sys
+import uuid
 from pathlib import Path
 
 import grpc
+import pytest
 
 from keyhold.application.identity.api_resources import Definition
 from tests.support.cli import free_port
 from tests.support.servers import bearer, running_server, settings_for, signed_in
 
-README = Path(__file__).resolve().parents[2] / "README.md"
+ROOT = Path(__file__).resolve().parents[2]
+README = ROOT / "README.md"
 
 
 def snippets() -> list[str]:
@@ -98,3 +102,54 @@ async def test_every_python_snippet_runs_as_shown(tmp_path: Path) -> None:
         finally:
             server.send_signal(signal.SIGTERM)
             await asyncio.wait_for(server.wait(), timeout=15)
+
+
+def js_snippets() -> list[str]:
+    return re.findall(r"```js\n(.*?)```", README.read_text(), re.S)
+
+
+async def _run_node(node: str, package: Path, code: str, env: dict[str, str]) -> str:
+    """`code` as a module of `package` (so that its imports resolve to the package's
+    locked dependencies, and the package to itself), then removed."""
+    path = package / f".readme-snippet-{uuid.uuid4().hex}.mjs"
+    path.write_text(code)
+    try:
+        process = await asyncio.create_subprocess_exec(
+            node,
+            str(path),
+            cwd=package,
+            env=env,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+        )
+        out, _ = await asyncio.wait_for(process.communicate(), timeout=60)
+    finally:
+        path.unlink()
+    assert process.returncode == 0, out.decode()
+    return out.decode()
+
+
+async def test_every_javascript_snippet_runs_as_shown(tmp_path: Path) -> None:
+    node = shutil.which("node")
+    packages = (ROOT / "tests" / "node", ROOT / "clients" / "typescript")
+    if node is None or not all((p / "node_modules").is_dir() for p in packages):
+        if os.environ.get("CI"):
+            pytest.fail("CI needs Node and the packages `make test` installs")
+        pytest.skip("Node or the Node packages are not installed")
+    found = js_snippets()
+    assert len(found) == 2, "a snippet was added or removed: run it here too"
+    port = free_port()
+    issuer = f"http://127.0.0.1:{port}"
+    settings = settings_for(tmp_path, http_address=f"127.0.0.1:{port}", issuer=issuer)
+    async with running_server(settings) as (app, _):
+        account, secret = await app.identity.service_accounts.create("node", ["audit.read"])
+        env = {
+            **os.environ,
+            "KEYHOLD_ISSUER": issuer,
+            "KEYHOLD_ADDRESS": f"127.0.0.1:{app.port}",
+            "KEYHOLD_CLIENT_ID": account.client_id,
+            "KEYHOLD_CLIENT_SECRET": secret,
+        }
+        oidc, grpc_stubs = found
+        assert (await _run_node(node, packages[0], oidc, env)).strip() == account.name
+        assert (await _run_node(node, packages[1], grpc_stubs, env)).strip() == account.name

@@ -22,7 +22,7 @@ from tests.support.servers import running_server, settings_for
 
 pytestmark = pytest.mark.slow
 
-ENDPOINTS = ("/oauth2/token", "/oauth2/introspect")
+ENDPOINTS = ("/oauth2/token", "/oauth2/introspect", "/oauth2/revoke")
 PARAMETERS = (
     "grant_type",
     "client_id",
