@@ -77,7 +77,7 @@ AUTHORIZATION = st.one_of(
             "Negotiate abc",
         )
     ),
-    st.text(max_size=40).filter(lambda value: value.isascii() and "\n" not in value),
+    st.text(max_size=40).filter(lambda value: value.isascii() and value.isprintable()),
 )
 CONTENT_TYPES = st.sampled_from(
     (
@@ -152,8 +152,8 @@ def test_no_form_gets_a_server_error(
     before = target.loop.run_until_complete(_rows(target.app))
     answer = target.loop.run_until_complete(_post(target.base, endpoint, content, headers))
     assert answer.status_code < 500, answer.text
-    assert answer.headers["content-type"].startswith("application/json")
     if answer.status_code >= 400:
+        assert answer.headers["content-type"].startswith("application/json")
         assert answer.json()["error"], answer.text
         assert target.loop.run_until_complete(_rows(target.app)) == before
 
