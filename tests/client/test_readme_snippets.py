@@ -7,17 +7,16 @@ from __future__ import annotations
 import asyncio
 import os
 import re
-import shutil
 import signal
 import sys
 import uuid
 from pathlib import Path
 
 import grpc
-import pytest
 
 from keyhold.application.identity.api_resources import Definition
 from tests.support.cli import free_port
+from tests.support.node import node_for, run_node
 from tests.support.servers import bearer, running_server, settings_for, signed_in
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -108,34 +107,22 @@ def js_snippets() -> list[str]:
     return re.findall(r"```js\n(.*?)```", README.read_text(), re.S)
 
 
-async def _run_node(node: str, package: Path, code: str, env: dict[str, str]) -> str:
+async def _run_snippet(node: str, package: Path, code: str, env: dict[str, str]) -> str:
     """`code` as a module of `package` (so that its imports resolve to the package's
     locked dependencies, and the package to itself), then removed."""
     path = package / f".readme-snippet-{uuid.uuid4().hex}.mjs"
     path.write_text(code)
     try:
-        process = await asyncio.create_subprocess_exec(
-            node,
-            str(path),
-            cwd=package,
-            env=env,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.STDOUT,
-        )
-        out, _ = await asyncio.wait_for(process.communicate(), timeout=60)
+        status, out = await run_node(node, str(path), cwd=package, env=env, within_seconds=60)
     finally:
         path.unlink()
-    assert process.returncode == 0, out.decode()
-    return out.decode()
+    assert status == 0, out
+    return out
 
 
 async def test_every_javascript_snippet_runs_as_shown(tmp_path: Path) -> None:
-    node = shutil.which("node")
     packages = (ROOT / "tests" / "node", ROOT / "clients" / "typescript")
-    if node is None or not all((p / "node_modules").is_dir() for p in packages):
-        if os.environ.get("CI"):
-            pytest.fail("CI needs Node and the packages `make test` installs")
-        pytest.skip("Node or the Node packages are not installed")
+    node = node_for(*packages)
     found = js_snippets()
     assert len(found) == 2, "a snippet was added or removed: run it here too"
     port = free_port()
@@ -151,5 +138,5 @@ async def test_every_javascript_snippet_runs_as_shown(tmp_path: Path) -> None:
             "KEYHOLD_CLIENT_SECRET": secret,
         }
         oidc, grpc_stubs = found
-        assert (await _run_node(node, packages[0], oidc, env)).strip() == account.name
-        assert (await _run_node(node, packages[1], grpc_stubs, env)).strip() == account.name
+        assert (await _run_snippet(node, packages[0], oidc, env)).strip() == account.name
+        assert (await _run_snippet(node, packages[1], grpc_stubs, env)).strip() == account.name

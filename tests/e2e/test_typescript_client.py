@@ -5,30 +5,17 @@ and a refusal whose ErrorInfo reason Node decodes. `make test` installs the pack
 
 from __future__ import annotations
 
-import asyncio
 import os
-import shutil
 from pathlib import Path
 
-import pytest
-
+from tests.support.node import ROOT, node_for, run_node
 from tests.support.servers import running_server, settings_for
 
-PACKAGE = Path(__file__).resolve().parents[2] / "clients" / "typescript"
-
-
-def _node() -> str:
-    node = shutil.which("node")
-    installed = (PACKAGE / "node_modules" / "@connectrpc" / "connect-node").is_dir()
-    if node is None or not installed:
-        if os.environ.get("CI"):
-            pytest.fail("CI needs Node and `npm ci --prefix clients/typescript` (make test)")
-        pytest.skip("Node or the packages of clients/typescript are not installed")
-    return node
+PACKAGE = ROOT / "clients" / "typescript"
 
 
 async def test_node_calls_keyhold_with_the_generated_contracts(tmp_path: Path) -> None:
-    node = _node()
+    node = node_for(PACKAGE)
     async with running_server(settings_for(tmp_path)) as (app, _):
         account, secret = await app.identity.service_accounts.create("ts", ["audit.read"])
         env = {
@@ -37,15 +24,6 @@ async def test_node_calls_keyhold_with_the_generated_contracts(tmp_path: Path) -
             "KEYHOLD_CLIENT_ID": account.client_id,
             "KEYHOLD_CLIENT_SECRET": secret,
         }
-        process = await asyncio.create_subprocess_exec(
-            node,
-            "--test",
-            "test/",
-            cwd=PACKAGE,
-            env=env,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.STDOUT,
-        )
-        out, _ = await asyncio.wait_for(process.communicate(), timeout=120)
-    assert process.returncode == 0, out.decode()
-    assert "# pass 2" in out.decode(), out.decode()
+        code, out = await run_node(node, "--test", "test/", cwd=PACKAGE, env=env)
+    assert code == 0, out
+    assert "# pass 2" in out, out

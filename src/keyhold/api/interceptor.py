@@ -23,6 +23,7 @@ from grpc import aio
 from opentelemetry import trace
 
 from keyhold.api import errors as status_mapping
+from keyhold.api.completion_log import log_completion
 from keyhold.api.pipeline.admission import Admission
 from keyhold.api.pipeline.authentication import authorization_of, transport_identity
 from keyhold.api.pipeline.request_id import request_id_from, trace_context_from
@@ -177,18 +178,7 @@ class PolicyInterceptor:
         seconds = perf_counter() - started
         if observe is not None:
             observe(code, seconds)
-        call = current_call()
-        self._log.info(
-            "rpc_completed",
-            method=method,
-            code=code,
-            duration_ms=round(seconds * 1000.0, 3),
-            peer=call.peer,
-            principal=call.principal.subject or "anonymous",
-            request_id=call.request_id,
-            trace_id=call.trace_id,
-            span_id=call.span_id,
-        )
+        log_completion(self._log, method, code, seconds, current_call())
 
     def _traced(self, behavior: Any, method: str) -> Any:
         """With tracing, the handler in a span of its own under the server span."""

@@ -10,6 +10,7 @@ from time import perf_counter
 import structlog
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from keyhold.api.completion_log import log_completion
 from keyhold.api.interceptor import RpcMetrics, RpcObserver
 from keyhold.domain.call import CallContext, current_call, set_current_call
 
@@ -67,15 +68,4 @@ class CompletionRecording:
             if observe is None:
                 observe = self._observers[call.method] = self._metrics.for_method(call.method)
             observe(code, seconds)
-        self._log.info(
-            "rpc_completed",
-            method=method,
-            code=code,
-            http_status=status,
-            duration_ms=round(seconds * 1000.0, 3),
-            peer=call.peer,
-            principal=call.principal.subject or "anonymous",
-            request_id=call.request_id,
-            trace_id=call.trace_id,
-            span_id=call.span_id,
-        )
+        log_completion(self._log, method, code, seconds, call, http_status=status)
