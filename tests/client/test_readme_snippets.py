@@ -66,9 +66,9 @@ async def test_every_python_snippet_runs_as_shown(tmp_path: Path) -> None:
         reports_address = f"127.0.0.1:{free_port()}"
         env = {
             **{k: v for k, v in os.environ.items() if not k.startswith("KEYHOLD_")},
-            "KEYHOLD_ADDRESS": f"127.0.0.1:{app.port}",
-            "KEYHOLD_CLIENT_ID": account.client_id,
-            "KEYHOLD_CLIENT_SECRET": secret,
+            "TARGET": f"127.0.0.1:{app.port}",
+            "CLIENT_ID": account.client_id,
+            "CLIENT_SECRET": secret,
             "USER_TOKEN": user_token,
             "REPORTS_ADDRESS": reports_address,
         }
@@ -132,10 +132,10 @@ async def test_every_javascript_snippet_runs_as_shown(tmp_path: Path) -> None:
         account, secret = await app.identity.service_accounts.create("node", ["audit.read"])
         env = {
             **os.environ,
-            "KEYHOLD_ISSUER": issuer,
-            "KEYHOLD_ADDRESS": f"127.0.0.1:{app.port}",
-            "KEYHOLD_CLIENT_ID": account.client_id,
-            "KEYHOLD_CLIENT_SECRET": secret,
+            "ISSUER": issuer,
+            "TARGET": f"127.0.0.1:{app.port}",
+            "CLIENT_ID": account.client_id,
+            "CLIENT_SECRET": secret,
         }
         oidc, grpc_stubs = found
         assert (await _run_snippet(node, packages[0], oidc, env)).strip() == account.name

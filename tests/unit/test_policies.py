@@ -14,7 +14,7 @@ from keyhold.wiring.grpc_api import SERVICES
 from tests.support.servers import settings_for
 
 API_RPCS = {
-    "IdentityService": 24,
+    "IdentityService": 25,
     "AuditService": 5,
     "ProviderService": 11,
     "ApiResourceService": 19,
