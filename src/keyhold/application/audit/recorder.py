@@ -63,12 +63,13 @@ class Attempt:
 
 class AuditUnavailable(Unavailable):
     """`performed`: the work was done and only its SUCCEEDED record could not be
-    written; the caller must not be told that nothing happened."""
+    confirmed written (the store failed before answering: the record may be there or
+    not); the caller must not be told that nothing happened."""
 
     def __init__(self, *, performed: bool = False) -> None:
         super().__init__(
             "AUDIT_UNAVAILABLE",
-            "the action was done but its outcome could not be recorded in the audit trail; "
+            "the action was done but its outcome could not be confirmed in the audit trail; "
             "check its effect before retrying"
             if performed
             else "the audit trail cannot be written; the action was not performed",
