@@ -337,7 +337,12 @@ async def test_a_standard_oauth_client_gets_a_token_and_introspects(http: Http) 
 async def test_health_endpoints(http: Http) -> None:
     async with http.client() as client:
         assert (await client.get("/healthz")).json() == {"status": "ok"}
-        assert (await client.get("/readyz")).status_code == 200
+        ready = await client.get("/readyz", headers={"x-request-id": "probe-1"})
+        fresh = await client.get("/readyz")
+    assert ready.status_code == 200
+    # Every answer carries a request id: the caller's, or one of the server's making.
+    assert ready.headers["x-request-id"] == "probe-1"
+    assert len(fresh.headers["x-request-id"]) >= 16
 
 
 EXCHANGE = "urn:ietf:params:oauth:grant-type:token-exchange"

@@ -273,4 +273,5 @@ async def test_an_http_request_logs_one_line_like_its_grpc_twin(
         200,
     )
     assert line["principal"] == "anonymous"  # the token endpoint is public; the client is audited
+    assert line["peer"].startswith("ipv4:127.0.0.1:")
     assert secret not in text

@@ -8,7 +8,9 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import parse_qsl
 
+from starlette.datastructures import Headers
 from starlette.requests import Request
+from starlette.types import Scope
 
 from keyhold.api.pipeline.admission import Admission, Authenticate, MethodAdmission
 from keyhold.api.pipeline.authentication import (
@@ -19,7 +21,7 @@ from keyhold.api.pipeline.authentication import (
 )
 from keyhold.api.pipeline.request_id import request_id_from, trace_context_from
 from keyhold.api.policy import MethodPolicy
-from keyhold.domain.call import PLAINTEXT, CallContext, TransportIdentity
+from keyhold.domain.call import PLAINTEXT, CallContext, TransportIdentity, current_call
 from keyhold.domain.errors import FieldViolation, InvalidArgument
 
 MAX_FORM_BYTES = 64 * 1024
@@ -52,34 +54,49 @@ class HttpAdmission:
     ) -> CallContext:
         """Admits `request` as a call of `twin` carrying `message` (the twin's request,
         built from the HTTP one): bounds, authorization and rate limits as over gRPC."""
-        headers = request.headers
-        trace_id, span_id = trace_context_from(headers.get("traceparent"))
+        arrived = current_call()  # what CompletionRecording read of the request
+        if not arrived.request_id:
+            arrived = arrival_of(request.scope)
         return await self.for_twin(twin).admit(
             message,
             authorization,
-            peer_of(request),
-            (headers.get("user-agent") or "")[:256],
-            request_id_from(headers.get("x-request-id")),
-            trace_id,
-            span_id,
+            arrived.peer,
+            arrived.user_agent,
+            arrived.request_id,
+            arrived.trace_id,
+            arrived.span_id,
             _TLS if request.url.scheme == "https" else PLAINTEXT,
             authenticate,
         )
 
 
-def peer_of(request: Request) -> str:
-    """The peer as gRPC names it (`ipv4:10.0.0.1:5000`, `ipv6:[::1]:5000`), so that
-    rate limits and audit records key HTTP and gRPC callers alike."""
-    client = request.client
-    if client is None:
+def arrival_of(scope: Scope) -> CallContext:
+    """What a request says about itself before anything admits it: the peer as gRPC
+    names it (`ipv4:10.0.0.1:5000`, `ipv6:[::1]:5000`, so that rate limits and audit
+    records key HTTP and gRPC callers alike), the user agent, its request id (its own,
+    when acceptable, else a new one) and the trace it continues."""
+    headers = Headers(scope=scope)
+    trace_id, span_id = trace_context_from(headers.get("traceparent"))
+    return CallContext(
+        peer=_peer(scope.get("client")),
+        user_agent=(headers.get("user-agent") or "")[:256],
+        request_id=request_id_from(headers.get("x-request-id")),
+        trace_id=trace_id,
+        span_id=span_id,
+    )
+
+
+def _peer(client: object) -> str:
+    if not isinstance(client, tuple | list) or len(client) != 2:
         return "unknown"
+    host, port = client
     try:
-        address = ipaddress.ip_address(client.host)
+        address = ipaddress.ip_address(str(host))
     except ValueError:
         return "unknown"
     if address.version == 6:
-        return f"ipv6:[{address}]:{client.port}"
-    return f"ipv4:{address}:{client.port}"
+        return f"ipv6:[{address}]:{port}"
+    return f"ipv4:{address}:{port}"
 
 
 def authorization_header(request: Request) -> Authorization:

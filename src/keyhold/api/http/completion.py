@@ -11,8 +11,9 @@ import structlog
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from keyhold.api.completion_log import log_completion
+from keyhold.api.http.calls import arrival_of
 from keyhold.api.interceptor import RpcMetrics, RpcObserver
-from keyhold.domain.call import CallContext, current_call, set_current_call
+from keyhold.domain.call import current_call, set_current_call
 
 log = structlog.get_logger(__name__)
 
@@ -42,16 +43,16 @@ class CompletionRecording:
             return
         started = perf_counter()
         status = 500
-        set_current_call(CallContext())  # nothing from an earlier request on the task
+        set_current_call(arrival_of(scope))  # admission, if any, completes it
 
         async def sending(message: Message) -> None:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = int(message["status"])
-                request_id = current_call().request_id
-                if request_id:  # echoed, as gRPC's trailer does
-                    headers = [*message.get("headers", []), (b"x-request-id", request_id.encode())]
-                    message = {**message, "headers": headers}
+                # Echoed, as gRPC's trailer does.
+                request_id = current_call().request_id.encode()
+                headers = [*message.get("headers", []), (b"x-request-id", request_id)]
+                message = {**message, "headers": headers}
             await send(message)
 
         try:
