@@ -13,12 +13,7 @@ from starlette.requests import Request
 from starlette.types import Scope
 
 from keyhold.api.pipeline.admission import Admission, Authenticate, MethodAdmission
-from keyhold.api.pipeline.authentication import (
-    AMBIGUOUS,
-    MAX_AUTHORIZATION_LENGTH,
-    TOO_LARGE,
-    Authorization,
-)
+from keyhold.api.pipeline.authentication import Authorization, authorization_of
 from keyhold.api.pipeline.request_id import request_id_from, trace_context_from
 from keyhold.api.policy import MethodPolicy
 from keyhold.domain.call import PLAINTEXT, CallContext, TransportIdentity, current_call
@@ -100,14 +95,10 @@ def _peer(client: object) -> str:
 
 
 def authorization_header(request: Request) -> Authorization:
-    values = request.headers.getlist("authorization")
-    if not values:
-        return None
-    if len(values) > 1:
-        return AMBIGUOUS
-    if len(values[0]) > MAX_AUTHORIZATION_LENGTH:
-        return TOO_LARGE
-    return values[0]
+    """The `authorization` header, judged as gRPC's metadata is: none, once, or
+    unusable (sent twice, or too long)."""
+    entries = request.headers.items()
+    return authorization_of(dict(entries), entries)
 
 
 async def form_of(request: Request) -> dict[str, str]:
@@ -116,25 +107,30 @@ async def form_of(request: Request) -> dict[str, str]:
     than `MAX_FORM_BYTES`."""
     content_type = request.headers.get("content-type", "").partition(";")[0].strip().lower()
     if content_type != FORM_TYPE:
-        raise _invalid("content-type", f"the body must be {FORM_TYPE}")
+        raise request_invalid("content-type", f"the body must be {FORM_TYPE}")
     body = bytearray()
     async for chunk in request.stream():
         body += chunk
         if len(body) > MAX_FORM_BYTES:
-            raise _invalid("body", f"the body is longer than {MAX_FORM_BYTES} bytes")
+            raise request_invalid("body", f"the body is longer than {MAX_FORM_BYTES} bytes")
     try:
         pairs = parse_qsl(body.decode("utf-8"), keep_blank_values=True, strict_parsing=False)
     except UnicodeDecodeError:
-        raise _invalid("body", "the body is not UTF-8") from None
+        raise request_invalid("body", "the body is not UTF-8") from None
     form: dict[str, str] = {}
     for name, value in pairs:
         if name in form:
-            raise _invalid(name, "a parameter may be sent once")
+            raise request_invalid(name, "a parameter may be sent once")
         form[name] = value
     return form
 
 
-def _invalid(field: str, message: str) -> InvalidArgument:
+def request_invalid(field: str, message: str, expected: str = "") -> InvalidArgument:
+    """A request the endpoint cannot read: REQUEST_INVALID naming the field and what it
+    expects (the message itself when not given)."""
     return InvalidArgument(
-        "REQUEST_INVALID", message, [FieldViolation(field[:64], message)], domain="keyhold"
+        "REQUEST_INVALID",
+        message,
+        [FieldViolation(field[:64], expected or message)],
+        domain="keyhold",
     )

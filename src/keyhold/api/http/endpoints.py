@@ -16,6 +16,8 @@ import binascii
 import json
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
 from typing import Any
 from urllib.parse import unquote
 
@@ -23,9 +25,16 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from keyhold.api.http.calls import HttpAdmission, authorization_header, form_of
+from keyhold.api.http.calls import (
+    HttpAdmission,
+    authorization_header,
+    form_of,
+    request_invalid,
+)
 from keyhold.api.http.oauth_errors import bearer_error, oauth_error, token_endpoint_error
+from keyhold.api.pipeline.admission import Authenticate
 from keyhold.api.servicers.identity import IdentityUseCases
+from keyhold.application.identity.service_accounts import ServiceAccounts
 from keyhold.domain.errors import DomainError, FieldViolation, InvalidArgument
 from keyhold.domain.principal import Principal
 from keyhold.identity.v1 import identity_service_pb2 as pb
@@ -164,31 +173,27 @@ class OAuthEndpoints:
             if not form.get(name):
                 raise _missing(name)
         if form["subject_token_type"] != ACCESS_TOKEN_TYPE:
-            raise InvalidArgument(
-                "REQUEST_INVALID",
+            raise request_invalid(
+                "subject_token_type",
                 f"subject_token_type must be {ACCESS_TOKEN_TYPE}",
-                [FieldViolation("subject_token_type", ACCESS_TOKEN_TYPE)],
-                domain="keyhold",
+                ACCESS_TOKEN_TYPE,
             )
         if form.get("requested_token_type", ACCESS_TOKEN_TYPE) != ACCESS_TOKEN_TYPE:
-            raise InvalidArgument(
-                "REQUEST_INVALID",
+            raise request_invalid(
+                "requested_token_type",
                 f"requested_token_type can only be {ACCESS_TOKEN_TYPE}",
-                [FieldViolation("requested_token_type", ACCESS_TOKEN_TYPE)],
-                domain="keyhold",
+                ACCESS_TOKEN_TYPE,
             )
         message = pb.ExchangeTokenRequest(
             subject_token=form["subject_token"],
             audience=form.get("audience", "") or form.get("resource", ""),
             scopes=form.get("scope", "").split(),
         )
-        accounts = self._uc.service_accounts
-
-        async def authenticate() -> Principal:
-            return await accounts.authenticated(client.client_id, client.secret, client.assertion)
-
         await self._admission.admit(
-            IDENTITY + "ExchangeToken", request, message, authenticate=authenticate
+            IDENTITY + "ExchangeToken",
+            request,
+            message,
+            authenticate=client.proof(self._uc.service_accounts),
         )
         exchanged = await self._uc.token_exchange.exchange(
             message.subject_token, message.audience, list(message.scopes)
@@ -227,11 +232,7 @@ class OAuthEndpoints:
             ):
                 client = _client_credentials(request, form)
                 basic_used = client.basic
-                accounts = self._uc.service_accounts
-
-                async def authenticate() -> Principal:
-                    return await accounts.authenticated(client.client_id, client.secret)
-
+                authenticate = client.proof(self._uc.service_accounts)
                 header = None
             await self._admission.admit(
                 IDENTITY + "IntrospectToken", request, message, header, authenticate
@@ -272,16 +273,17 @@ class OAuthEndpoints:
         return JSONResponse({"status": "not ready"}, status_code=503)
 
 
+@dataclass(frozen=True, slots=True)
 class _Client:
-    __slots__ = ("assertion", "basic", "client_id", "secret")
+    client_id: str
+    secret: str
+    assertion: str
+    basic: bool  # authenticated by HTTP Basic (a refusal then challenges it)
 
-    def __init__(self, client_id: str, secret: str, assertion: str, *, basic: bool) -> None:
-        self.client_id, self.secret, self.assertion, self.basic = (
-            client_id,
-            secret,
-            assertion,
-            basic,
-        )
+    def proof(self, accounts: ServiceAccounts) -> Authenticate:
+        """The caller proven as its account, for an endpoint whose gRPC twin takes the
+        account's bearer token."""
+        return partial(accounts.authenticated, self.client_id, self.secret, self.assertion)
 
 
 def _client_credentials(request: Request, form: dict[str, str]) -> _Client:
@@ -303,11 +305,10 @@ def _client_credentials(request: Request, form: dict[str, str]) -> _Client:
         return _Client(client_id, secret, "", basic=True)
     if assertion_type:
         if assertion_type != JWT_BEARER_ASSERTION:
-            raise InvalidArgument(
-                "REQUEST_INVALID",
+            raise request_invalid(
+                "client_assertion_type",
                 f"client_assertion_type must be {JWT_BEARER_ASSERTION}",
-                [FieldViolation("client_assertion_type", JWT_BEARER_ASSERTION)],
-                domain="keyhold",
+                JWT_BEARER_ASSERTION,
             )
         return _Client(form.get("client_id", ""), "", form.get("client_assertion", ""), basic=False)
     return _Client(form.get("client_id", ""), form.get("client_secret", ""), "", basic=False)
@@ -321,23 +322,17 @@ def _basic(header: str) -> tuple[str, str]:
             raise ValueError
         decoded = base64.b64decode(encoded.strip(), validate=True).decode("utf-8")
     except (ValueError, binascii.Error, UnicodeDecodeError):
-        raise InvalidArgument(
-            "REQUEST_INVALID",
+        raise request_invalid(
+            "authorization",
             "the client authenticates with HTTP Basic (RFC 6749 §2.3.1)",
-            [FieldViolation("authorization", "Basic base64(client_id:client_secret)")],
-            domain="keyhold",
+            "Basic base64(client_id:client_secret)",
         ) from None
     client_id, _, secret = decoded.partition(":")
     return unquote(client_id.replace("+", " ")), unquote(secret.replace("+", " "))
 
 
 def _missing(field: str) -> InvalidArgument:
-    return InvalidArgument(
-        "REQUEST_INVALID",
-        f"{field} is missing or does not match",
-        [FieldViolation(field, "required")],
-        domain="keyhold",
-    )
+    return request_invalid(field, f"{field} is missing or does not match", "required")
 
 
 def _token_response(

@@ -10,7 +10,6 @@ from starlette.responses import JSONResponse
 
 from keyhold.domain.errors import (
     DomainError,
-    InvalidArgument,
     PermissionDenied,
     ResourceExhausted,
     Unauthenticated,
@@ -67,8 +66,6 @@ def token_endpoint_error(error: DomainError, *, basic_auth_used: bool) -> JSONRe
         return oauth_error(400, "invalid_grant", message, reason=reason)
     if isinstance(error, PermissionDenied):
         return oauth_error(400, "unauthorized_client", message, reason=reason)
-    if isinstance(error, InvalidArgument):
-        return oauth_error(400, "invalid_request", message, reason=reason)
     return oauth_error(400, "invalid_request", message, reason=reason)
 
 
