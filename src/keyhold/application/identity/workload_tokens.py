@@ -9,8 +9,7 @@ from collections.abc import Mapping
 from typing import Protocol
 
 from keyhold.domain.clock import Clock
-from keyhold.domain.identity.account_keys import PublicKey
-from keyhold.domain.identity.client_assertions import refused
+from keyhold.domain.identity.client_assertions import AssertionChecks, refused
 from keyhold.domain.identity.service_accounts import ServiceAccount
 from keyhold.domain.identity.trusted_issuers import IssuerKeys
 from keyhold.domain.identity.workload_identity import (
@@ -25,17 +24,12 @@ from keyhold.domain.unit_of_work import UnitOfWorkFactory
 MAX_ISSUER_LENGTH = 512
 
 
-class WorkloadTokenChecks(Protocol):
-    def header(self, token: str) -> Mapping[str, object]:
-        """Its header, unverified; ASSERTION_INVALID when it is no JWT."""
-        ...
+class WorkloadTokenChecks(AssertionChecks, Protocol):
+    """A client assertion's checks, and a look at the claims before the signature is
+    checked: a workload token's issuer names the keys to check it with."""
 
     def unverified_claims(self, token: str) -> Mapping[str, object]:
         """Its claims before any check: only to find which issuer to check it with."""
-        ...
-
-    def claims(self, token: str, key: PublicKey) -> Mapping[str, object]:
-        """Its claims, if `key` signed it with `key`'s algorithm; else ASSERTION_INVALID."""
         ...
 
 

@@ -45,14 +45,6 @@ class SqlAccountKeyRepository:
         )
         return int(counted or 0)
 
-    async def get(self, account_id: str, key_id: str) -> AccountKey | None:
-        row = (
-            await self._connection.execute(
-                select(service_account_keys).where(_K.account_id == account_id, _K.key_id == key_id)
-            )
-        ).first()
-        return _key(row) if row else None
-
     async def page(self, account_id: str, after_key_id: str, limit: int) -> list[AccountKey]:
         query = (
             select(service_account_keys)
